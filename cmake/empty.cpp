@@ -1,0 +1,1 @@
+// Placeholder unit for a concern with no sources yet.

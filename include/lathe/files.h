@@ -1,0 +1,27 @@
+#pragma once
+// Small file utilities used across Lathe: whole-file reads with clear errors, and atomic writes
+// (a temporary name in the same folder, then rename) so that no reader ever sees half a file.
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <string_view>
+
+namespace lathe {
+
+// Reads a whole file; throws lathe::Error naming the path when it is missing or unreadable.
+std::string read_file(const std::filesystem::path& path);
+
+// Writes `content` to `path` through a temporary file in the same folder and a rename.
+void write_file_atomic(const std::filesystem::path& path, std::string_view content);
+
+// Calls `write` with a temporary path next to `path`, then renames it into place. If `write`
+// throws, the temporary file is removed and `path` is left as it was.
+void write_atomic_with(const std::filesystem::path& path,
+                       const std::function<void(const std::filesystem::path& temporary)>& write);
+
+// Same for a folder: `write` fills a temporary folder which is then renamed to `dir`
+// (replacing an existing one).
+void write_dir_atomic(const std::filesystem::path& dir,
+                      const std::function<void(const std::filesystem::path& temporary)>& write);
+
+}  // namespace lathe

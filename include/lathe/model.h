@@ -1,0 +1,147 @@
+#pragma once
+// Decoder-only transformers with Hugging Face weight names: Llama, Mistral, Qwen2/Qwen2.5, Qwen3.
+// RMSNorm, RoPE (default / linear / llama3 scaling), grouped-query attention, SwiGLU, optional q/k/v
+// biases (Qwen2) and per-head q/k norms (Qwen3), tied or separate output head.
+//
+// The model returns final hidden states; logits are a separate call so a loss can work on chunks
+// of the vocabulary without ever materialising [tokens, vocab] (architecture.md).
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace lathe {
+
+struct RopeScaling {
+  std::string type = "default";  // default | linear | llama3
+  double factor = 1.0;
+  double low_freq_factor = 1.0;   // llama3
+  double high_freq_factor = 4.0;  // llama3
+  int64_t original_max_position_embeddings = 8192;  // llama3
+};
+
+struct ModelConfig {
+  std::string model_type = "llama";  // llama | mistral | qwen2 | qwen3
+  std::vector<std::string> architectures;
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t num_hidden_layers = 0;
+  int64_t num_attention_heads = 0;
+  int64_t num_key_value_heads = 0;
+  int64_t head_dim = 0;  // hidden_size / num_attention_heads unless given
+  int64_t max_position_embeddings = 2048;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  RopeScaling rope_scaling;
+  bool tie_word_embeddings = false;
+  bool attention_bias = false;  // q/k/v biases (true for qwen2)
+  bool qk_norm = false;         // per-head RMSNorm on q and k (qwen3)
+  std::string torch_dtype = "float32";
+  std::optional<int64_t> bos_token_id;
+  std::vector<int64_t> eos_token_ids;
+  std::optional<int64_t> pad_token_id;
+
+  // Parses config.json's fields; `source` (the file name) prefixes every error.
+  static ModelConfig from_json(const nlohmann::json& json, const std::string& source);
+  static ModelConfig load(const std::filesystem::path& config_json);
+  nlohmann::json to_json() const;  // as Hugging Face writes config.json
+};
+
+// A hook that replaces a Linear layer's computation (LoRA, DoRA, IA3, ...). The adapter is
+// registered as a child module of the Linear so its parameters get names such as
+// `model.layers.0.self_attn.q_proj.lora_A.weight`.
+class LinearImpl;
+struct LinearAdapter : torch::nn::Module {
+  virtual torch::Tensor forward(LinearImpl& base, const torch::Tensor& x) = 0;
+};
+
+class LinearImpl : public torch::nn::Module {
+ public:
+  LinearImpl(int64_t in_features, int64_t out_features, bool bias);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor base_forward(const torch::Tensor& x);  // x W^T + b, ignoring any adapter
+  void set_adapter(const std::string& name, std::shared_ptr<LinearAdapter> adapter);
+  void remove_adapter();
+  int64_t in_features, out_features;
+  torch::Tensor weight, bias;  // bias undefined when absent
+  std::shared_ptr<LinearAdapter> adapter;
+  std::string adapter_name;
+};
+TORCH_MODULE(Linear);
+
+// Keys and values of every layer, for generation. Shapes [batch, kv_heads, length, head_dim].
+struct KVCache {
+  std::vector<torch::Tensor> keys, values;
+  int64_t length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
+  void clear() { keys.clear(); values.clear(); }
+  // Keeps only the given batch rows (finished sequences leave a batch).
+  void select_rows(const torch::Tensor& rows);
+};
+
+// attention_mask: bool [batch, 1, query_len, key_len], true where a query may attend a key
+// (key_len includes what is already in the cache). Undefined means plain causal attention over
+// the cache plus the new tokens. position_ids: int64 [batch, query_len].
+struct ForwardInputs {
+  torch::Tensor input_ids;
+  torch::Tensor position_ids;
+  torch::Tensor attention_mask;
+  KVCache* cache = nullptr;
+};
+
+class CausalLMImpl : public torch::nn::Module {
+ public:
+  explicit CausalLMImpl(const ModelConfig& config);
+
+  // Final hidden states [batch, seq, hidden] (after the last norm).
+  torch::Tensor forward(const ForwardInputs& inputs);
+  // Output head applied to hidden states: [..., hidden] -> [..., vocab].
+  torch::Tensor logits(const torch::Tensor& hidden);
+  // The output head's weight [vocab, hidden] (the embedding when tied).
+  torch::Tensor output_weight();
+  torch::Tensor embed(const torch::Tensor& input_ids);
+
+  const ModelConfig& config() const { return config_; }
+
+  // Copies tensors with Hugging Face names into the parameters (converting dtype). Missing or
+  // mis-shaped tensors are errors naming the tensor with expected and actual shapes; `source`
+  // names the checkpoint in messages.
+  void load_state(const std::map<std::string, torch::Tensor>& tensors, const std::string& source);
+  // Hugging Face names -> parameters (lm_head.weight absent when tied).
+  std::map<std::string, torch::Tensor> state();
+
+  struct Impl;
+  std::shared_ptr<Impl> impl;
+
+ private:
+  ModelConfig config_;
+};
+TORCH_MODULE(CausalLM);
+
+// Masks for ForwardInputs::attention_mask.
+// Left- or right-padded batch: key_padding [batch, key_len] bool (true = real token); the last
+// query_len keys are the new queries.
+torch::Tensor causal_padding_mask(const torch::Tensor& key_padding, int64_t query_len);
+// Packed rows: sequences of the given lengths laid end to end in one row; attention stays within
+// each sequence. Returns [1, 1, total, total].
+torch::Tensor packed_causal_mask(const std::vector<int64_t>& sequence_lengths);
+// Positions restarting at 0 for every packed sequence: [1, total].
+torch::Tensor packed_position_ids(const std::vector<int64_t>& sequence_lengths);
+
+// Loads a Hugging Face model folder: config.json plus model.safetensors or its sharded index.
+// dtype: the parameter dtype (float32 or bfloat16).
+CausalLM load_pretrained(const std::filesystem::path& dir, torch::Dtype dtype = torch::kFloat32);
+// Writes config.json and model.safetensors (or shards above max_shard_bytes), atomically.
+void save_pretrained(CausalLM& model, const std::filesystem::path& dir,
+                     std::size_t max_shard_bytes = std::size_t{5} << 30);
+
+}  // namespace lathe

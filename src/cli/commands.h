@@ -1,0 +1,13 @@
+#pragma once
+// Every `lathe <command>` is a function taking the arguments after the command name.
+#include <string>
+#include <vector>
+
+namespace lathe::cli {
+
+using Args = std::vector<std::string>;
+
+int run_tokenize(const Args& args);
+int run_infer(const Args& args);
+
+}  // namespace lathe::cli

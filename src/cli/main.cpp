@@ -1,0 +1,58 @@
+// `lathe <command> [arguments]`: a table of commands, each in its own file.
+#include <fmt/format.h>
+
+#include <cstring>
+#include <exception>
+#include <string_view>
+
+#include "cli/commands.h"
+#include "lathe/error.h"
+#include "lathe/runtime.h"
+#include "lathe/version.h"
+
+namespace {
+
+struct Command {
+  std::string_view name;
+  std::string_view summary;
+  int (*run)(const lathe::cli::Args&);
+};
+
+constexpr Command kCommands[] = {
+    {"infer", "chat with a model, or answer a dataset in batch", lathe::cli::run_infer},
+    {"tokenize", "encode lines of text to token ids (or --decode ids to text)", lathe::cli::run_tokenize},
+};
+
+void print_usage() {
+  fmt::print("lathe {}: fine-tune, run and serve large language models\n\n", lathe::version());
+  fmt::print("usage: lathe <command> [--help] [arguments]\n\ncommands:\n");
+  for (const auto& command : kCommands) fmt::print("  {:<10} {}\n", command.name, command.summary);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  lathe::configure_runtime(argc, argv);
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
+    print_usage();
+    return argc < 2 ? 2 : 0;
+  }
+  if (std::strcmp(argv[1], "--version") == 0) {
+    fmt::print("lathe {}\n", lathe::version());
+    return 0;
+  }
+  for (const auto& command : kCommands) {
+    if (command.name != argv[1]) continue;
+    try {
+      return command.run(lathe::cli::Args(argv + 2, argv + argc));
+    } catch (const lathe::Error& error) {
+      fmt::print(stderr, "lathe {}: error: {}\n", command.name, error.what());
+    } catch (const std::exception& error) {
+      fmt::print(stderr, "lathe {}: internal error: {}\n", command.name, error.what());
+    }
+    return 1;
+  }
+  fmt::print(stderr, "lathe: unknown command '{}'\n\n", argv[1]);
+  print_usage();
+  return 2;
+}

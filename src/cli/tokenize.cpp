@@ -1,0 +1,6 @@
+#include "cli/commands.h"
+#include "lathe/error.h"
+
+namespace lathe::cli {
+int run_tokenize(const Args&) { throw Error("not implemented yet"); }
+}  // namespace lathe::cli
