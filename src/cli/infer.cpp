@@ -1,6 +1,142 @@
-#include "cli/commands.h"
-#include "lathe/error.h"
+// `lathe infer`: an interactive chat on the terminal, or batch answers for a dataset.
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <iostream>
+
+#include "cli/arguments.h"
+#include "common/format.h"
+#include "lathe/dataset.h"
+#include "lathe/files.h"
+#include "lathe/inference.h"
 
 namespace lathe::cli {
-int run_infer(const Args&) { throw Error("not implemented yet"); }
+namespace {
+
+using nlohmann::json;
+
+// The conversation to answer: the row without its final assistant message (kept as the label).
+std::pair<Conversation, std::optional<std::string>> split_label(Conversation conversation) {
+  std::optional<std::string> label;
+  if (!conversation.messages.empty() && conversation.messages.back().role == "assistant") {
+    label = conversation.messages.back().content;
+    conversation.messages.pop_back();
+  }
+  return {std::move(conversation), std::move(label)};
+}
+
+json messages_json(const Conversation& conversation) {
+  json messages = json::array();
+  for (const auto& message : conversation.messages) messages.push_back({{"role", message.role}, {"content", message.content}});
+  return messages;
+}
+
+int run_batch(const Arguments& arguments, InferenceModel& loaded) {
+  if (arguments.result_path.empty()) fail("--result_path is required with --val_dataset");
+  struct Pending {
+    Conversation conversation;
+    std::optional<std::string> label;
+  };
+  std::vector<Pending> rows;
+  for (const auto& file : arguments.val_dataset) {
+    for_each_row(file, [&](const json& row, const RowLocation& where) {
+      auto [conversation, label] = split_label(to_conversation(row, where));
+      if (conversation.messages.empty() || conversation.messages.back().role != "user") {
+        fail("{}: the row must end with a user message (or a user message and its answer)", where.describe());
+      }
+      rows.push_back({std::move(conversation), std::move(label)});
+    });
+  }
+  const auto params = loaded.sampling(arguments);
+  const auto batch_size = static_cast<std::size_t>(std::max<int64_t>(1, arguments.max_batch_size));
+  std::string output;
+  for (std::size_t start = 0; start < rows.size(); start += batch_size) {
+    const std::size_t end = std::min(rows.size(), start + batch_size);
+    std::vector<std::vector<int32_t>> prompts;
+    for (std::size_t i = start; i < end; ++i) prompts.push_back(loaded.encode_prompt(rows[i].conversation));
+    auto generations = generate(loaded.model, prompts, params);
+    for (std::size_t i = start; i < end; ++i) {
+      auto& generation = generations[i - start];
+      if (!generation.ids.empty() && generation.finish_reason == "stop") generation.ids.pop_back();
+      json result = {{"messages", messages_json(rows[i].conversation)},
+                     {"response", loaded.tokenizer.decode(generation.ids)},
+                     {"response_ids", generation.ids},
+                     {"finish_reason", generation.finish_reason}};
+      if (rows[i].label) result["labels"] = *rows[i].label;
+      output += result.dump() + "\n";
+    }
+    fmt::print(stderr, "lathe infer: {}/{} rows\n", end, rows.size());
+  }
+  write_file_atomic(arguments.result_path, output);
+  fmt::print(stderr, "lathe infer: results written to {}\n", arguments.result_path);
+  return 0;
+}
+
+void print_chat_help() {
+  fmt::print("Type a message and press Enter. Commands: 'clear' forgets the conversation, "
+             "'exit' or 'quit' leaves.\n");
+}
+
+std::string answer(InferenceModel& loaded, const Conversation& conversation, const SamplingParams& params,
+                   bool stream) {
+  Tokenizer::StreamDecoder decoder(loaded.tokenizer);
+  std::string text;
+  const auto& stops = loaded.stop_token_ids;
+  auto on_token = [&](std::size_t, int32_t token) {
+    if (std::find(stops.begin(), stops.end(), token) != stops.end()) return true;
+    auto piece = decoder.push(token);
+    text += piece;
+    if (stream) {
+      fmt::print("{}", piece);
+      std::fflush(stdout);
+    }
+    return true;
+  };
+  generate(loaded.model, {loaded.encode_prompt(conversation)}, params, on_token);
+  auto rest = decoder.finish();
+  text += rest;
+  fmt::print("{}\n", stream ? rest : text);
+  return text;
+}
+
+int run_chat(const Arguments& arguments, InferenceModel& loaded) {
+  const bool interactive = isatty(STDIN_FILENO);
+  if (interactive) print_chat_help();
+  const auto params = loaded.sampling(arguments);
+  Conversation conversation;
+  std::string line;
+  while (true) {
+    if (interactive) {
+      fmt::print("<<< ");
+      std::fflush(stdout);
+    }
+    if (!std::getline(std::cin, line)) break;
+    if (line == "exit" || line == "quit") break;
+    if (line == "clear") {
+      conversation.messages.clear();
+      fmt::print("(conversation cleared)\n");
+      continue;
+    }
+    if (line.empty()) continue;
+    conversation.messages.push_back({"user", line, {}, {}});
+    if (interactive) fmt::print(">>> ");
+    auto response = answer(loaded, conversation, params, arguments.stream);
+    conversation.messages.push_back({"assistant", std::move(response), {}, {}});
+  }
+  return 0;
+}
+
+}  // namespace
+
+int run_infer(const Args& args) {
+  CLI::App app("Chat with a model on the terminal, or answer every row of --val_dataset into "
+               "--result_path (jsonl rows with response and response_ids).",
+               "infer");
+  Arguments arguments;
+  add_options(app, arguments, {OptionGroup::Model, OptionGroup::Generation, OptionGroup::Data});
+  if (int code = parse(app, args); code >= 0) return code;
+  auto loaded = load_inference_model(arguments);
+  return arguments.val_dataset.empty() ? run_chat(arguments, loaded) : run_batch(arguments, loaded);
+}
+
 }  // namespace lathe::cli

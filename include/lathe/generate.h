@@ -1,0 +1,49 @@
+#pragma once
+// Token generation with a KV cache: greedy or sampled (temperature, top-k, top-p, repetition
+// penalty), for one prompt or a left-padded batch of prompts.
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "lathe/model.h"
+
+namespace lathe {
+
+struct SamplingParams {
+  int64_t max_new_tokens = 512;
+  double temperature = 0.0;         // 0: greedy
+  int64_t top_k = 0;                // 0: off
+  double top_p = 1.0;               // 1: off
+  double repetition_penalty = 1.0;  // 1: off (CTRL-style: divide positive logits, multiply negative)
+  std::optional<uint64_t> seed;     // fixed seed: reproducible samples
+  std::vector<int32_t> stop_token_ids;
+};
+
+struct Generation {
+  std::vector<int32_t> ids;     // generated tokens (a final stop token included)
+  std::string finish_reason;    // "stop" (stop token or the callback said so) | "length"
+};
+
+// Picks the next token from one row of logits, given the tokens seen so far.
+class Sampler {
+ public:
+  explicit Sampler(const SamplingParams& params);
+  int32_t next(const torch::Tensor& logits_row, const std::vector<int32_t>& history);
+
+ private:
+  SamplingParams params_;
+  std::mt19937_64 rng_;
+};
+
+// Called after each new token of row `row`; return false to stop that row ("stop").
+using TokenCallback = std::function<bool(std::size_t row, int32_t token)>;
+
+// Generates for each prompt. Prompts of different lengths are left-padded into one batch; rows
+// that finish leave the batch. Greedy results equal those of each prompt generated alone.
+std::vector<Generation> generate(CausalLM& model, const std::vector<std::vector<int32_t>>& prompts,
+                                 const SamplingParams& params, const TokenCallback& on_token = {});
+
+}  // namespace lathe

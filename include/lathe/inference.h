@@ -1,0 +1,34 @@
+#pragma once
+// What inference needs from a model folder, loaded once: the model, its tokenizer, the chat
+// template and the tokens that end a response. Shared by infer, sample, eval and deploy.
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "lathe/arguments.h"
+#include "lathe/generate.h"
+#include "lathe/model.h"
+#include "lathe/template.h"
+#include "lathe/tokenizer.h"
+
+namespace lathe {
+
+struct InferenceModel {
+  CausalLM model{nullptr};
+  Tokenizer tokenizer;
+  Template chat_template;
+  std::vector<int32_t> stop_token_ids;  // template stop words that are one token, and config eos ids
+  std::optional<std::string> system;
+
+  // Prompt tokens for a conversation that ends with a user turn. With the `raw` template the last
+  // user message is encoded as it is (plus what the tokenizer's post-processor adds).
+  std::vector<int32_t> encode_prompt(const Conversation& conversation) const;
+  // Response text without the final stop token.
+  std::string decode_response(std::vector<int32_t> ids) const;
+  SamplingParams sampling(const Arguments& arguments) const;
+};
+
+// Loads --model (and, later, --adapters) with --template / --system / --torch_dtype.
+InferenceModel load_inference_model(const Arguments& arguments);
+
+}  // namespace lathe

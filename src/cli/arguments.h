@@ -1,0 +1,22 @@
+#pragma once
+// Builds a command's CLI11 parser over lathe::Arguments, with --config files (YAML or JSON).
+#include <CLI/CLI.hpp>
+
+#include <functional>
+
+#include "cli/commands.h"
+#include "lathe/arguments.h"
+
+namespace lathe::cli {
+
+enum class OptionGroup { Model, Generation, Data };
+
+// Adds the options of the given groups to `app`, bound to `arguments`.
+void add_options(CLI::App& app, Arguments& arguments, std::initializer_list<OptionGroup> groups);
+
+// Parses `args` (plus --config FILE, whose keys are the long option names without dashes and
+// which the command line overrides). Returns the exit code when parsing ends the command
+// (--help: 0, an error: 2 with the message printed), or -1 to go on.
+int parse(CLI::App& app, const Args& args);
+
+}  // namespace lathe::cli

@@ -1,0 +1,96 @@
+#include "lathe/inference.h"
+
+#include <algorithm>
+
+#include "common/format.h"
+#include "lathe/files.h"
+
+namespace lathe {
+namespace fs = std::filesystem;
+
+static torch::Dtype parse_dtype(const std::string& name) {
+  if (name == "float32") return torch::kFloat32;
+  if (name == "bfloat16") return torch::kBFloat16;
+  fail("--torch_dtype: '{}' is not supported (expected float32 or bfloat16)", name);
+}
+
+// eos ids from generation_config.json, which may differ from config.json's (Llama-3 instruct).
+static std::vector<int64_t> generation_config_eos(const fs::path& dir) {
+  const auto path = dir / "generation_config.json";
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return {};
+  auto json = nlohmann::json::parse(read_file(path), nullptr, false);
+  if (json.is_discarded()) fail("{}: not valid JSON", path.string());
+  std::vector<int64_t> ids;
+  if (auto eos = json.find("eos_token_id"); eos != json.end()) {
+    if (eos->is_number_integer()) ids.push_back(eos->get<int64_t>());
+    if (eos->is_array()) {
+      for (const auto& id : *eos) {
+        if (id.is_number_integer()) ids.push_back(id.get<int64_t>());
+      }
+    }
+  }
+  return ids;
+}
+
+static std::vector<int32_t> stop_tokens(const Tokenizer& tokenizer, const TemplateSpec& spec,
+                                        const ModelConfig& config, const fs::path& dir) {
+  std::vector<int32_t> ids;
+  auto add = [&](int64_t id) {
+    if (id >= 0 && std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(static_cast<int32_t>(id));
+  };
+  for (const auto& word : spec.stop_words) {
+    if (auto id = tokenizer.token_to_id(word)) add(*id);
+  }
+  for (auto id : config.eos_token_ids) add(id);
+  for (auto id : generation_config_eos(dir)) add(id);
+  return ids;
+}
+
+InferenceModel load_inference_model(const Arguments& arguments) {
+  if (arguments.model.empty()) fail("--model is required (a Hugging Face model folder)");
+  const fs::path dir = arguments.model;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) fail("{}: model folder not found", dir.string());
+  if (!arguments.adapters.empty()) {
+    fail("--adapters: loading adapters needs the LoRA tuner, which this build does not have yet");
+  }
+  auto tokenizer = Tokenizer::from_file(dir);
+  auto model = load_pretrained(dir, parse_dtype(arguments.torch_dtype));
+  model->eval();
+  const std::string template_name =
+      arguments.template_name.empty() ? Template::name_for_model(dir.string()) : arguments.template_name;
+  auto chat_template = Template::builtin(template_name);
+  auto stops = stop_tokens(tokenizer, chat_template.spec(), model->config(), dir);
+  return InferenceModel{model, std::move(tokenizer), std::move(chat_template), std::move(stops), arguments.system};
+}
+
+std::vector<int32_t> InferenceModel::encode_prompt(const Conversation& conversation) const {
+  if (chat_template.spec().name == "raw") {
+    const auto& messages = conversation.messages;
+    if (messages.empty()) fail("the conversation is empty: nothing to encode");
+    return tokenizer.encode(messages.back().content, /*add_special_tokens=*/true);
+  }
+  return chat_template.encode(tokenizer, conversation, /*add_generation_prompt=*/true, system).input_ids;
+}
+
+std::string InferenceModel::decode_response(std::vector<int32_t> ids) const {
+  if (!ids.empty() && std::find(stop_token_ids.begin(), stop_token_ids.end(), ids.back()) != stop_token_ids.end()) {
+    ids.pop_back();
+  }
+  return tokenizer.decode(ids, /*skip_special_tokens=*/false);
+}
+
+SamplingParams InferenceModel::sampling(const Arguments& arguments) const {
+  SamplingParams params;
+  params.max_new_tokens = arguments.max_new_tokens;
+  params.temperature = arguments.temperature;
+  params.top_k = arguments.top_k;
+  params.top_p = arguments.top_p;
+  params.repetition_penalty = arguments.repetition_penalty;
+  params.seed = static_cast<uint64_t>(arguments.seed);
+  params.stop_token_ids = stop_token_ids;
+  return params;
+}
+
+}  // namespace lathe
