@@ -76,15 +76,23 @@ struct TensorData {
   std::span<const std::byte> data;  // row-major, little-endian, exactly prod(shape)*dtype_size bytes
 };
 
-// Writes one file atomically (temporary name, then rename). Tensors are laid out in the given
-// order; the header is padded with spaces to a multiple of 8 bytes; metadata defaults to
-// {"format": "pt"} as PyTorch's safetensors writer does.
+// Writes one file atomically (temporary name, then rename), byte for byte as Hugging Face's
+// safetensors writer lays it out: tensors sorted by descending dtype alignment (I64, F64, F32, I32,
+// BF16, F16, I16, I8, U8, BOOL), then by name, so that every tensor's data starts at a multiple of
+// its element size; the compact JSON header lists `__metadata__` first (omitted when empty), then
+// the tensors in that order, padded with spaces to a multiple of 8 bytes. metadata defaults to
+// {"format": "pt"} as transformers' save_pretrained writes it. Throws lathe::Error naming the
+// tensor when its bytes do not match its shape and dtype, or when a name repeats.
 void write(const std::filesystem::path& path, std::span<const TensorData> tensors,
            const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
 
 // Writes `<stem>.safetensors` when everything fits in max_shard_bytes, otherwise
 // `<stem>-00001-of-0000N.safetensors` shards plus `<stem>.safetensors.index.json`
-// ({"metadata": {"total_size": ...}, "weight_map": {...}}), as Hugging Face's save_pretrained does.
+// ({"metadata": {"total_size": ...}, "weight_map": {...}}), as Hugging Face's save_pretrained does:
+// tensors are taken in the given order and a shard is closed when the next tensor would push its
+// data past max_shard_bytes; a tensor larger than the limit gets a shard of its own. The index is
+// written after the shards, and files of an earlier save with the same stem (a single file, stale
+// shards, an index) are removed, so that Checkpoint::open never mixes two saves.
 void write_sharded(const std::filesystem::path& dir, std::span<const TensorData> tensors,
                    std::size_t max_shard_bytes, std::string_view stem = "model");
 
