@@ -20,6 +20,9 @@ struct Context {
   std::string text;
   ContextType type = ContextType::Other;
   int round = -1;  // index of the assistant round a Response/Suffix belongs to; -1 otherwise
+  // A Response carries its message's per-message override (plugins.md §3).
+  std::optional<bool> loss;
+  std::optional<double> loss_scale;
 };
 
 struct Message {
@@ -34,8 +37,9 @@ struct Conversation {
   nlohmann::json tools;  // OpenAI-style function specs, or null
 };
 
-// SWIFT's template meta. Placeholders: {{SYSTEM}}, {{QUERY}}, {{RESPONSE}}. Special tokens are
-// written as text (e.g. "<|im_start|>"); the tokenizer matches them before pre-tokenization.
+// SWIFT's template meta. Placeholders: {{SYSTEM}}, {{QUERY}}, {{EOS}} (eos_token). Special tokens
+// are written as text (e.g. "<|im_start|>"); the tokenizer matches them before pre-tokenization.
+// The rules, and where they differ from the models' own Jinja templates: docs/templates.md.
 struct TemplateSpec {
   std::string name;
   std::string prefix;                        // once, before everything (without a system message)
@@ -43,10 +47,23 @@ struct TemplateSpec {
   std::string chat_sep;                      // after an assistant response that is not the last
   std::string suffix;                        // after the last assistant response
   std::optional<std::string> system_prefix;  // prefix used when there is a system message
+  // Templates without a system block (Mistral) fold the system into the first query with this
+  // pattern ({{SYSTEM}} and {{QUERY}}); used only when system_prefix is absent.
+  std::optional<std::string> system_in_query;
   std::optional<std::string> default_system;
   std::vector<std::string> stop_words;
   std::string agent_template = "react_en";
-  bool thinking = false;                     // qwen3: thinking mode (no empty think block)
+  // SWIFT's response_prefix: written after the generation prompt (qwen3_nothink: an empty think
+  // block, as Qwen3's template does for enable_thinking=false).
+  std::string response_prefix;
+  // Qwen3's reasoning rule: answers before the last user query lose their <think> block; answers
+  // after it keep theirs in the form "<think>\n...\n</think>\n\n", and the final answer always
+  // has one (empty when it has no reasoning).
+  bool think_blocks = false;
+  // The first context is tokenized with the tokenizer's post-processor (SWIFT's auto_add_bos:
+  // templates whose prefix does not write the BOS itself, and raw).
+  bool add_special_tokens = false;
+  std::string eos_token;  // replaces {{EOS}}; Template::for_model reads it from the model folder
 };
 
 struct Encoded {
@@ -59,11 +76,16 @@ struct Encoded {
 class Template {
  public:
   explicit Template(TemplateSpec spec);
-  // chatml, qwen2_5, qwen3, qwen3_nothink, llama3, mistral, default, raw.
+  // chatml, qwen2_5, qwen3, qwen3_nothink, llama3, mistral, default, raw. An unknown name is an
+  // error listing these.
   static Template builtin(const std::string& name);
   static std::vector<std::string> builtin_names();
-  // The template to use for a model folder: its tokenizer_config.json / config.json decide.
+  // The template to use for a model folder: config.json's model_type, then tokenizer_config.json's
+  // chat_template, decide; "default" when neither says (rule in docs/templates.md).
   static std::string name_for_model(const std::string& model_dir);
+  // builtin(name, or name_for_model when empty) with the folder's eos token (tokenizer_config.json)
+  // filled in and added to the stop words.
+  static Template for_model(const std::string& model_dir, const std::string& name = "");
 
   const TemplateSpec& spec() const { return spec_; }
 

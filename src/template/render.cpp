@@ -1,0 +1,266 @@
+// Rendering a conversation as SWIFT does: the prefix (or system prefix) once, then per round the
+// prompt with the query, the response (RESPONSE) and the end-of-turn text after it (SUFFIX:
+// chat_sep between rounds, suffix after the last), so that the model learns to end its turns.
+#include <string_view>
+#include <utility>
+
+#include "common/format.h"
+#include "lathe/template.h"
+#include "lathe/tokenizer.h"
+
+namespace lathe {
+namespace {
+
+bool is_query_role(std::string_view role) {
+  // "tool" is the OpenAI name of SWIFT's tool_response.
+  return role == "user" || role == "tool_response" || role == "tool";
+}
+bool is_response_role(std::string_view role) { return role == "assistant" || role == "tool_call"; }
+
+// One round: a query (a user message, or tool results) and the answer to it, if any.
+struct Round {
+  std::vector<const Message*> query;
+  std::vector<const Message*> response;
+  bool query_from_user = false;  // not a tool result
+};
+
+struct Rounds {
+  std::optional<std::string> system;  // from a leading system message
+  std::vector<Round> rounds;
+};
+
+bool is_tool_result_text(std::string_view text) {
+  // Qwen3's template also treats a user message wrapped in <tool_response> as a tool result.
+  return text.starts_with("<tool_response>") && text.ends_with("</tool_response>");
+}
+
+Rounds split_rounds(const Conversation& conversation) {
+  Rounds result;
+  const auto& messages = conversation.messages;
+  for (std::size_t i = 0; i < messages.size(); ++i) {
+    const Message& message = messages[i];
+    if (message.role == "system") {
+      if (i != 0) fail("message {}: a system message must be the first message", i);
+      result.system = message.content;
+    } else if (is_query_role(message.role)) {
+      bool from_user = message.role == "user" && !is_tool_result_text(message.content);
+      bool continues_query = !result.rounds.empty() && result.rounds.back().response.empty();
+      if (continues_query && (from_user || result.rounds.back().query_from_user)) {
+        fail("message {}: two {} messages in a row without an assistant message between them", i,
+             message.role);
+      }
+      if (!continues_query) result.rounds.emplace_back();
+      result.rounds.back().query.push_back(&message);
+      result.rounds.back().query_from_user = from_user;
+    } else if (is_response_role(message.role)) {
+      if (result.rounds.empty()) {
+        fail("message {}: an {} message must follow a user message", i, message.role);
+      }
+      result.rounds.back().response.push_back(&message);
+    } else {
+      fail("message {}: unknown role '{}'; expected system, user, assistant, tool_call or "
+           "tool_response",
+           i, message.role);
+    }
+  }
+  if (result.rounds.empty()) fail("the conversation has no user message");
+  return result;
+}
+
+// Replaces {{NAME}} placeholders in one pass, so that text inserted for one placeholder (a user
+// query that happens to contain "{{SYSTEM}}") is never read as another.
+std::string fill(std::string_view pattern,
+                 std::initializer_list<std::pair<std::string_view, std::string_view>> values) {
+  std::string out;
+  std::size_t pos = 0;
+  while (pos < pattern.size()) {
+    std::size_t open = pattern.find("{{", pos);
+    if (open == std::string_view::npos) break;
+    bool replaced = false;
+    for (const auto& [name, value] : values) {
+      if (pattern.substr(open).starts_with(name)) {
+        out.append(pattern.substr(pos, open - pos)).append(value);
+        pos = open + name.size();
+        replaced = true;
+        break;
+      }
+    }
+    if (!replaced) {
+      out.append(pattern.substr(pos, open + 2 - pos));
+      pos = open + 2;
+    }
+  }
+  out.append(pattern.substr(std::min(pos, pattern.size())));
+  return out;
+}
+
+std::string_view trim_newlines_left(std::string_view text) {
+  while (!text.empty() && text.front() == '\n') text.remove_prefix(1);
+  return text;
+}
+std::string_view trim_newlines_right(std::string_view text) {
+  while (!text.empty() && text.back() == '\n') text.remove_suffix(1);
+  return text;
+}
+
+// An answer split at its think block, the way Qwen3's template reads it.
+struct Thinking {
+  std::string_view reasoning;  // empty when there is no block
+  std::string_view answer;
+};
+
+Thinking split_thinking(std::string_view content) {
+  std::size_t close_first = content.find("</think>");
+  if (close_first == std::string_view::npos) return {{}, content};
+  std::size_t close_last = content.rfind("</think>");
+  std::string_view answer = trim_newlines_left(content.substr(close_last + 8));
+  std::string_view before = trim_newlines_right(content.substr(0, close_first));
+  std::size_t open = before.rfind("<think>");
+  std::string_view reasoning = open == std::string_view::npos ? before : before.substr(open + 7);
+  return {trim_newlines_right(trim_newlines_left(reasoning)), answer};
+}
+
+// Qwen3's rule (TemplateSpec::think_blocks). `after_last_query`: the answer comes after the last
+// user query; `final`: it is the last message of the conversation.
+std::string apply_think_blocks(std::string_view content, bool after_last_query, bool final) {
+  Thinking parts = split_thinking(content);
+  if (after_last_query && (final || !parts.reasoning.empty())) {
+    return fmt::format("<think>\n{}\n</think>\n\n{}", parts.reasoning, parts.answer);
+  }
+  return std::string(parts.answer);
+}
+
+std::string join_contents(const std::vector<const Message*>& messages) {
+  std::string text;
+  for (const Message* message : messages) {
+    if (!text.empty()) text += '\n';
+    text += message->content;
+  }
+  return text;
+}
+
+class Renderer {
+ public:
+  explicit Renderer(const TemplateSpec& spec) : spec_(spec) {}
+
+  std::vector<Context> run(const Conversation& conversation, bool add_generation_prompt,
+                           const std::optional<std::string>& system_override) {
+    Rounds parsed = split_rounds(conversation);
+    const std::vector<Round>& rounds = parsed.rounds;
+    if (add_generation_prompt && !rounds.back().response.empty()) {
+      fail("add_generation_prompt: the conversation must end with a user or tool message, not "
+           "with an {} message",
+           rounds.back().response.back()->role);
+    }
+    std::optional<std::string> system = parsed.system;
+    if (!system) system = system_override ? system_override : spec_.default_system;
+    if (system && system->empty()) system.reset();  // an empty system means none
+
+    bool system_in_query = false;
+    if (!system) {
+      add(fill_eos(spec_.prefix), ContextType::Other);
+    } else if (spec_.system_prefix) {
+      add(fill(*spec_.system_prefix, {{"{{SYSTEM}}", *system}, {"{{EOS}}", spec_.eos_token}}),
+          ContextType::Other);
+    } else if (spec_.system_in_query) {
+      add(fill_eos(spec_.prefix), ContextType::Other);
+      system_in_query = true;
+    } else {
+      fail("template '{}' has no place for a system message", spec_.name);
+    }
+
+    int last_user_round = -1;
+    for (int r = 0; r < static_cast<int>(rounds.size()); ++r) {
+      if (rounds[r].query_from_user) last_user_round = r;
+    }
+    for (int r = 0; r < static_cast<int>(rounds.size()); ++r) {
+      const Round& round = rounds[r];
+      std::string query = join_contents(round.query);
+      if (r == 0 && system_in_query) {
+        query = fill(*spec_.system_in_query, {{"{{SYSTEM}}", *system}, {"{{QUERY}}", query}});
+      }
+      add(fill(spec_.prompt, {{"{{QUERY}}", query}, {"{{EOS}}", spec_.eos_token}}),
+          ContextType::Other);
+      bool last = r + 1 == static_cast<int>(rounds.size());
+      if (round.response.empty()) {
+        if (last && add_generation_prompt) add(spec_.response_prefix, ContextType::Other);
+        continue;
+      }
+      add_response(round, r, /*after_last_query=*/r >= last_user_round, last);
+      add(fill_eos(last ? spec_.suffix : spec_.chat_sep), ContextType::Suffix, r);
+    }
+    return std::move(contexts_);
+  }
+
+ private:
+  void add(std::string text, ContextType type, int round = -1) {
+    if (text.empty()) return;
+    contexts_.push_back(Context{std::move(text), type, round, std::nullopt, std::nullopt});
+  }
+
+  std::string fill_eos(std::string_view pattern) const {
+    return fill(pattern, {{"{{EOS}}", spec_.eos_token}});
+  }
+
+  // One RESPONSE context per message, so that each keeps its own loss override; the messages
+  // of one answer (text, then tool calls) are joined by newlines.
+  void add_response(const Round& round, int r, bool after_last_query, bool last_round) {
+    for (std::size_t i = 0; i < round.response.size(); ++i) {
+      const Message& message = *round.response[i];
+      std::string text = message.content;
+      if (spec_.think_blocks && message.role == "assistant") {
+        bool final = last_round && i + 1 == round.response.size();
+        text = apply_think_blocks(text, after_last_query, final);
+      }
+      if (i + 1 < round.response.size()) text += '\n';
+      if (text.empty()) continue;
+      contexts_.push_back(
+          Context{std::move(text), ContextType::Response, r, message.loss, message.loss_scale});
+    }
+  }
+
+  const TemplateSpec& spec_;
+  std::vector<Context> contexts_;
+};
+
+}  // namespace
+
+Template::Template(TemplateSpec spec) : spec_(std::move(spec)) {
+  if (spec_.prompt.find("{{QUERY}}") == std::string::npos) {
+    fail("template '{}': prompt '{}' has no {{{{QUERY}}}} placeholder", spec_.name, spec_.prompt);
+  }
+}
+
+std::vector<Context> Template::render(const Conversation& conversation, bool add_generation_prompt,
+                                      const std::optional<std::string>& system) const {
+  return Renderer(spec_).run(conversation, add_generation_prompt, system);
+}
+
+std::string Template::render_text(const Conversation& conversation, bool add_generation_prompt,
+                                  const std::optional<std::string>& system) const {
+  std::string text;
+  for (const Context& context : render(conversation, add_generation_prompt, system)) {
+    text += context.text;
+  }
+  return text;
+}
+
+Encoded Template::encode(const Tokenizer& tokenizer, const Conversation& conversation,
+                         bool add_generation_prompt,
+                         const std::optional<std::string>& system) const {
+  Encoded encoded;
+  encoded.contexts = render(conversation, add_generation_prompt, system);
+  for (std::size_t c = 0; c < encoded.contexts.size(); ++c) {
+    const Context& context = encoded.contexts[c];
+    // Only the first context gets what the post-processor adds (a BOS in front); contexts are
+    // tokenized one by one, so no token spans two contexts.
+    bool with_specials = spec_.add_special_tokens && c == 0;
+    std::vector<int32_t> ids = tokenizer.encode(context.text, with_specials);
+    encoded.input_ids.insert(encoded.input_ids.end(), ids.begin(), ids.end());
+    encoded.types.insert(encoded.types.end(), ids.size(), context.type);
+    encoded.context_of.insert(encoded.context_of.end(), ids.size(), static_cast<int32_t>(c));
+  }
+  return encoded;
+}
+
+}  // namespace lathe
