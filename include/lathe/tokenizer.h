@@ -47,8 +47,10 @@ class Tokenizer {
    private:
     const Tokenizer* tokenizer_;
     bool skip_special_tokens_;
-    std::vector<int32_t> ids_;
-    std::size_t emitted_bytes_ = 0;  // bytes of decode(ids_) already returned
+    std::vector<int32_t> ids_;       // a window of the most recent ids
+    std::size_t prefix_ids_ = 0;     // how many of ids_ are context before the text not yet returned
+    std::string prefix_;             // decode of ids_ when it was last cut: already returned
+    std::size_t emitted_bytes_ = 0;  // bytes returned so far
   };
 
   struct Impl;
