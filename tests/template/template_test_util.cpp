@@ -82,4 +82,33 @@ std::string run_node_oracle(const std::string& script, const std::vector<std::st
   return output;
 }
 
+std::vector<std::vector<int32_t>> hf_token_ids(const std::string& tokenizer_json,
+                                               const std::vector<std::string>& texts,
+                                               bool add_special_tokens) {
+  static std::atomic<int> calls{0};
+  fs::path work = fs::temp_directory_path() /
+                  fmt::format("lathe-template-ids-{}-{}", ::getpid(), calls++);
+  fs::create_directories(work);
+  const fs::path corpus = work / "texts.jsonl", out = work / "ids.jsonl";
+  {
+    std::ofstream lines(corpus, std::ios::binary);
+    for (const std::string& text : texts) lines << nlohmann::json(text).dump() << '\n';
+  }
+  run_node_oracle("tokenizer_oracle.js", {tokenizer_json, corpus.string(), out.string()}, "");
+  std::istringstream rows(slurp(out));
+  fs::remove_all(work);
+  std::vector<std::vector<int32_t>> ids;
+  for (std::string row; std::getline(rows, row);) {
+    if (row.empty()) continue;
+    ids.push_back(nlohmann::json::parse(row)
+                      .at(add_special_tokens ? "with" : "without")
+                      .get<std::vector<int32_t>>());
+  }
+  if (ids.size() != texts.size()) {
+    throw std::runtime_error(fmt::format("tokenizer_oracle.js gave {} rows for {} texts",
+                                         ids.size(), texts.size()));
+  }
+  return ids;
+}
+
 }  // namespace lathe::test

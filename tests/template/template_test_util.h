@@ -40,4 +40,10 @@ std::string describe_difference(const std::string& expected, const std::string& 
 std::string run_node_oracle(const std::string& script, const std::vector<std::string>& args,
                             const std::string& input);
 
+// Ids from Hugging Face's tokenizers (tests/oracle/tokenizer_oracle.js) for each text, with or
+// without the post-processor's special tokens.
+std::vector<std::vector<int32_t>> hf_token_ids(const std::string& tokenizer_json,
+                                               const std::vector<std::string>& texts,
+                                               bool add_special_tokens);
+
 }  // namespace lathe::test
