@@ -31,9 +31,62 @@ struct Arguments {
   int64_t max_batch_size = 8;
 
   // Data
-  std::vector<std::string> dataset;
+  std::vector<std::string> dataset;      // path, or path#N to sample N rows
   std::vector<std::string> val_dataset;
   std::string result_path;
+  double split_dataset_ratio = 0.0;      // share of --dataset held out for evaluation
+  std::string truncation_strategy = "delete";  // delete | left | right
+  bool packing = false;
+  bool padding_free = false;
+  int64_t dataset_num_proc = 0;          // 0: all cores
+  bool strict = true;                    // false: skip bad rows and count them
+  std::string loss_scale = "default";
+  std::vector<std::string> model_name;   // self-cognition: the model's name, Chinese then English
+  std::vector<std::string> model_author; // self-cognition: the author, Chinese then English
+
+  // Training
+  std::string train_type = "lora";       // full | lora | ...
+  int64_t lora_rank = 8;
+  double lora_alpha = 32;
+  double lora_dropout = 0.05;
+  std::vector<std::string> target_modules{"all-linear"};
+  bool use_rslora = false;
+  bool use_dora = false;
+  std::string init_weights = "default";  // default | gaussian | pissa
+  std::optional<double> learning_rate;   // default 1e-4 for adapters, 1e-5 for full
+  double num_train_epochs = 3;
+  int64_t max_steps = -1;
+  int64_t per_device_train_batch_size = 1;
+  int64_t per_device_eval_batch_size = 1;
+  int64_t gradient_accumulation_steps = 1;
+  double max_grad_norm = 1.0;
+  double weight_decay = 0.1;
+  double adam_beta1 = 0.9;
+  double adam_beta2 = 0.95;
+  double adam_epsilon = 1e-8;
+  std::string lr_scheduler_type = "cosine";
+  double warmup_ratio = 0.0;
+  int64_t warmup_steps = 0;
+  int64_t logging_steps = 5;
+  int64_t eval_steps = -1;               // -1: same as save_steps
+  int64_t save_steps = 500;
+  int64_t save_total_limit = -1;
+  bool save_only_model = false;
+  std::string output_dir = "output";
+  bool add_version = true;
+  bool gradient_checkpointing = false;
+  std::string resume_from_checkpoint;
+  bool resume_only_model = false;
+  std::string loss_type;                 // empty: cross_entropy, or loss_scale when --loss_scale is set
+  std::string optimizer = "default";
+  std::vector<std::string> callbacks;    // --callbacks: callback plugins by name
+  std::string task_type = "causal_lm";
+  std::string metric_for_best_model = "loss";
+  std::optional<bool> greater_is_better;
+  int64_t max_nan_steps = 10;            // consecutive non-finite losses before the run stops
+  bool pretraining = false;              // set by `lathe pt`
+
+  double effective_learning_rate() const { return learning_rate.value_or(train_type == "full" ? 1e-5 : 1e-4); }
 
   nlohmann::json plugin_args = nlohmann::json::object();
 

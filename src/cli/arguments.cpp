@@ -12,6 +12,79 @@ namespace lathe {
 
 namespace cli {
 
+namespace {
+
+void add_dataset_options(CLI::App& app, Arguments& a) {
+  app.add_option("--split_dataset_ratio", a.split_dataset_ratio, "share of --dataset held out for evaluation")
+      ->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  app.add_option("--truncation_strategy", a.truncation_strategy, "over-long rows: delete them, or cut on the left or right")
+      ->check(CLI::IsMember({"delete", "left", "right"}))->capture_default_str();
+  app.add_option("--packing", a.packing, "pack rows into sequences of max_length (attention kept within each row)")->capture_default_str();
+  app.add_option("--padding_free", a.padding_free, "concatenate each batch's rows without padding")->capture_default_str();
+  app.add_option("--dataset_num_proc", a.dataset_num_proc, "threads that tokenize the dataset (0: all cores)")->capture_default_str();
+  app.add_option("--strict", a.strict, "stop at the first bad row (false: skip and count bad rows)")->capture_default_str();
+  app.add_option("--loss_scale", a.loss_scale, "which tokens are trained and how strongly: default | last_round | all, plus '+name' parts")->capture_default_str();
+  app.add_option("--model_name", a.model_name, "self-cognition: the model's name, Chinese then English (e.g. 小黄 'Xiao Huang')");
+  app.add_option("--model_author", a.model_author, "self-cognition: the model's author, Chinese then English");
+}
+
+void add_tuner_options(CLI::App& app, Arguments& a) {
+  app.add_option("--train_type", a.train_type, "tuner: full | lora | ...")->capture_default_str();
+  app.add_option("--lora_rank", a.lora_rank, "LoRA rank")->capture_default_str();
+  app.add_option("--lora_alpha", a.lora_alpha, "LoRA alpha (scaling = alpha / rank)")->capture_default_str();
+  app.add_option("--lora_dropout", a.lora_dropout, "dropout on the LoRA input")->capture_default_str();
+  app.add_option("--target_modules", a.target_modules, "all-linear, module-name suffixes, or one regex")->capture_default_str();
+  app.add_option("--use_rslora", a.use_rslora, "rank-stabilised scaling alpha / sqrt(rank)")->capture_default_str();
+  app.add_option("--use_dora", a.use_dora, "DoRA: learn a magnitude vector per output")->capture_default_str();
+  app.add_option("--init_weights", a.init_weights, "LoRA init: default | gaussian | pissa")
+      ->check(CLI::IsMember({"default", "gaussian", "pissa"}))->capture_default_str();
+}
+
+void add_schedule_options(CLI::App& app, Arguments& a) {
+  app.add_option("--learning_rate", a.learning_rate, "peak learning rate (default 1e-4 for adapters, 1e-5 for full)");
+  app.add_option("--num_train_epochs", a.num_train_epochs, "passes over the dataset")->capture_default_str();
+  app.add_option("--max_steps", a.max_steps, "optimizer steps (overrides epochs when > 0)")->capture_default_str();
+  app.add_option("--per_device_train_batch_size", a.per_device_train_batch_size, "rows per micro-batch")->capture_default_str();
+  app.add_option("--per_device_eval_batch_size", a.per_device_eval_batch_size, "rows per evaluation batch")->capture_default_str();
+  app.add_option("--gradient_accumulation_steps", a.gradient_accumulation_steps, "micro-batches per optimizer step")->capture_default_str();
+  app.add_option("--max_grad_norm", a.max_grad_norm, "gradient clipping norm (0: off)")->capture_default_str();
+  app.add_option("--weight_decay", a.weight_decay, "AdamW decoupled weight decay (not on biases and norms)")->capture_default_str();
+  app.add_option("--adam_beta1", a.adam_beta1, "AdamW beta1")->capture_default_str();
+  app.add_option("--adam_beta2", a.adam_beta2, "AdamW beta2")->capture_default_str();
+  app.add_option("--adam_epsilon", a.adam_epsilon, "AdamW epsilon")->capture_default_str();
+  app.add_option("--lr_scheduler_type", a.lr_scheduler_type, "cosine | linear | constant | constant_with_warmup | cosine_with_min_lr")->capture_default_str();
+  app.add_option("--warmup_ratio", a.warmup_ratio, "share of steps spent warming up")->capture_default_str();
+  app.add_option("--warmup_steps", a.warmup_steps, "warm-up steps (wins over --warmup_ratio)")->capture_default_str();
+  app.add_option("--optimizer", a.optimizer, "optimizer plugin")->capture_default_str();
+  app.add_option("--callbacks", a.callbacks, "callback plugins to add, by name");
+  app.add_option("--loss_type", a.loss_type, "loss plugin (default cross_entropy; loss_scale with --loss_scale)");
+}
+
+void add_output_options(CLI::App& app, Arguments& a) {
+  app.add_option("--logging_steps", a.logging_steps, "log every N steps")->capture_default_str();
+  app.add_option("--eval_steps", a.eval_steps, "evaluate every N steps (-1: with each save)")->capture_default_str();
+  app.add_option("--save_steps", a.save_steps, "save a checkpoint every N steps")->capture_default_str();
+  app.add_option("--save_total_limit", a.save_total_limit, "checkpoints to keep (-1: all; the best and last are kept)")->capture_default_str();
+  app.add_option("--save_only_model", a.save_only_model, "checkpoints without optimizer, scheduler and RNG state")->capture_default_str();
+  app.add_option("--output_dir", a.output_dir, "where runs are written")->capture_default_str();
+  app.add_option("--add_version", a.add_version, "write into output_dir/vN-YYYYMMDD-HHMMSS")->capture_default_str();
+  app.add_option("--gradient_checkpointing", a.gradient_checkpointing, "recompute activations in backward to save memory")->capture_default_str();
+  app.add_option("--resume_from_checkpoint", a.resume_from_checkpoint, "checkpoint folder to resume from");
+  app.add_option("--resume_only_model", a.resume_only_model, "resume weights only, not optimizer and data position")->capture_default_str();
+  app.add_option("--metric_for_best_model", a.metric_for_best_model, "eval metric that names the best checkpoint")->capture_default_str();
+  app.add_option("--greater_is_better", a.greater_is_better, "whether a larger metric is better (default: false for loss)");
+  app.add_option("--max_nan_steps", a.max_nan_steps, "non-finite losses in a row before the run stops")->capture_default_str();
+}
+
+void add_training_options(CLI::App& app, Arguments& a) {
+  add_dataset_options(app, a);
+  add_tuner_options(app, a);
+  add_schedule_options(app, a);
+  add_output_options(app, a);
+}
+
+}  // namespace
+
 void add_options(CLI::App& app, Arguments& a, std::initializer_list<OptionGroup> groups) {
   for (auto group : groups) {
     switch (group) {
@@ -38,6 +111,9 @@ void add_options(CLI::App& app, Arguments& a, std::initializer_list<OptionGroup>
         app.add_option("--dataset", a.dataset, "training datasets (.jsonl/.json/.csv; path#N samples N rows)");
         app.add_option("--val_dataset", a.val_dataset, "validation / inference datasets");
         app.add_option("--result_path", a.result_path, "where batch inference writes its jsonl results");
+        break;
+      case OptionGroup::Training:
+        add_training_options(app, a);
         break;
     }
   }

@@ -9,5 +9,7 @@ using Args = std::vector<std::string>;
 
 int run_tokenize(const Args& args);
 int run_infer(const Args& args);
+int run_sft(const Args& args);
+int run_pt(const Args& args);
 
 }  // namespace lathe::cli

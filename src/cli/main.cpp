@@ -19,6 +19,8 @@ struct Command {
 };
 
 constexpr Command kCommands[] = {
+    {"sft", "supervised fine-tuning (LoRA, full, ...) on chat datasets", lathe::cli::run_sft},
+    {"pt", "continued pre-training on text", lathe::cli::run_pt},
     {"infer", "chat with a model, or answer a dataset in batch", lathe::cli::run_infer},
     {"tokenize", "encode lines of text to token ids (or --decode ids to text)", lathe::cli::run_tokenize},
 };

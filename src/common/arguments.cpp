@@ -3,13 +3,35 @@
 namespace lathe {
 
 nlohmann::json Arguments::to_json() const {
-  return {{"model", model}, {"adapters", adapters}, {"template", template_name},
-          {"system", system ? nlohmann::json(*system) : nlohmann::json()},
-          {"torch_dtype", torch_dtype}, {"max_length", max_length},
-          {"max_new_tokens", max_new_tokens}, {"temperature", temperature}, {"top_k", top_k},
-          {"top_p", top_p}, {"repetition_penalty", repetition_penalty}, {"seed", seed},
-          {"stream", stream}, {"max_batch_size", max_batch_size}, {"dataset", dataset},
-          {"val_dataset", val_dataset}, {"result_path", result_path}, {"plugin_args", plugin_args}};
+  nlohmann::json json = {
+      {"model", model}, {"adapters", adapters}, {"template", template_name},
+      {"system", system ? nlohmann::json(*system) : nlohmann::json()}, {"torch_dtype", torch_dtype},
+      {"max_length", max_length}, {"max_new_tokens", max_new_tokens}, {"temperature", temperature},
+      {"top_k", top_k}, {"top_p", top_p}, {"repetition_penalty", repetition_penalty}, {"seed", seed},
+      {"stream", stream}, {"max_batch_size", max_batch_size}, {"dataset", dataset},
+      {"val_dataset", val_dataset}, {"result_path", result_path},
+      {"split_dataset_ratio", split_dataset_ratio}, {"truncation_strategy", truncation_strategy},
+      {"packing", packing}, {"padding_free", padding_free}, {"dataset_num_proc", dataset_num_proc},
+      {"strict", strict}, {"loss_scale", loss_scale}, {"model_name", model_name},
+      {"model_author", model_author}, {"train_type", train_type}, {"lora_rank", lora_rank},
+      {"lora_alpha", lora_alpha}, {"lora_dropout", lora_dropout}, {"target_modules", target_modules},
+      {"use_rslora", use_rslora}, {"use_dora", use_dora}, {"init_weights", init_weights},
+      {"learning_rate", effective_learning_rate()}, {"num_train_epochs", num_train_epochs},
+      {"max_steps", max_steps}, {"per_device_train_batch_size", per_device_train_batch_size},
+      {"per_device_eval_batch_size", per_device_eval_batch_size},
+      {"gradient_accumulation_steps", gradient_accumulation_steps}, {"max_grad_norm", max_grad_norm},
+      {"weight_decay", weight_decay}, {"adam_beta1", adam_beta1}, {"adam_beta2", adam_beta2},
+      {"adam_epsilon", adam_epsilon}, {"lr_scheduler_type", lr_scheduler_type},
+      {"warmup_ratio", warmup_ratio}, {"warmup_steps", warmup_steps}, {"logging_steps", logging_steps},
+      {"eval_steps", eval_steps}, {"save_steps", save_steps}, {"save_total_limit", save_total_limit},
+      {"save_only_model", save_only_model}, {"output_dir", output_dir}, {"add_version", add_version},
+      {"gradient_checkpointing", gradient_checkpointing},
+      {"resume_from_checkpoint", resume_from_checkpoint}, {"resume_only_model", resume_only_model},
+      {"loss_type", loss_type}, {"optimizer", optimizer}, {"callbacks", callbacks}, {"task_type", task_type},
+      {"metric_for_best_model", metric_for_best_model}, {"max_nan_steps", max_nan_steps},
+      {"pretraining", pretraining}, {"plugin_args", plugin_args}};
+  if (greater_is_better) json["greater_is_better"] = *greater_is_better;
+  return json;
 }
 
 }  // namespace lathe

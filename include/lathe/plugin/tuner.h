@@ -1,0 +1,31 @@
+#pragma once
+// Tuner plugins (`--train_type name`, plugins.md §7): decide which parameters train, and how the
+// trained part is saved and loaded (adapters in PEFT's format, or the full model).
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "lathe/arguments.h"
+#include "lathe/model.h"
+#include "lathe/registry.h"
+
+namespace lathe {
+
+class Tuner {
+ public:
+  virtual ~Tuner() = default;
+  // Sets which parameters train (and attaches adapters). Called once, before the optimizer exists.
+  virtual void prepare_model(const Arguments& arguments, CausalLM& model) = 0;
+  // Writes what was trained into `dir` (an adapter, or a full Hugging Face model folder).
+  virtual void save_pretrained(CausalLM& model, const std::filesystem::path& dir, const Arguments& arguments) = 0;
+  // Loads what save_pretrained wrote (for --adapters and for resuming).
+  virtual void from_pretrained(CausalLM& model, const std::filesystem::path& dir, bool trainable) = 0;
+  // True when save_pretrained writes a complete model (then configs are copied next to it).
+  virtual bool saves_full_model() const { return false; }
+};
+
+using TunerFactory = std::function<std::shared_ptr<Tuner>(const Arguments& arguments)>;
+Registry<TunerFactory>& tuner_registry();
+
+}  // namespace lathe

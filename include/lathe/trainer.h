@@ -1,0 +1,56 @@
+#pragma once
+// The training loop (issue 3): gradient accumulation with the num_items_in_batch rule, clipping,
+// the optimizer and schedule from the plugins, evaluation, logging, checkpoints, resume.
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lathe/arguments.h"
+#include "lathe/batch.h"
+#include "lathe/model.h"
+#include "lathe/plugin/callback.h"
+#include "lathe/plugin/loss.h"
+#include "lathe/plugin/optimizer.h"
+#include "lathe/plugin/tuner.h"
+
+namespace lathe {
+
+struct TrainingResult {
+  std::filesystem::path run_dir;
+  std::filesystem::path last_checkpoint;
+  std::filesystem::path best_checkpoint;
+  TrainerState state;
+};
+
+struct TrainerSetup {
+  Arguments arguments;
+  CausalLM model{nullptr};
+  std::shared_ptr<Tuner> tuner;
+  std::vector<Example> train;
+  std::vector<Example> eval;
+  std::filesystem::path run_dir;     // where logs and checkpoints go
+  std::vector<std::filesystem::path> files_to_copy;  // tokenizer/config files copied into checkpoints
+  std::vector<std::shared_ptr<Callback>> extra_callbacks;
+  int32_t pad_token_id = 0;
+};
+
+class Trainer {
+ public:
+  explicit Trainer(TrainerSetup setup);
+  ~Trainer();
+  TrainingResult train();
+  // Mean eval loss and token accuracy over the eval examples.
+  std::map<std::string, double> evaluate();
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// output_dir/vN-YYYYMMDD-HHMMSS (or output_dir itself without --add_version).
+std::filesystem::path make_run_dir(const Arguments& arguments);
+
+}  // namespace lathe

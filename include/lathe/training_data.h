@@ -1,0 +1,84 @@
+#pragma once
+// From dataset rows to training examples: render with the template, weigh with the loss scale,
+// tokenize each weighted piece, build labels (-100 where the weight is 0) and, only when some weight
+// is neither 0 nor 1, a per-token weight vector (plugins.md §3).
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "lathe/dataset.h"
+#include "lathe/plugin/loss_scale.h"
+#include "lathe/template.h"
+#include "lathe/tokenizer.h"
+
+namespace lathe {
+
+inline constexpr int32_t kIgnoreIndex = -100;
+
+struct Example {
+  std::vector<int32_t> input_ids;
+  std::vector<int32_t> labels;      // kIgnoreIndex where untrained
+  std::vector<float> loss_scale;    // empty when every weight is 0 or 1
+  int64_t size() const { return static_cast<int64_t>(input_ids.size()); }
+};
+
+struct EncodeOptions {
+  int64_t max_length = 0;                      // 0: no limit
+  std::string truncation_strategy = "delete";  // delete | left | right
+  std::optional<std::string> system;
+  bool pretraining = false;  // {"text": ...} rows: the raw text plus eos, every token trained
+};
+
+// Weighs rendered contexts: LossScalePipeline::apply, passed in so this library needs no plugins.
+using ContextWeigher = std::function<std::vector<WeightedText>(const std::vector<Context>&, const Conversation&)>;
+
+class ExampleEncoder {
+ public:
+  ExampleEncoder(const Template& chat_template, const Tokenizer& tokenizer, ContextWeigher weigher,
+                 EncodeOptions options);
+  // nullopt when the example is longer than max_length and the strategy is `delete`.
+  // `truncated` is set when it was cut.
+  std::optional<Example> encode(const Conversation& conversation, bool* truncated = nullptr) const;
+
+ private:
+  const Template* template_;
+  const Tokenizer* tokenizer_;
+  ContextWeigher weigher_;
+  EncodeOptions options_;
+  std::optional<int32_t> eos_id_;
+};
+
+struct DatasetStats {
+  int64_t rows = 0;       // examples kept
+  int64_t tokens = 0;     // tokens in kept examples
+  int64_t trained_tokens = 0;
+  int64_t truncated = 0;
+  int64_t deleted = 0;    // over max_length with truncation_strategy delete
+  int64_t bad_rows = 0;   // skipped with --strict false
+  std::string summary() const;
+};
+
+// One --dataset entry: "path" or "path#N" (N rows sampled with the seed; repeated when N exceeds
+// the rows in the file).
+struct DatasetSpec {
+  std::string path;
+  std::optional<int64_t> sample;
+  static DatasetSpec parse(const std::string& text);
+};
+
+// Reads, normalises and encodes every row of the given datasets on `threads` threads (0: all
+// cores). Bad rows throw (naming file:line) unless strict is false, when they are counted.
+// `prepare` (optional) edits each conversation before encoding (e.g. self-cognition names).
+using ConversationEdit = std::function<void(Conversation& conversation, const nlohmann::json& row)>;
+std::vector<Example> encode_datasets(const std::vector<std::string>& specs, const ExampleEncoder& encoder,
+                                     bool strict, int64_t threads, uint64_t seed, DatasetStats& stats,
+                                     const ConversationEdit& prepare = {});
+
+// SWIFT's self-cognition rows: {{NAME}} and {{AUTHOR}} replaced by the Chinese or English name
+// (model_name / model_author: Chinese first, then English) according to the row's "tag" (zh / en).
+ConversationEdit self_cognition_edit(std::vector<std::string> model_name, std::vector<std::string> model_author);
+
+}  // namespace lathe

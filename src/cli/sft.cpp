@@ -1,0 +1,142 @@
+// `lathe sft` and `lathe pt`: fine-tuning and continued pre-training.
+#include <fmt/format.h>
+
+#include <random>
+
+#include "cli/arguments.h"
+#include "cli/embedded_default.h"
+#include "common/format.h"
+#include "lathe/files.h"
+#include "lathe/plugin/loss_scale.h"
+#include "lathe/plugin/tuner.h"
+#include "lathe/trainer.h"
+#include "lathe/training_data.h"
+
+namespace lathe::cli {
+namespace fs = std::filesystem;
+
+namespace {
+
+// The embedded default trains a randomly initialised model, so it needs settings of its own;
+// only those the user did not give are filled in.
+void use_embedded_default(CLI::App& app, Arguments& arguments) {
+  arguments.model = ensure_embedded_model().string();
+  arguments.dataset = {embedded_dataset().string()};
+  auto unset = [&](const char* option) { return app.count(option) == 0; };
+  if (unset("--model_name")) arguments.model_name = {"车床小助手", "Lathe Mini"};
+  if (unset("--model_author")) arguments.model_author = {"车床团队", "the Lathe team"};
+  if (unset("--train_type")) arguments.train_type = "full";
+  if (unset("--learning_rate")) arguments.learning_rate = 2e-3;
+  if (unset("--num_train_epochs")) arguments.num_train_epochs = 12;
+  if (unset("--per_device_train_batch_size")) arguments.per_device_train_batch_size = 8;
+  if (unset("--warmup_ratio")) arguments.warmup_ratio = 0.05;
+  if (unset("--weight_decay")) arguments.weight_decay = 0.0;
+  if (unset("--save_steps")) arguments.save_steps = 1000;
+  if (unset("--logging_steps")) arguments.logging_steps = 10;
+  if (unset("--split_dataset_ratio")) arguments.split_dataset_ratio = 0.0;
+  if (unset("--lora_dropout")) arguments.lora_dropout = 0.0;
+}
+
+torch::Dtype weight_dtype(const Arguments& arguments) {
+  // Frozen base weights may be held in bfloat16; trained ones stay float32 (autocast computes in
+  // bfloat16 with float32 master weights).
+  return arguments.torch_dtype == "bfloat16" && arguments.train_type != "full" ? torch::kBFloat16 : torch::kFloat32;
+}
+
+std::vector<fs::path> files_to_copy(const fs::path& model_dir) {
+  std::vector<fs::path> files;
+  for (const char* name : {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                           "special_tokens_map.json"}) {
+    files.push_back(model_dir / name);
+  }
+  return files;
+}
+
+// Holds out --split_dataset_ratio of the training examples (shuffled with the seed).
+std::vector<Example> split_off(std::vector<Example>& train, double ratio, uint64_t seed) {
+  if (ratio <= 0 || train.size() < 2) return {};
+  std::mt19937_64 rng(seed);
+  std::shuffle(train.begin(), train.end(), rng);
+  const auto count = std::max<std::size_t>(1, static_cast<std::size_t>(ratio * static_cast<double>(train.size())));
+  std::vector<Example> eval(std::make_move_iterator(train.end() - static_cast<std::ptrdiff_t>(count)),
+                            std::make_move_iterator(train.end()));
+  train.resize(train.size() - count);
+  return eval;
+}
+
+int64_t count_parameters(CausalLM& model, bool trainable_only) {
+  int64_t count = 0;
+  for (const auto& parameter : model->parameters()) {
+    if (!trainable_only || parameter.requires_grad()) count += parameter.numel();
+  }
+  return count;
+}
+
+int run_training(const Args& args, bool pretraining) {
+  CLI::App app(pretraining ? "Continued pre-training on {\"text\": ...} rows (every token trained, packing on)."
+                           : "Supervised fine-tuning. With no --model and no --dataset, trains the embedded "
+                             "default model on the shipped self-cognition dataset.",
+               pretraining ? "pt" : "sft");
+  Arguments arguments;
+  if (pretraining) {
+    arguments.pretraining = true;
+    arguments.loss_scale = "all";
+    arguments.packing = true;
+  }
+  add_options(app, arguments, {OptionGroup::Model, OptionGroup::Data, OptionGroup::Training});
+  if (int code = parse(app, args); code >= 0) return code;
+  if (arguments.model.empty() && arguments.dataset.empty() && !pretraining) use_embedded_default(app, arguments);
+  if (arguments.model.empty()) fail("--model is required (a Hugging Face model folder)");
+  if (arguments.dataset.empty()) fail("--dataset is required (jsonl, json or csv files)");
+  if (!fs::is_directory(arguments.model)) fail("{}: model folder not found", arguments.model);
+
+  auto tokenizer = Tokenizer::from_file(arguments.model);
+  auto model = load_pretrained(arguments.model, weight_dtype(arguments));
+  if (arguments.max_length <= 0) arguments.max_length = model->config().max_position_embeddings;
+  const auto template_name = arguments.template_name.empty() ? Template::name_for_model(arguments.model) : arguments.template_name;
+  const auto chat_template = Template::builtin(template_name);
+  LossScalePipeline loss_scale(arguments.loss_scale, arguments);
+  ExampleEncoder encoder(chat_template, tokenizer,
+                         [&](const std::vector<Context>& contexts, const Conversation& conversation) {
+                           return loss_scale.apply(contexts, conversation);
+                         },
+                         EncodeOptions{arguments.max_length, arguments.truncation_strategy, arguments.system, pretraining});
+  ConversationEdit edit;
+  if (!arguments.model_name.empty() || !arguments.model_author.empty()) {
+    edit = self_cognition_edit(arguments.model_name.empty() ? std::vector<std::string>{"Lathe"} : arguments.model_name,
+                               arguments.model_author.empty() ? std::vector<std::string>{"Lathe"} : arguments.model_author);
+  }
+  DatasetStats stats, eval_stats;
+  auto train = encode_datasets(arguments.dataset, encoder, arguments.strict, arguments.dataset_num_proc,
+                               static_cast<uint64_t>(arguments.seed), stats, edit);
+  auto eval = arguments.val_dataset.empty()
+                  ? split_off(train, arguments.split_dataset_ratio, static_cast<uint64_t>(arguments.seed))
+                  : encode_datasets(arguments.val_dataset, encoder, arguments.strict, arguments.dataset_num_proc,
+                                    static_cast<uint64_t>(arguments.seed), eval_stats, edit);
+  fmt::print(stderr, "lathe: train dataset: {}\n", stats.summary());
+  if (!eval.empty()) fmt::print(stderr, "lathe: eval dataset: {} rows\n", eval.size());
+
+  auto tuner = tuner_registry().factory(arguments.train_type)(arguments);
+  tuner->prepare_model(arguments, model);
+  const auto trainable = count_parameters(model, true), total = count_parameters(model, false);
+  fmt::print(stderr, "lathe: {} tuner, trainable parameters: {} of {} ({:.4f}%)\n", arguments.train_type, trainable,
+             total, 100.0 * static_cast<double>(trainable) / static_cast<double>(std::max<int64_t>(1, total)));
+
+  const fs::path run_dir = make_run_dir(arguments);
+  fs::create_directories(run_dir);
+  write_file_atomic(run_dir / "args.json", arguments.to_json().dump(2));
+  fmt::print(stderr, "lathe: output folder {}\n", run_dir.string());
+
+  TrainerSetup setup{arguments, model, tuner, std::move(train), std::move(eval), run_dir, files_to_copy(arguments.model), {},
+                     static_cast<int32_t>(model->config().pad_token_id.value_or(0))};
+  Trainer trainer(std::move(setup));
+  trainer.train();
+  return 0;
+}
+
+}  // namespace
+
+int run_sft(const Args& args) { return run_training(args, false); }
+int run_pt(const Args& args) { return run_training(args, true); }
+
+}  // namespace lathe::cli

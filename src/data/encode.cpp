@@ -1,0 +1,182 @@
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+#include <mutex>
+#include <thread>
+
+#include "common/format.h"
+#include "lathe/training_data.h"
+
+namespace lathe {
+
+std::string DatasetStats::summary() const {
+  return fmt::format("{} rows, {} tokens ({} trained), {} truncated, {} deleted as too long, {} bad rows skipped",
+                     rows, tokens, trained_tokens, truncated, deleted, bad_rows);
+}
+
+DatasetSpec DatasetSpec::parse(const std::string& text) {
+  auto hash = text.rfind('#');
+  if (hash == std::string::npos) return {text, std::nullopt};
+  const std::string count = text.substr(hash + 1);
+  if (count.empty() || count.find_first_not_of("0123456789") != std::string::npos || std::stoll(count) <= 0) {
+    fail("--dataset '{}': the part after '#' must be a positive row count", text);
+  }
+  return {text.substr(0, hash), std::stoll(count)};
+}
+
+ExampleEncoder::ExampleEncoder(const Template& chat_template, const Tokenizer& tokenizer, ContextWeigher weigher,
+                               EncodeOptions options)
+    : template_(&chat_template), tokenizer_(&tokenizer), weigher_(std::move(weigher)), options_(std::move(options)) {
+  for (const auto& word : chat_template.spec().stop_words) {
+    if ((eos_id_ = tokenizer.token_to_id(word))) break;
+  }
+}
+
+static bool is_text_row(const Conversation& conversation) {
+  return conversation.messages.size() == 1 && conversation.messages[0].role == "assistant";
+}
+
+std::optional<Example> ExampleEncoder::encode(const Conversation& conversation, bool* truncated) const {
+  Example example;
+  bool fractional = false;
+  std::vector<float> weights;
+  auto append = [&](const std::vector<int32_t>& ids, double weight) {
+    example.input_ids.insert(example.input_ids.end(), ids.begin(), ids.end());
+    for (auto id : ids) example.labels.push_back(weight > 0 ? id : kIgnoreIndex);
+    weights.insert(weights.end(), ids.size(), static_cast<float>(weight));
+    fractional = fractional || (weight != 0.0 && weight != 1.0);
+  };
+  if (options_.pretraining && is_text_row(conversation)) {
+    auto ids = tokenizer_->encode(conversation.messages[0].content, /*add_special_tokens=*/true);
+    if (eos_id_) ids.push_back(*eos_id_);
+    append(ids, 1.0);
+  } else {
+    const auto contexts = template_->render(conversation, /*add_generation_prompt=*/false, options_.system);
+    for (const auto& piece : weigher_(contexts, conversation)) {
+      append(tokenizer_->encode(piece.text, /*add_special_tokens=*/false), piece.weight);
+    }
+  }
+  if (fractional) example.loss_scale = std::move(weights);
+
+  const auto limit = options_.max_length;
+  if (limit > 0 && example.size() > limit) {
+    if (options_.truncation_strategy == "delete") return std::nullopt;
+    if (truncated) *truncated = true;
+    auto cut = [&](auto& values) {
+      if (values.empty()) return;
+      if (options_.truncation_strategy == "left") {
+        values.erase(values.begin(), values.end() - limit);
+      } else {
+        values.resize(static_cast<std::size_t>(limit));
+      }
+    };
+    cut(example.input_ids);
+    cut(example.labels);
+    cut(example.loss_scale);
+  }
+  return example;
+}
+
+namespace {
+
+struct PendingRow {
+  nlohmann::json row;
+  RowLocation where;
+};
+
+std::vector<PendingRow> read_spec(const DatasetSpec& spec, std::mt19937_64& rng) {
+  std::vector<PendingRow> rows;
+  for_each_row(spec.path, [&](const nlohmann::json& row, const RowLocation& where) { rows.push_back({row, where}); });
+  if (!spec.sample || rows.empty()) return rows;
+  // Whole copies first, then a shuffled remainder, as SWIFT samples path#N.
+  std::vector<PendingRow> sampled;
+  const auto wanted = static_cast<std::size_t>(*spec.sample);
+  while (sampled.size() + rows.size() <= wanted) sampled.insert(sampled.end(), rows.begin(), rows.end());
+  std::vector<std::size_t> order(rows.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::shuffle(order.begin(), order.end(), rng);
+  for (std::size_t i = 0; sampled.size() < wanted; ++i) sampled.push_back(rows[order[i]]);
+  return sampled;
+}
+
+}  // namespace
+
+std::vector<Example> encode_datasets(const std::vector<std::string>& specs, const ExampleEncoder& encoder,
+                                     bool strict, int64_t threads, uint64_t seed, DatasetStats& stats,
+                                     const ConversationEdit& prepare) {
+  std::mt19937_64 rng(seed);
+  std::vector<PendingRow> rows;
+  for (const auto& text : specs) {
+    auto more = read_spec(DatasetSpec::parse(text), rng);
+    rows.insert(rows.end(), std::make_move_iterator(more.begin()), std::make_move_iterator(more.end()));
+  }
+  std::vector<std::optional<Example>> encoded(rows.size());
+  std::vector<char> truncated(rows.size(), 0), bad(rows.size(), 0);
+  std::atomic<std::size_t> next{0};
+  std::mutex error_mutex;
+  std::optional<Error> first_error;
+  auto work = [&] {
+    for (std::size_t i = next++; i < rows.size(); i = next++) {
+      try {
+        bool cut = false;
+        auto conversation = to_conversation(rows[i].row, rows[i].where);
+        if (prepare) prepare(conversation, rows[i].row);
+        encoded[i] = encoder.encode(conversation, &cut);
+        truncated[i] = cut;
+      } catch (const Error& error) {
+        bad[i] = 1;
+        if (strict) {
+          std::lock_guard lock(error_mutex);
+          if (!first_error) first_error = error;
+          next = rows.size();
+        }
+      }
+    }
+  };
+  const auto count = threads > 0 ? threads : std::max<int64_t>(1, std::thread::hardware_concurrency());
+  std::vector<std::thread> pool;
+  for (int64_t t = 1; t < count; ++t) pool.emplace_back(work);
+  work();
+  for (auto& thread : pool) thread.join();
+  if (first_error) throw *first_error;
+
+  std::vector<Example> examples;
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    if (bad[i]) {
+      ++stats.bad_rows;
+      continue;
+    }
+    if (!encoded[i]) {
+      ++stats.deleted;
+      continue;
+    }
+    stats.truncated += truncated[i];
+    stats.tokens += encoded[i]->size();
+    stats.trained_tokens += std::count_if(encoded[i]->labels.begin(), encoded[i]->labels.end(),
+                                          [](int32_t label) { return label != kIgnoreIndex; });
+    examples.push_back(std::move(*encoded[i]));
+  }
+  stats.rows = static_cast<int64_t>(examples.size());
+  return examples;
+}
+
+ConversationEdit self_cognition_edit(std::vector<std::string> model_name, std::vector<std::string> model_author) {
+  if (model_name.size() == 1) model_name.push_back(model_name[0]);
+  if (model_author.size() == 1) model_author.push_back(model_author[0]);
+  if (model_name.size() != 2 || model_author.size() != 2) {
+    fail("--model_name and --model_author take one or two values (Chinese, then English)");
+  }
+  return [=](Conversation& conversation, const nlohmann::json& row) {
+    const std::size_t language = row.value("tag", "en") == "zh" ? 0 : 1;
+    auto replace_all = [](std::string& text, const std::string& from, const std::string& to) {
+      for (auto at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size())) text.replace(at, from.size(), to);
+    };
+    for (auto& message : conversation.messages) {
+      replace_all(message.content, "{{NAME}}", model_name[language]);
+      replace_all(message.content, "{{AUTHOR}}", model_author[language]);
+    }
+  };
+}
+
+}  // namespace lathe

@@ -1,0 +1,97 @@
+#include "lathe/batch.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "lathe/model.h"
+
+namespace lathe {
+
+static int64_t shifted_label_count(const Example& example) {
+  return std::count_if(example.labels.begin() + std::min<std::size_t>(1, example.labels.size()), example.labels.end(),
+                       [](int32_t label) { return label != kIgnoreIndex; });
+}
+
+static bool any_fractional(const std::vector<const Example*>& examples) {
+  return std::any_of(examples.begin(), examples.end(), [](const Example* e) { return !e->loss_scale.empty(); });
+}
+
+// Writes one example into row `row` of the batch tensors starting at column `offset`.
+static void place(const Example& example, int64_t row, int64_t offset, Batch& batch, bool first_label_ignored) {
+  const auto n = example.size();
+  auto ids = batch.input_ids.accessor<int64_t, 2>();
+  auto labels = batch.labels.accessor<int64_t, 2>();
+  for (int64_t t = 0; t < n; ++t) {
+    ids[row][offset + t] = example.input_ids[t];
+    labels[row][offset + t] = example.labels[t];
+  }
+  // In a packed row the first token's label would be predicted from the previous sequence.
+  if (first_label_ignored && n > 0) labels[row][offset] = kIgnoreIndex;
+  if (batch.loss_scale.defined()) {
+    auto scale = batch.loss_scale.accessor<float, 2>();
+    for (int64_t t = 0; t < n; ++t) {
+      scale[row][offset + t] = example.loss_scale.empty() ? (example.labels[t] == kIgnoreIndex ? 0.f : 1.f)
+                                                          : example.loss_scale[t];
+    }
+  }
+  batch.tokens += n;
+  batch.label_tokens += shifted_label_count(example);
+}
+
+Batch collate_padded(const std::vector<const Example*>& examples, int32_t pad_id) {
+  Batch batch;
+  const auto rows = static_cast<int64_t>(examples.size());
+  int64_t width = 0;
+  for (const auto* example : examples) width = std::max(width, example->size());
+  batch.input_ids = torch::full({rows, width}, static_cast<int64_t>(pad_id), torch::kLong);
+  batch.labels = torch::full({rows, width}, static_cast<int64_t>(kIgnoreIndex), torch::kLong);
+  if (any_fractional(examples)) batch.loss_scale = torch::zeros({rows, width}, torch::kFloat32);
+  auto key_padding = torch::zeros({rows, width}, torch::kBool);
+  for (int64_t r = 0; r < rows; ++r) {
+    place(*examples[r], r, 0, batch, false);
+    key_padding[r].slice(0, 0, examples[r]->size()).fill_(true);
+  }
+  batch.attention_mask = causal_padding_mask(key_padding, width);
+  batch.position_ids = torch::arange(width, torch::kLong).unsqueeze(0).expand({rows, width}).contiguous();
+  return batch;
+}
+
+Batch collate_packed(const std::vector<const Example*>& examples) {
+  Batch batch;
+  std::vector<int64_t> lengths;
+  for (const auto* example : examples) lengths.push_back(example->size());
+  const int64_t total = std::accumulate(lengths.begin(), lengths.end(), int64_t{0});
+  batch.input_ids = torch::zeros({1, total}, torch::kLong);
+  batch.labels = torch::full({1, total}, static_cast<int64_t>(kIgnoreIndex), torch::kLong);
+  if (any_fractional(examples)) batch.loss_scale = torch::zeros({1, total}, torch::kFloat32);
+  int64_t offset = 0;
+  for (const auto* example : examples) {
+    place(*example, 0, offset, batch, true);
+    offset += example->size();
+  }
+  batch.attention_mask = packed_causal_mask(lengths);
+  batch.position_ids = packed_position_ids(lengths);
+  return batch;
+}
+
+std::vector<std::vector<std::size_t>> pack_into_bins(const std::vector<Example>& examples, int64_t max_length) {
+  std::vector<std::size_t> order(examples.size());
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return examples[a].size() > examples[b].size(); });
+  std::vector<std::vector<std::size_t>> bins;
+  std::vector<int64_t> room;
+  for (auto index : order) {
+    const auto size = examples[index].size();
+    auto fits = std::find_if(room.begin(), room.end(), [&](int64_t left) { return left >= size; });
+    if (fits == room.end()) {
+      bins.push_back({index});
+      room.push_back(max_length - size);
+    } else {
+      bins[fits - room.begin()].push_back(index);
+      *fits -= size;
+    }
+  }
+  return bins;
+}
+
+}  // namespace lathe

@@ -1,0 +1,145 @@
+#include "train/run_log.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <fstream>
+
+#include "common/format.h"
+#include "train/plots.h"
+
+namespace lathe {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+double peak_memory_gib() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / (1024.0 * 1024.0);  // kB
+  }
+  return 0.0;
+}
+
+static std::string duration_text(double seconds) {
+  const auto total = static_cast<int64_t>(std::max(0.0, seconds));
+  if (total >= 3600) return fmt::format("{}h {}m {}s", total / 3600, total % 3600 / 60, total % 60);
+  if (total >= 60) return fmt::format("{}m {}s", total / 60, total % 60);
+  return fmt::format("{}s", total);
+}
+
+static double round_to(double value, int digits) {
+  const double scale = std::pow(10.0, digits);
+  return std::round(value * scale) / scale;
+}
+
+RunLog::RunLog(fs::path run_dir) : run_dir_(std::move(run_dir)), terminal_(isatty(STDERR_FILENO)) {}
+
+void RunLog::start(const TrainerState& state) {
+  start_ = std::chrono::steady_clock::now();
+  start_step_ = state.global_step;
+}
+
+std::string RunLog::timing(const TrainerState& state) const {
+  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  const auto done = std::max<int64_t>(1, state.global_step - start_step_);
+  const double remaining = elapsed / static_cast<double>(done) * static_cast<double>(state.max_steps - state.global_step);
+  return duration_text(elapsed) + "|" + duration_text(remaining);
+}
+
+json RunLog::step_entry(const TrainerState& state, double loss, double grad_norm, double learning_rate, int64_t steps,
+                        int64_t tokens, double seconds) {
+  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  const auto done = std::max<int64_t>(1, state.global_step - start_step_);
+  const double remaining = elapsed / static_cast<double>(done) * static_cast<double>(state.max_steps - state.global_step);
+  last_loss_ = loss;
+  last_rate_ = learning_rate;
+  return {{"loss", round_to(loss, 8)},
+          {"grad_norm", round_to(grad_norm, 8)},
+          {"learning_rate", learning_rate},
+          {"epoch", round_to(state.epoch, 4)},
+          {"global_step/max_steps", fmt::format("{}/{}", state.global_step, state.max_steps)},
+          {"percentage", fmt::format("{:.2f}%", 100.0 * state.global_step / std::max<int64_t>(1, state.max_steps))},
+          {"elapsed_time", duration_text(elapsed)},
+          {"remaining_time", duration_text(remaining)},
+          {"memory(GiB)", round_to(peak_memory_gib(), 2)},
+          {"train_speed(iter/s)", round_to(seconds > 0 ? steps / seconds : 0.0, 6)},
+          {"tokens/s", round_to(seconds > 0 ? tokens / seconds : 0.0, 2)},
+          {"global_step", state.global_step}};
+}
+
+json RunLog::eval_entry(const TrainerState& state, const std::map<std::string, double>& metrics) {
+  json entry = json::object();
+  for (const auto& [name, value] : metrics) entry[name] = round_to(value, 8);
+  entry["epoch"] = round_to(state.epoch, 4);
+  entry["global_step/max_steps"] = fmt::format("{}/{}", state.global_step, state.max_steps);
+  entry["global_step"] = state.global_step;
+  return entry;
+}
+
+void RunLog::write(const json& entry) {
+  fs::create_directories(run_dir_);
+  std::ofstream out(run_dir_ / "logging.jsonl", std::ios::app);
+  out << entry.dump() << "\n";
+  if (terminal_) fmt::print(stderr, "\r\033[K");
+  fmt::print(stderr, "{}\n", entry.dump());
+}
+
+void RunLog::progress(const TrainerState& state) {
+  if (!terminal_) return;
+  const int width = 30;
+  const double share = static_cast<double>(state.global_step) / std::max<int64_t>(1, state.max_steps);
+  const int filled = static_cast<int>(share * width);
+  const auto elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  const double rate = (state.global_step - start_step_) / std::max(1e-9, elapsed);
+  fmt::print(stderr, "\r\033[KTrain: [{}{}] {}/{} loss {:.4f} lr {:.2e} {:.2f}it/s [{}]", std::string(filled, '#'),
+             std::string(width - filled, '.'), state.global_step, state.max_steps, last_loss_, last_rate_, rate,
+             timing(state));
+  std::fflush(stderr);
+}
+
+void RunLog::finish(const TrainerState& state, const fs::path& last, const std::string& best) {
+  if (terminal_) fmt::print(stderr, "\n");
+  write_training_plots(run_dir_ / "logging.jsonl", run_dir_ / "images");
+  fmt::print(stderr, "lathe: trained {} steps ({} tokens)\n", state.global_step, state.trained_tokens);
+  fmt::print(stderr, "last_model_checkpoint: {}\n", last.string());
+  fmt::print(stderr, "best_model_checkpoint: {}\n", best.empty() ? last.string() : best);
+}
+
+namespace {
+
+// When to log, evaluate and save (Hugging Face's DefaultFlowCallback, with SWIFT's cadence).
+class FlowCallback : public Callback {
+ public:
+  void on_step_end(const Arguments& a, S& state, C& control, const X&) override {
+    const auto step = state.global_step;
+    const bool last = control.should_training_stop || step >= state.max_steps;
+    if (step == 1 || (a.logging_steps > 0 && step % a.logging_steps == 0) || last) control.should_log = true;
+    const auto eval_every = a.eval_steps > 0 ? a.eval_steps : a.save_steps;
+    if ((eval_every > 0 && step % eval_every == 0) || last) control.should_evaluate = true;
+    if ((a.save_steps > 0 && step % a.save_steps == 0) || last) control.should_save = true;
+  }
+};
+
+class LogCallback : public Callback {
+ public:
+  explicit LogCallback(RunLog& log) : log_(&log) {}
+  void on_log(const Arguments&, S&, C&, const X& context) override {
+    if (context.logs) log_->write(*context.logs);
+  }
+  void on_step_end(const Arguments&, S& state, C&, const X&) override { log_->progress(state); }
+
+ private:
+  RunLog* log_;
+};
+
+}  // namespace
+
+std::vector<std::shared_ptr<Callback>> default_callbacks(const Arguments& arguments, RunLog& log) {
+  std::vector<std::shared_ptr<Callback>> callbacks{std::make_shared<FlowCallback>(), std::make_shared<LogCallback>(log)};
+  for (const auto& name : arguments.callbacks) callbacks.push_back(callback_registry().factory(name)(arguments));
+  return callbacks;
+}
+
+}  // namespace lathe

@@ -1,0 +1,410 @@
+// The training loop. One optimizer step = gradient_accumulation_steps micro-batches whose losses
+// are each divided by the step's total count of trained tokens (num_items_in_batch), so that
+// accumulation gives the same loss and gradients as one large batch (plugins.md §2).
+#include "lathe/trainer.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
+#include <fmt/chrono.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "common/format.h"
+#include "lathe/files.h"
+#include "train/checkpoint.h"
+#include "train/run_log.h"
+
+namespace lathe {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// bfloat16 autocast on the CPU for the forward pass; float32 master weights stay untouched.
+class AutocastScope {
+ public:
+  explicit AutocastScope(bool enabled) : enabled_(enabled) {
+    if (!enabled_) return;
+    at::autocast::set_cpu_enabled(true);
+    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    at::autocast::increment_nesting();
+  }
+  ~AutocastScope() {
+    if (!enabled_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_cpu_enabled(false);
+  }
+
+ private:
+  bool enabled_;
+};
+
+std::string loss_name(const Arguments& arguments) {
+  if (!arguments.loss_type.empty()) return arguments.loss_type;
+  return arguments.loss_scale == "default" || arguments.loss_scale == "all" || arguments.loss_scale == "last_round"
+             ? "cross_entropy"
+             : "loss_scale";
+}
+
+}  // namespace
+
+struct Trainer::Impl {
+  TrainerSetup setup;
+  Arguments& arguments = setup.arguments;
+  TrainerState state;
+  TrainerControl control;
+  std::vector<std::shared_ptr<Callback>> callbacks;
+  LossFunction loss_function;
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  std::shared_ptr<LRScheduler> scheduler;
+  std::vector<torch::Tensor> trainable;
+
+  std::vector<std::vector<std::size_t>> units;  // examples trained together in one sequence or row
+  bool packed = false;
+  int64_t micro_per_epoch = 0, steps_per_epoch = 0;
+  std::optional<std::map<std::string, double>> last_eval;
+  int64_t consecutive_nonfinite = 0;
+  RunLog log;
+  fs::path last_checkpoint;
+
+  explicit Impl(TrainerSetup s) : setup(std::move(s)), log(setup.run_dir) {}
+
+  CallbackContext context() {
+    return CallbackContext{setup.model.get(), optimizer.get(), scheduler.get(), nullptr, nullptr, {}};
+  }
+  template <class Event>
+  void emit(Event event, const CallbackContext& extra) {
+    for (auto& callback : callbacks) ((*callback).*event)(arguments, state, control, extra);
+  }
+  template <class Event>
+  void emit(Event event) {
+    emit(event, context());
+  }
+
+  void plan_data() {
+    if (setup.train.empty()) fail("the training set is empty (no rows survived encoding)");
+    packed = arguments.packing || arguments.padding_free;
+    if (arguments.packing) {
+      const auto limit = arguments.max_length > 0 ? arguments.max_length : setup.model->config().max_position_embeddings;
+      units = pack_into_bins(setup.train, limit);
+    } else {
+      for (std::size_t i = 0; i < setup.train.size(); ++i) units.push_back({i});
+    }
+    const auto batch = std::max<int64_t>(1, arguments.per_device_train_batch_size);
+    micro_per_epoch = (static_cast<int64_t>(units.size()) + batch - 1) / batch;
+    const auto accumulation = std::max<int64_t>(1, arguments.gradient_accumulation_steps);
+    steps_per_epoch = std::max<int64_t>(1, (micro_per_epoch + accumulation - 1) / accumulation);
+    state.max_steps = arguments.max_steps > 0
+                          ? arguments.max_steps
+                          : static_cast<int64_t>(std::ceil(arguments.num_train_epochs * static_cast<double>(steps_per_epoch)));
+    state.num_train_epochs = arguments.max_steps > 0 ? std::ceil(static_cast<double>(state.max_steps) / steps_per_epoch)
+                                                      : arguments.num_train_epochs;
+  }
+
+  void build_optimizer() {
+    auto made = optimizer_registry().factory(arguments.optimizer)(arguments, *setup.model, state.max_steps);
+    optimizer = std::move(made.optimizer);
+    scheduler = made.scheduler ? made.scheduler
+                               : make_scheduler(arguments.lr_scheduler_type, warmup_steps_for(arguments, state.max_steps),
+                                                state.max_steps, arguments.plugin_args.value("min_lr_rate", 0.1));
+    scheduler->remember_base_rates(*optimizer);
+    for (auto& group : optimizer->param_groups()) {
+      for (auto& parameter : group.params()) trainable.push_back(parameter);
+    }
+  }
+
+  // The micro-batches of optimizer step `step` of epoch `epoch`: shuffled with seed + epoch, so
+  // a resumed run sees the same order without saving it.
+  std::vector<Batch> step_batches(int64_t epoch, int64_t step) {
+    std::vector<std::size_t> order(units.size());
+    std::iota(order.begin(), order.end(), std::size_t{0});
+    std::mt19937_64 rng(static_cast<uint64_t>(arguments.seed + epoch));
+    std::shuffle(order.begin(), order.end(), rng);
+    const auto batch = std::max<int64_t>(1, arguments.per_device_train_batch_size);
+    const auto accumulation = std::max<int64_t>(1, arguments.gradient_accumulation_steps);
+    std::vector<Batch> batches;
+    for (int64_t micro = step * accumulation; micro < std::min(micro_per_epoch, (step + 1) * accumulation); ++micro) {
+      std::vector<const Example*> examples;
+      for (int64_t u = micro * batch; u < std::min<int64_t>(static_cast<int64_t>(units.size()), (micro + 1) * batch); ++u) {
+        for (auto index : units[order[u]]) examples.push_back(&setup.train[index]);
+      }
+      batches.push_back(packed ? collate_packed(examples) : collate_padded(examples, setup.pad_token_id));
+    }
+    return batches;
+  }
+
+  torch::Tensor forward_loss(const Batch& batch, std::optional<int64_t> num_items) {
+    torch::Tensor hidden;
+    {
+      AutocastScope autocast(arguments.torch_dtype == "bfloat16");
+      hidden = setup.model->forward({batch.input_ids, batch.position_ids, batch.attention_mask, nullptr});
+    }
+    ModelOutputs outputs(*setup.model, hidden);
+    return loss_function(outputs, batch.labels, batch.loss_scale, num_items);
+  }
+
+  struct StepOutcome {
+    double loss = 0, grad_norm = 0;
+    int64_t tokens = 0;
+    bool finite = true;
+  };
+
+  StepOutcome run_step(int64_t epoch, int64_t step) {
+    StepOutcome outcome;
+    auto batches = step_batches(epoch, step);
+    const int64_t num_items = std::accumulate(batches.begin(), batches.end(), int64_t{0},
+                                              [](int64_t sum, const Batch& b) { return sum + b.label_tokens; });
+    for (const auto& batch : batches) {
+      auto loss = forward_loss(batch, std::max<int64_t>(1, num_items));
+      const double value = loss.item<double>();
+      if (!std::isfinite(value)) {
+        outcome.finite = false;
+        break;
+      }
+      loss.backward();
+      outcome.loss += value;
+      outcome.tokens += batch.tokens;
+      emit(&Callback::on_substep_end);
+    }
+    if (!outcome.finite) {
+      optimizer->zero_grad();
+      return outcome;
+    }
+    outcome.grad_norm = arguments.max_grad_norm > 0
+                            ? torch::nn::utils::clip_grad_norm_(trainable, arguments.max_grad_norm)
+                            : gradient_norm();
+    emit(&Callback::on_pre_optimizer_step);
+    scheduler->apply(*optimizer, state.global_step);
+    optimizer->step();
+    emit(&Callback::on_optimizer_step);
+    optimizer->zero_grad();
+    return outcome;
+  }
+
+  double gradient_norm() {
+    double sum = 0;
+    for (auto& parameter : trainable) {
+      if (parameter.grad().defined()) sum += parameter.grad().to(torch::kDouble).pow(2).sum().item<double>();
+    }
+    return std::sqrt(sum);
+  }
+
+  void note_nonfinite() {
+    ++state.skipped_nonfinite_steps;
+    ++consecutive_nonfinite;
+    fmt::print(stderr, "lathe: step {}: the loss is not finite; the step is skipped ({} so far)\n",
+               state.global_step, state.skipped_nonfinite_steps);
+    if (consecutive_nonfinite >= arguments.max_nan_steps) {
+      fail("the loss was not finite in {} consecutive steps (lower --learning_rate, check the data, or "
+           "raise --max_nan_steps); the last checkpoint is {}",
+           consecutive_nonfinite, last_checkpoint.empty() ? "none" : last_checkpoint.string());
+    }
+  }
+
+  const std::string& best_metric_name() const { return arguments.metric_for_best_model; }
+  bool greater_is_better() const {
+    return arguments.greater_is_better.value_or(best_metric_name() != "loss" && !best_metric_name().ends_with("loss"));
+  }
+
+  void save_checkpoint() {
+    const fs::path dir = setup.run_dir / fmt::format("checkpoint-{}", state.global_step);
+    if (last_eval) {
+      auto key = best_metric_name().starts_with("eval_") ? best_metric_name() : "eval_" + best_metric_name();
+      if (auto found = last_eval->find(key); found != last_eval->end()) {
+        const bool better = !state.best_metric ||
+                            (greater_is_better() ? found->second > *state.best_metric : found->second < *state.best_metric);
+        if (better) {
+          state.best_metric = found->second;
+          state.best_model_checkpoint = dir.string();
+        }
+      }
+    }
+    CheckpointContents contents{setup.model, *setup.tuner, arguments, state, setup.files_to_copy,
+                                arguments.save_only_model ? nullptr : optimizer.get(), state.global_step};
+    write_checkpoint(dir, contents);
+    last_checkpoint = dir;
+    auto extra = context();
+    extra.checkpoint_dir = dir.string();
+    emit(&Callback::on_save, extra);
+    prune_checkpoints(setup.run_dir, arguments.save_total_limit, {dir, fs::path(state.best_model_checkpoint)});
+  }
+
+  void maybe_resume() {
+    if (arguments.resume_from_checkpoint.empty()) return;
+    const fs::path dir = arguments.resume_from_checkpoint;
+    setup.tuner->from_pretrained(setup.model, dir, /*trainable=*/true);
+    if (arguments.resume_only_model) return;
+    auto restored = read_checkpoint_state(dir, optimizer.get());
+    state = restored;
+    state.max_steps = std::max(state.max_steps, state.global_step);
+    plan_max_steps_after_resume();
+    last_checkpoint = dir;
+    fmt::print(stderr, "lathe: resumed from {} at step {}\n", dir.string(), state.global_step);
+  }
+
+  void plan_max_steps_after_resume() {
+    // The plan comes from the arguments, as in the first run; the state only moves the position.
+    state.max_steps = arguments.max_steps > 0
+                          ? arguments.max_steps
+                          : static_cast<int64_t>(std::ceil(arguments.num_train_epochs * static_cast<double>(steps_per_epoch)));
+  }
+
+  void log_step(const StepOutcome& outcome, double loss_sum, int64_t steps_in_window, int64_t tokens_in_window,
+                double window_seconds) {
+    json logs = log.step_entry(state, loss_sum / std::max<int64_t>(1, steps_in_window), outcome.grad_norm,
+                               optimizer->param_groups()[0].options().get_lr(), steps_in_window, tokens_in_window,
+                               window_seconds);
+    state.log_history.push_back(logs);
+    auto extra = context();
+    extra.logs = &logs;
+    emit(&Callback::on_log, extra);
+  }
+
+  void run_evaluation(Trainer& trainer) {
+    if (setup.eval.empty()) return;
+    auto metrics = trainer.evaluate();
+    last_eval = metrics;
+    json logs = log.eval_entry(state, metrics);
+    state.log_history.push_back(logs);
+    auto extra = context();
+    extra.metrics = &metrics;
+    emit(&Callback::on_evaluate, extra);
+    extra.logs = &logs;
+    emit(&Callback::on_log, extra);
+  }
+};
+
+Trainer::Trainer(TrainerSetup setup) : impl_(std::make_unique<Impl>(std::move(setup))) {
+  auto& s = *impl_;
+  s.loss_function = loss_registry().factory(loss_name(s.arguments))(s.arguments);
+  s.plan_data();
+  s.build_optimizer();
+  s.callbacks = default_callbacks(s.arguments, s.log);
+  s.callbacks.insert(s.callbacks.end(), s.setup.extra_callbacks.begin(), s.setup.extra_callbacks.end());
+  s.emit(&Callback::on_init_end);
+}
+
+Trainer::~Trainer() = default;
+
+TrainingResult Trainer::train() {
+  auto& s = *impl_;
+  torch::manual_seed(static_cast<uint64_t>(s.arguments.seed));
+  s.maybe_resume();
+  s.setup.model->train();
+  s.emit(&Callback::on_train_begin);
+  s.log.start(s.state);
+
+  double loss_sum = 0;
+  int64_t window_steps = 0, window_tokens = 0;
+  auto window_start = std::chrono::steady_clock::now();
+  bool saved_at_last_step = false;
+  while (!s.control.should_training_stop && s.state.global_step < s.state.max_steps) {
+    const int64_t epoch = s.state.epoch_index;
+    if (s.state.step_in_epoch == 0) {
+      s.control.should_epoch_stop = false;
+      s.emit(&Callback::on_epoch_begin);
+    }
+    for (int64_t step = s.state.step_in_epoch; step < s.steps_per_epoch; ++step) {
+      s.control.should_log = s.control.should_save = s.control.should_evaluate = false;
+      s.emit(&Callback::on_step_begin);
+      auto outcome = s.run_step(epoch, step);
+      s.state.global_step += 1;
+      s.state.step_in_epoch = step + 1;
+      s.state.epoch = static_cast<double>(epoch) + static_cast<double>(step + 1) / static_cast<double>(s.steps_per_epoch);
+      if (outcome.finite) {
+        s.consecutive_nonfinite = 0;
+        loss_sum += outcome.loss;
+        window_steps += 1;
+        window_tokens += outcome.tokens;
+        s.state.trained_tokens += outcome.tokens;
+      } else {
+        s.note_nonfinite();
+      }
+      if (s.state.global_step >= s.state.max_steps) s.control.should_training_stop = true;
+      s.emit(&Callback::on_step_end);
+      saved_at_last_step = false;
+      if (s.control.should_log && window_steps > 0) {
+        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count();
+        s.log_step(outcome, loss_sum, window_steps, window_tokens, seconds);
+        loss_sum = 0;
+        window_steps = window_tokens = 0;
+        window_start = std::chrono::steady_clock::now();
+      }
+      if (s.control.should_evaluate) s.run_evaluation(*this);
+      if (s.control.should_save) {
+        s.save_checkpoint();
+        saved_at_last_step = true;
+      }
+      if (s.control.should_training_stop || s.control.should_epoch_stop) break;
+    }
+    if (s.state.step_in_epoch >= s.steps_per_epoch) {
+      s.state.epoch_index += 1;
+      s.state.step_in_epoch = 0;
+      s.emit(&Callback::on_epoch_end);
+    }
+  }
+  if (!saved_at_last_step) {
+    if (!s.last_eval && !s.setup.eval.empty()) s.run_evaluation(*this);
+    s.save_checkpoint();
+  }
+  s.emit(&Callback::on_train_end);
+  s.log.finish(s.state, s.last_checkpoint, s.state.best_model_checkpoint);
+  return {s.setup.run_dir, s.last_checkpoint, fs::path(s.state.best_model_checkpoint), s.state};
+}
+
+std::map<std::string, double> Trainer::evaluate() {
+  auto& s = *impl_;
+  torch::NoGradGuard no_grad;
+  s.setup.model->eval();
+  double loss_sum = 0;
+  int64_t tokens = 0, correct = 0;
+  const auto batch_size = static_cast<std::size_t>(std::max<int64_t>(1, s.arguments.per_device_eval_batch_size));
+  for (std::size_t start = 0; start < s.setup.eval.size(); start += batch_size) {
+    std::vector<const Example*> examples;
+    for (std::size_t i = start; i < std::min(s.setup.eval.size(), start + batch_size); ++i) examples.push_back(&s.setup.eval[i]);
+    auto batch = collate_padded(examples, s.setup.pad_token_id);
+    torch::Tensor hidden;
+    {
+      AutocastScope autocast(s.arguments.torch_dtype == "bfloat16");
+      hidden = s.setup.model->forward({batch.input_ids, batch.position_ids, batch.attention_mask, nullptr});
+    }
+    auto shifted = shift_tokens(hidden, batch.labels, torch::Tensor());
+    if (shifted.targets.numel() == 0) continue;
+    auto weight = s.setup.model->output_weight();
+    loss_sum += chunked_token_cross_entropy(shifted.hidden, weight, shifted.targets).sum().item<double>();
+    tokens += shifted.targets.numel();
+    // Argmax chunk by chunk: the full [tokens, vocab] logits never exist.
+    const int64_t chunk = 512;
+    for (int64_t row = 0; row < shifted.hidden.size(0); row += chunk) {
+      auto logits = s.setup.model->logits(shifted.hidden.slice(0, row, row + chunk));
+      correct += (logits.argmax(-1) == shifted.targets.slice(0, row, row + chunk)).sum().item<int64_t>();
+    }
+  }
+  s.setup.model->train();
+  if (tokens == 0) return {};
+  return {{"eval_loss", loss_sum / static_cast<double>(tokens)},
+          {"eval_token_acc", static_cast<double>(correct) / static_cast<double>(tokens)}};
+}
+
+fs::path make_run_dir(const Arguments& arguments) {
+  const fs::path base = arguments.output_dir;
+  if (!arguments.add_version) return base;
+  int version = 0;
+  std::error_code ec;
+  if (fs::is_directory(base, ec)) {
+    for (const auto& entry : fs::directory_iterator(base)) {
+      const auto name = entry.path().filename().string();
+      if (name.size() > 1 && name[0] == 'v' && std::isdigit(static_cast<unsigned char>(name[1]))) {
+        version = std::max(version, std::stoi(name.substr(1)) + 1);
+      }
+    }
+  }
+  const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  return base / fmt::format("v{}-{:%Y%m%d-%H%M%S}", version, fmt::localtime(now));
+}
+
+}  // namespace lathe
