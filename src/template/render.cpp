@@ -1,6 +1,7 @@
 // Rendering a conversation as SWIFT does: the prefix (or system prefix) once, then per round the
 // prompt with the query, the response (RESPONSE) and the end-of-turn text after it (SUFFIX:
 // chat_sep between rounds, suffix after the last), so that the model learns to end its turns.
+#include <algorithm>
 #include <string_view>
 #include <utility>
 
@@ -169,7 +170,8 @@ class Renderer {
       fail("template '{}' has no place for a system message", spec_.name);
     }
 
-    int last_user_round = -1;
+    // Without any user query no answer counts as after it (Qwen3's template does the same).
+    int last_user_round = static_cast<int>(rounds.size());
     for (int r = 0; r < static_cast<int>(rounds.size()); ++r) {
       if (rounds[r].query_from_user) last_user_round = r;
     }
@@ -209,7 +211,11 @@ class Renderer {
       const Message& message = *round.response[i];
       std::string text = message.content;
       if (spec_.think_blocks && message.role == "assistant") {
-        bool final = last_round && i + 1 == round.response.size();
+        // Tool calls that follow belong to this answer (Qwen3 writes them inside the message).
+        bool final = last_round && std::none_of(round.response.begin() + i + 1,
+                                                round.response.end(), [](const Message* later) {
+                                                  return later->role == "assistant";
+                                                });
         text = apply_think_blocks(text, after_last_query, final);
       }
       if (i + 1 < round.response.size()) text += '\n';

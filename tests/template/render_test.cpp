@@ -98,6 +98,16 @@ TEST(TemplateRender, Qwen3FinalAnswerCarriesItsThinkBlockAsResponse) {
   EXPECT_EQ(contexts[4].type, T::Response);
 }
 
+TEST(TemplateRender, Qwen3ToolCallsBelongToTheFinalAnswer) {
+  Conversation conversation =
+      chat({msg("user", "Weather?"), msg("assistant", "Checking."), msg("tool_call", "{}")});
+  std::vector<Context> contexts = Template::builtin("qwen3").render(conversation, false);
+  ASSERT_EQ(contexts.size(), 4u);
+  EXPECT_EQ(contexts[1].text, "<think>\n\n</think>\n\nChecking.\n");
+  EXPECT_EQ(contexts[2].text, "{}");
+  EXPECT_EQ(contexts[2].type, T::Response);
+}
+
 TEST(TemplateRender, DefaultSystemAndItsOverrides) {
   const Template qwen = Template::builtin("qwen2_5");
   const std::string default_block =
