@@ -20,8 +20,8 @@ struct InferenceModel {
   std::vector<int32_t> stop_token_ids;  // template stop words that are one token, and config eos ids
   std::optional<std::string> system;
 
-  // Prompt tokens for a conversation that ends with a user turn. With the `raw` template the last
-  // user message is encoded as it is (plus what the tokenizer's post-processor adds).
+  // Prompt tokens for a conversation that ends with a user turn. (The `raw` template gives the
+  // query as it is, plus what the tokenizer's post-processor adds.)
   std::vector<int32_t> encode_prompt(const Conversation& conversation) const;
   // Response text without the final stop token.
   std::string decode_response(std::vector<int32_t> ids) const;

@@ -11,5 +11,6 @@ int run_tokenize(const Args& args);
 int run_infer(const Args& args);
 int run_sft(const Args& args);
 int run_pt(const Args& args);
+int run_plugins(const Args& args);
 
 }  // namespace lathe::cli

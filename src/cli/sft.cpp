@@ -7,6 +7,7 @@
 #include "cli/embedded_default.h"
 #include "common/format.h"
 #include "lathe/files.h"
+#include "lathe/generate.h"
 #include "lathe/plugin/loss_scale.h"
 #include "lathe/plugin/tuner.h"
 #include "lathe/trainer.h"
@@ -72,6 +73,34 @@ int64_t count_parameters(CausalLM& model, bool trainable_only) {
   return count;
 }
 
+// The embedded default shows what the model answers before and after training.
+void show_answers(const char* when, CausalLM& model, const Tokenizer& tokenizer, const Template& chat_template) {
+  const std::vector<std::string> questions{"who are you?", "Who created you?", "你是谁？", "谁开发了你？"};
+  std::vector<std::vector<int32_t>> prompts;
+  for (const auto& question : questions) {
+    Conversation conversation;
+    conversation.messages.push_back({"user", question, {}, {}});
+    prompts.push_back(chat_template.encode(tokenizer, conversation, /*add_generation_prompt=*/true).input_ids);
+  }
+  SamplingParams params;
+  params.max_new_tokens = 40;
+  for (const auto& word : chat_template.spec().stop_words) {
+    if (auto id = tokenizer.token_to_id(word)) params.stop_token_ids.push_back(*id);
+  }
+  const bool training = model->is_training();
+  model->eval();
+  auto answers = generate(model, prompts, params);
+  if (training) model->train();
+  fmt::print("\n=== The model's answers {} training ===\n", when);
+  for (std::size_t i = 0; i < questions.size(); ++i) {
+    auto& ids = answers[i].ids;
+    if (answers[i].finish_reason == "stop" && !ids.empty()) ids.pop_back();
+    fmt::print("Q: {}\nA: {}\n", questions[i], tokenizer.decode(ids, /*skip_special_tokens=*/true));
+  }
+  fmt::print("\n");
+  std::fflush(stdout);
+}
+
 int run_training(const Args& args, bool pretraining) {
   CLI::App app(pretraining ? "Continued pre-training on {\"text\": ...} rows (every token trained, packing on)."
                            : "Supervised fine-tuning. With no --model and no --dataset, trains the embedded "
@@ -85,7 +114,8 @@ int run_training(const Args& args, bool pretraining) {
   }
   add_options(app, arguments, {OptionGroup::Model, OptionGroup::Data, OptionGroup::Training});
   if (int code = parse(app, args); code >= 0) return code;
-  if (arguments.model.empty() && arguments.dataset.empty() && !pretraining) use_embedded_default(app, arguments);
+  const bool embedded = arguments.model.empty() && arguments.dataset.empty() && !pretraining;
+  if (embedded) use_embedded_default(app, arguments);
   if (arguments.model.empty()) fail("--model is required (a Hugging Face model folder)");
   if (arguments.dataset.empty()) fail("--dataset is required (jsonl, json or csv files)");
   if (!fs::is_directory(arguments.model)) fail("{}: model folder not found", arguments.model);
@@ -93,8 +123,7 @@ int run_training(const Args& args, bool pretraining) {
   auto tokenizer = Tokenizer::from_file(arguments.model);
   auto model = load_pretrained(arguments.model, weight_dtype(arguments));
   if (arguments.max_length <= 0) arguments.max_length = model->config().max_position_embeddings;
-  const auto template_name = arguments.template_name.empty() ? Template::name_for_model(arguments.model) : arguments.template_name;
-  const auto chat_template = Template::builtin(template_name);
+  const auto chat_template = Template::for_model(arguments.model, arguments.template_name);
   LossScalePipeline loss_scale(arguments.loss_scale, arguments);
   ExampleEncoder encoder(chat_template, tokenizer,
                          [&](const std::vector<Context>& contexts, const Conversation& conversation) {
@@ -129,8 +158,10 @@ int run_training(const Args& args, bool pretraining) {
 
   TrainerSetup setup{arguments, model, tuner, std::move(train), std::move(eval), run_dir, files_to_copy(arguments.model), {},
                      static_cast<int32_t>(model->config().pad_token_id.value_or(0))};
+  if (embedded) show_answers("before", model, tokenizer, chat_template);
   Trainer trainer(std::move(setup));
   trainer.train();
+  if (embedded) show_answers("after", model, tokenizer, chat_template);
   return 0;
 }
 

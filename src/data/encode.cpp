@@ -53,8 +53,11 @@ std::optional<Example> ExampleEncoder::encode(const Conversation& conversation, 
     append(ids, 1.0);
   } else {
     const auto contexts = template_->render(conversation, /*add_generation_prompt=*/false, options_.system);
+    // The first piece carries the post-processor's specials when the template asks (auto BOS).
+    bool first = true;
     for (const auto& piece : weigher_(contexts, conversation)) {
-      append(tokenizer_->encode(piece.text, /*add_special_tokens=*/false), piece.weight);
+      append(tokenizer_->encode(piece.text, first && template_->spec().add_special_tokens), piece.weight);
+      first = false;
     }
   }
   if (fractional) example.loss_scale = std::move(weights);

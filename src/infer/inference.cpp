@@ -58,19 +58,12 @@ InferenceModel load_inference_model(const Arguments& arguments) {
   auto tokenizer = Tokenizer::from_file(dir);
   auto model = load_pretrained(dir, parse_dtype(arguments.torch_dtype));
   model->eval();
-  const std::string template_name =
-      arguments.template_name.empty() ? Template::name_for_model(dir.string()) : arguments.template_name;
-  auto chat_template = Template::builtin(template_name);
+  auto chat_template = Template::for_model(dir.string(), arguments.template_name);
   auto stops = stop_tokens(tokenizer, chat_template.spec(), model->config(), dir);
   return InferenceModel{model, std::move(tokenizer), std::move(chat_template), std::move(stops), arguments.system};
 }
 
 std::vector<int32_t> InferenceModel::encode_prompt(const Conversation& conversation) const {
-  if (chat_template.spec().name == "raw") {
-    const auto& messages = conversation.messages;
-    if (messages.empty()) fail("the conversation is empty: nothing to encode");
-    return tokenizer.encode(messages.back().content, /*add_special_tokens=*/true);
-  }
   return chat_template.encode(tokenizer, conversation, /*add_generation_prompt=*/true, system).input_ids;
 }
 

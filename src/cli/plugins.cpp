@@ -1,0 +1,35 @@
+// `lathe plugins`: every registered name of every plugin kind, built-in and external.
+#include <fmt/format.h>
+
+#include "cli/arguments.h"
+#include "lathe/plugin/callback.h"
+#include "lathe/plugin/loss.h"
+#include "lathe/plugin/loss_scale.h"
+#include "lathe/plugin/optimizer.h"
+#include "lathe/plugin/tuner.h"
+
+namespace lathe::cli {
+
+template <class Factory>
+static void list(const Registry<Factory>& registry, const std::string& flag) {
+  fmt::print("{} ({}):\n", registry.kind(), flag);
+  for (const auto* entry : registry.entries()) {
+    fmt::print("  {:<22} {}{}\n", entry->name, entry->description,
+               entry->origin == "built-in" ? "" : fmt::format("  [{}]", entry->origin));
+  }
+  fmt::print("\n");
+}
+
+int run_plugins(const Args& args) {
+  CLI::App app("List every registered plugin of every kind, with a one-line description.", "plugins");
+  Arguments arguments;
+  if (int code = parse(app, args); code >= 0) return code;
+  list(callback_registry(), "--callbacks");
+  list(loss_registry(), "--loss_type");
+  list(loss_scale_registry(), "--loss_scale base+name");
+  list(optimizer_registry(), "--optimizer");
+  list(tuner_registry(), "--train_type");
+  return 0;
+}
+
+}  // namespace lathe::cli

@@ -1,0 +1,66 @@
+// Collation: padded and packed batches carry the same tokens, labels and weights, with masks and
+// positions that keep each sequence on its own.
+#include <gtest/gtest.h>
+
+#include "lathe/batch.h"
+
+namespace lathe {
+namespace {
+
+Example example(std::vector<int32_t> ids, std::vector<int32_t> labels, std::vector<float> scale = {}) {
+  return Example{std::move(ids), std::move(labels), std::move(scale)};
+}
+
+TEST(Collate, PaddedRightPadsAndCountsShiftedLabels) {
+  auto a = example({1, 2, 3}, {-100, 2, 3});
+  auto b = example({4, 5}, {4, 5});  // the first label has nothing before it: not counted
+  auto batch = collate_padded({&a, &b}, 0);
+  EXPECT_TRUE(torch::equal(batch.input_ids, torch::tensor({1, 2, 3, 4, 5, 0}, torch::kLong).view({2, 3})));
+  EXPECT_TRUE(torch::equal(batch.labels, torch::tensor({-100, 2, 3, 4, 5, -100}, torch::kLong).view({2, 3})));
+  EXPECT_EQ(batch.label_tokens, 3);
+  EXPECT_EQ(batch.tokens, 5);
+  EXPECT_FALSE(batch.loss_scale.defined());
+  // Row 1 may not attend its padding column.
+  EXPECT_FALSE(batch.attention_mask[1][0][1][2].item<bool>());
+  EXPECT_TRUE(batch.attention_mask[1][0][1][0].item<bool>());
+  EXPECT_FALSE(batch.attention_mask[0][0][0][1].item<bool>());  // causal
+}
+
+TEST(Collate, WeightsTravelOnlyWhenFractional) {
+  auto a = example({1, 2}, {-100, 2}, {0.f, 2.5f});
+  auto b = example({3, 4}, {-100, 4});
+  auto batch = collate_padded({&a, &b}, 0);
+  ASSERT_TRUE(batch.loss_scale.defined());
+  EXPECT_TRUE(torch::equal(batch.loss_scale, torch::tensor({0.f, 2.5f, 0.f, 1.f}).view({2, 2})));
+}
+
+TEST(Collate, PackedKeepsSequencesApart) {
+  auto a = example({1, 2, 3}, {1, 2, 3});
+  auto b = example({4, 5}, {4, 5});
+  auto batch = collate_packed({&a, &b});
+  EXPECT_TRUE(torch::equal(batch.input_ids, torch::tensor({1, 2, 3, 4, 5}, torch::kLong).view({1, 5})));
+  // The first token of each sequence is never a target (it would be predicted across the boundary).
+  EXPECT_TRUE(torch::equal(batch.labels, torch::tensor({-100, 2, 3, -100, 5}, torch::kLong).view({1, 5})));
+  EXPECT_TRUE(torch::equal(batch.position_ids, torch::tensor({0, 1, 2, 0, 1}, torch::kLong).view({1, 5})));
+  EXPECT_FALSE(batch.attention_mask[0][0][3][2].item<bool>());
+  EXPECT_TRUE(batch.attention_mask[0][0][4][3].item<bool>());
+  EXPECT_EQ(batch.label_tokens, 3);
+}
+
+TEST(Collate, BinsRespectTheLimit) {
+  std::vector<Example> examples;
+  for (int n : {5, 3, 4, 2, 6, 1}) examples.push_back(example(std::vector<int32_t>(n, 1), std::vector<int32_t>(n, 1)));
+  auto bins = pack_into_bins(examples, 7);
+  std::size_t placed = 0;
+  for (const auto& bin : bins) {
+    int64_t total = 0;
+    for (auto index : bin) total += examples[index].size();
+    EXPECT_LE(total, 7);
+    placed += bin.size();
+  }
+  EXPECT_EQ(placed, examples.size());
+  EXPECT_EQ(bins.size(), 3u);  // 21 tokens in bins of 7: first fit decreasing finds the optimum here
+}
+
+}  // namespace
+}  // namespace lathe
