@@ -12,5 +12,6 @@ int run_infer(const Args& args);
 int run_sft(const Args& args);
 int run_pt(const Args& args);
 int run_plugins(const Args& args);
+int run_export(const Args& args);
 
 }  // namespace lathe::cli

@@ -22,6 +22,7 @@ constexpr Command kCommands[] = {
     {"sft", "supervised fine-tuning (LoRA, full, ...) on chat datasets", lathe::cli::run_sft},
     {"pt", "continued pre-training on text", lathe::cli::run_pt},
     {"infer", "chat with a model, or answer a dataset in batch", lathe::cli::run_infer},
+    {"export", "merge LoRA adapters into a full model folder", lathe::cli::run_export},
     {"plugins", "list the registered plugins of every kind", lathe::cli::run_plugins},
     {"tokenize", "encode lines of text to token ids (or --decode ids to text)", lathe::cli::run_tokenize},
 };

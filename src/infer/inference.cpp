@@ -4,6 +4,7 @@
 
 #include "common/format.h"
 #include "lathe/files.h"
+#include "lathe/tuner.h"
 
 namespace lathe {
 namespace fs = std::filesystem;
@@ -52,11 +53,10 @@ InferenceModel load_inference_model(const Arguments& arguments) {
   const fs::path dir = arguments.model;
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) fail("{}: model folder not found", dir.string());
-  if (!arguments.adapters.empty()) {
-    fail("--adapters: loading adapters needs the LoRA tuner, which this build does not have yet");
-  }
+  if (arguments.adapters.size() > 1) fail("--adapters: one adapter folder at a time (got {})", arguments.adapters.size());
   auto tokenizer = Tokenizer::from_file(dir);
   auto model = load_pretrained(dir, parse_dtype(arguments.torch_dtype));
+  for (const auto& adapter : arguments.adapters) load_adapter(model, adapter, /*trainable=*/false);
   model->eval();
   auto chat_template = Template::for_model(dir.string(), arguments.template_name);
   auto stops = stop_tokens(tokenizer, chat_template.spec(), model->config(), dir);
