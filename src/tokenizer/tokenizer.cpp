@@ -242,6 +242,11 @@ Tokenizer Tokenizer::from_json(std::string_view json, std::string_view source_na
   impl->decoder = make_decoder(root.at("decoder"));
 
   impl->added_tokens = read_added_tokens(root.at("added_tokens"));
+  for (AddedToken& token : impl->added_tokens) {
+    // Hugging Face gives an added token that is already in the vocabulary the vocabulary's id,
+    // whatever id the file lists.
+    if (const auto id = impl->model->token_to_id(token.content)) token.id = *id;
+  }
   int64_t max_id = impl->model->max_id();
   for (std::size_t i = 0; i < impl->added_tokens.size(); ++i) {
     const AddedToken& token = impl->added_tokens[i];

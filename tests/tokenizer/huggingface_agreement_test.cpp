@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <utf8proc.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
@@ -112,6 +113,16 @@ TEST_P(HuggingFaceAgreement, StreamDecodingConcatenatesToDecode) {
 
 INSTANTIATE_TEST_SUITE_P(RealTokenizers, HuggingFaceAgreement,
                          ::testing::Values("qwen3", "llama3", "llama2", "gpt2"));
+// Variants of those files that switch on the components the originals leave out
+// (tests/oracle/make_tokenizer_variants.js).
+INSTANTIATE_TEST_SUITE_P(Variants, HuggingFaceAgreement,
+                         ::testing::Values("mistral-metaspace-first", "mistral-metaspace-always", "qwen3-components",
+                                           "llama3-template", "gpt2-splits"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
 
 // Byte-level tokenizers lose nothing: decoding gives back the text (NFC-normalized for Qwen).
 TEST(ByteLevelTokenizers, DecodeOfEncodeIsTheText) {
