@@ -67,7 +67,8 @@ struct LinearAdapter : torch::nn::Module {
 
 class LinearImpl : public torch::nn::Module {
  public:
-  LinearImpl(int64_t in_features, int64_t out_features, bool bias);
+  // Weights start as torch.nn.Linear's (uniform +-1/sqrt(in_features)).
+  LinearImpl(int64_t in_features, int64_t out_features, bool bias, const torch::TensorOptions& options = {});
   torch::Tensor forward(const torch::Tensor& x);
   torch::Tensor base_forward(const torch::Tensor& x);  // x W^T + b, ignoring any adapter
   void set_adapter(const std::string& name, std::shared_ptr<LinearAdapter> adapter);
@@ -100,7 +101,10 @@ struct ForwardInputs {
 
 class CausalLMImpl : public torch::nn::Module {
  public:
-  explicit CausalLMImpl(const ModelConfig& config);
+  // Parameters are created in `dtype`; with random_init they follow Hugging Face's initialisation
+  // (normal(0, 0.02) matrices, zero biases, unit norms), without it they are left uninitialised
+  // (for loading: a 7B model need not be filled twice).
+  explicit CausalLMImpl(const ModelConfig& config, torch::Dtype dtype = torch::kFloat32, bool random_init = true);
 
   // Final hidden states [batch, seq, hidden] (after the last norm).
   torch::Tensor forward(const ForwardInputs& inputs);
@@ -136,6 +140,9 @@ torch::Tensor causal_padding_mask(const torch::Tensor& key_padding, int64_t quer
 torch::Tensor packed_causal_mask(const std::vector<int64_t>& sequence_lengths);
 // Positions restarting at 0 for every packed sequence: [1, total].
 torch::Tensor packed_position_ids(const std::vector<int64_t>& sequence_lengths);
+// Positions of a padded batch: the number of real tokens before each one (pads get 0), so a
+// left-padded row sees the same positions as the row alone. key_padding [batch, len] -> int64.
+torch::Tensor padding_position_ids(const torch::Tensor& key_padding);
 
 // Loads a Hugging Face model folder: config.json plus model.safetensors or its sharded index.
 // dtype: the parameter dtype (float32 or bfloat16).

@@ -1,0 +1,240 @@
+// ModelConfig <-> config.json, with the field names and defaults transformers uses.
+// No torch here on purpose: this unit compiles in a second.
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "common/format.h"
+#include "lathe/files.h"
+#include "lathe/model.h"
+
+namespace lathe {
+namespace {
+
+using json = nlohmann::json;
+
+struct SupportedFamily {
+  const char* model_type;
+  const char* architecture;
+};
+constexpr SupportedFamily kSupported[] = {
+    {"llama", "LlamaForCausalLM"},
+    {"mistral", "MistralForCausalLM"},
+    {"qwen2", "Qwen2ForCausalLM"},
+    {"qwen3", "Qwen3ForCausalLM"},
+};
+
+std::string supported_list() {
+  std::vector<std::string> names;
+  for (const auto& family : kSupported) names.push_back(fmt::format("{} ({})", family.model_type, family.architecture));
+  return fmt::format("{}", fmt::join(names, ", "));
+}
+
+const SupportedFamily* family_of_type(const std::string& model_type) {
+  for (const auto& family : kSupported)
+    if (model_type == family.model_type) return &family;
+  return nullptr;
+}
+
+const SupportedFamily* family_of_architecture(const std::string& architecture) {
+  for (const auto& family : kSupported)
+    if (architecture == family.architecture) return &family;
+  return nullptr;
+}
+
+// Reads json[key] as T, naming the file and field when it has the wrong type.
+template <class T>
+std::optional<T> optional_field(const json& object, const std::string& key, const std::string& source,
+                                const std::string& prefix = "") {
+  auto it = object.find(key);
+  if (it == object.end() || it->is_null()) return std::nullopt;
+  try {
+    return it->get<T>();
+  } catch (const json::exception&) {
+    fail("{}: field \"{}{}\" has an unexpected value {}", source, prefix, key, it->dump());
+  }
+}
+
+template <class T>
+T required_field(const json& object, const std::string& key, const std::string& source) {
+  auto value = optional_field<T>(object, key, source);
+  if (!value) fail("{}: missing required field \"{}\"", source, key);
+  return *value;
+}
+
+int64_t positive_field(const json& object, const std::string& key, const std::string& source) {
+  const auto value = required_field<int64_t>(object, key, source);
+  if (value <= 0) fail("{}: field \"{}\" must be positive, got {}", source, key, value);
+  return value;
+}
+
+std::vector<int64_t> token_id_list(const json& object, const std::string& key, const std::string& source) {
+  auto it = object.find(key);
+  if (it == object.end() || it->is_null()) return {};
+  if (it->is_number_integer()) return {it->get<int64_t>()};
+  if (it->is_array() && std::all_of(it->begin(), it->end(), [](const json& v) { return v.is_number_integer(); }))
+    return it->get<std::vector<int64_t>>();
+  fail("{}: field \"{}\" must be an integer or a list of integers, got {}", source, key, it->dump());
+}
+
+// Which family the file describes: model_type, checked against architectures when both exist.
+const SupportedFamily& resolve_family(const json& object, const std::string& source,
+                                      std::vector<std::string>& architectures) {
+  if (auto listed = optional_field<std::vector<std::string>>(object, "architectures", source)) architectures = *listed;
+  for (const auto& architecture : architectures)
+    if (!family_of_architecture(architecture))
+      fail("{}: unsupported architecture \"{}\"; supported: {}", source, architecture, supported_list());
+  const auto model_type = optional_field<std::string>(object, "model_type", source);
+  if (!model_type) {
+    if (architectures.empty())
+      fail("{}: missing required field \"model_type\" (and no \"architectures\"); supported: {}", source,
+           supported_list());
+    return *family_of_architecture(architectures.front());
+  }
+  const auto* family = family_of_type(*model_type);
+  if (!family) fail("{}: unsupported model_type \"{}\"; supported: {}", source, *model_type, supported_list());
+  return *family;
+}
+
+// rope_scaling (transformers <= 4.x) or rope_parameters (newer), either may carry rope_type or type.
+void read_rope(const json& object, const std::string& source, ModelConfig& config) {
+  const json* rope = nullptr;
+  std::string field = "rope_scaling";
+  if (auto it = object.find("rope_parameters"); it != object.end() && it->is_object()) {
+    rope = &*it;
+    field = "rope_parameters";
+    if (auto theta = optional_field<double>(*rope, "rope_theta", source, field + ".")) config.rope_theta = *theta;
+  } else if (auto it = object.find("rope_scaling"); it != object.end() && !it->is_null()) {
+    if (!it->is_object()) fail("{}: field \"rope_scaling\" must be an object or null, got {}", source, it->dump());
+    rope = &*it;
+  }
+  if (!rope) return;
+  const std::string prefix = field + ".";
+  auto type = optional_field<std::string>(*rope, "rope_type", source, prefix);
+  if (!type) type = optional_field<std::string>(*rope, "type", source, prefix);
+  RopeScaling& scaling = config.rope_scaling;
+  scaling.type = type.value_or("default");
+  if (scaling.type != "default" && scaling.type != "linear" && scaling.type != "llama3")
+    fail("{}: unsupported {}.rope_type \"{}\"; supported: default, linear, llama3", source, field, scaling.type);
+  if (scaling.type == "default") return;
+  auto factor = optional_field<double>(*rope, "factor", source, prefix);
+  if (!factor) fail("{}: missing required field \"{}factor\" for rope_type {}", source, prefix, scaling.type);
+  if (*factor <= 0) fail("{}: field \"{}factor\" must be positive, got {}", source, prefix, *factor);
+  scaling.factor = *factor;
+  if (scaling.type != "llama3") return;
+  auto llama3_field = [&](const char* key) {
+    auto value = optional_field<double>(*rope, key, source, prefix);
+    if (!value) fail("{}: missing required field \"{}{}\" for rope_type llama3", source, prefix, key);
+    return *value;
+  };
+  scaling.low_freq_factor = llama3_field("low_freq_factor");
+  scaling.high_freq_factor = llama3_field("high_freq_factor");
+  scaling.original_max_position_embeddings = static_cast<int64_t>(llama3_field("original_max_position_embeddings"));
+  if (scaling.high_freq_factor <= scaling.low_freq_factor)
+    fail("{}: {}high_freq_factor ({}) must exceed low_freq_factor ({})", source, prefix, scaling.high_freq_factor,
+         scaling.low_freq_factor);
+}
+
+}  // namespace
+
+ModelConfig ModelConfig::from_json(const json& object, const std::string& source) {
+  if (!object.is_object()) fail("{}: expected a JSON object", source);
+  ModelConfig config;
+  const SupportedFamily& family = resolve_family(object, source, config.architectures);
+  config.model_type = family.model_type;
+
+  config.vocab_size = positive_field(object, "vocab_size", source);
+  config.hidden_size = positive_field(object, "hidden_size", source);
+  config.intermediate_size = positive_field(object, "intermediate_size", source);
+  config.num_hidden_layers = positive_field(object, "num_hidden_layers", source);
+  config.num_attention_heads = positive_field(object, "num_attention_heads", source);
+  config.num_key_value_heads =
+      optional_field<int64_t>(object, "num_key_value_heads", source).value_or(config.num_attention_heads);
+  if (config.num_key_value_heads <= 0 || config.num_attention_heads % config.num_key_value_heads != 0)
+    fail("{}: num_attention_heads ({}) must be a multiple of num_key_value_heads ({})", source,
+         config.num_attention_heads, config.num_key_value_heads);
+  if (auto head_dim = optional_field<int64_t>(object, "head_dim", source)) {
+    if (*head_dim <= 0 || *head_dim % 2 != 0) fail("{}: field \"head_dim\" must be positive and even, got {}", source, *head_dim);
+    config.head_dim = *head_dim;
+  } else {
+    if (config.hidden_size % config.num_attention_heads != 0)
+      fail("{}: hidden_size ({}) is not divisible by num_attention_heads ({}) and no head_dim is given", source,
+           config.hidden_size, config.num_attention_heads);
+    config.head_dim = config.hidden_size / config.num_attention_heads;
+  }
+
+  if (auto activation = optional_field<std::string>(object, "hidden_act", source); activation && *activation != "silu")
+    fail("{}: unsupported hidden_act \"{}\"; supported: silu", source, *activation);
+  if (optional_field<bool>(object, "mlp_bias", source).value_or(false))
+    fail("{}: mlp_bias true is not supported", source);
+
+  config.max_position_embeddings =
+      optional_field<int64_t>(object, "max_position_embeddings", source).value_or(config.max_position_embeddings);
+  config.rms_norm_eps = optional_field<double>(object, "rms_norm_eps", source).value_or(config.rms_norm_eps);
+  config.rope_theta = optional_field<double>(object, "rope_theta", source).value_or(config.rope_theta);
+  read_rope(object, source, config);
+  config.tie_word_embeddings = optional_field<bool>(object, "tie_word_embeddings", source).value_or(false);
+  // Qwen2 always has q/k/v biases (its config has no switch for them).
+  config.attention_bias = config.model_type == "qwen2" ||
+                          optional_field<bool>(object, "attention_bias", source).value_or(false);
+  config.qk_norm = config.model_type == "qwen3";
+  config.torch_dtype = optional_field<std::string>(object, "torch_dtype", source)
+                           .value_or(optional_field<std::string>(object, "dtype", source).value_or("float32"));
+  config.bos_token_id = optional_field<int64_t>(object, "bos_token_id", source);
+  config.eos_token_ids = token_id_list(object, "eos_token_id", source);
+  config.pad_token_id = optional_field<int64_t>(object, "pad_token_id", source);
+  return config;
+}
+
+ModelConfig ModelConfig::load(const std::filesystem::path& config_json) {
+  json object;
+  const std::string text = read_file(config_json);
+  try {
+    object = json::parse(text);
+  } catch (const json::parse_error& error) {
+    fail("{}: invalid JSON: {}", config_json.string(), error.what());
+  }
+  return from_json(object, config_json.string());
+}
+
+json ModelConfig::to_json() const {
+  const SupportedFamily* family = family_of_type(model_type);
+  json object = {
+      {"architectures", architectures.empty() && family ? std::vector<std::string>{family->architecture} : architectures},
+      {"model_type", model_type},
+      {"vocab_size", vocab_size},
+      {"hidden_size", hidden_size},
+      {"intermediate_size", intermediate_size},
+      {"num_hidden_layers", num_hidden_layers},
+      {"num_attention_heads", num_attention_heads},
+      {"num_key_value_heads", num_key_value_heads},
+      {"head_dim", head_dim},
+      {"hidden_act", "silu"},
+      {"max_position_embeddings", max_position_embeddings},
+      {"rms_norm_eps", rms_norm_eps},
+      {"rope_theta", rope_theta},
+      {"tie_word_embeddings", tie_word_embeddings},
+      {"attention_bias", attention_bias},
+      {"torch_dtype", torch_dtype},
+  };
+  if (rope_scaling.type == "default") {
+    object["rope_scaling"] = nullptr;
+  } else {
+    json rope = {{"rope_type", rope_scaling.type}, {"factor", rope_scaling.factor}};
+    if (rope_scaling.type == "llama3") {
+      rope["low_freq_factor"] = rope_scaling.low_freq_factor;
+      rope["high_freq_factor"] = rope_scaling.high_freq_factor;
+      rope["original_max_position_embeddings"] = rope_scaling.original_max_position_embeddings;
+    }
+    object["rope_scaling"] = rope;
+  }
+  object["bos_token_id"] = bos_token_id ? json(*bos_token_id) : json(nullptr);
+  if (eos_token_ids.empty()) object["eos_token_id"] = nullptr;
+  else if (eos_token_ids.size() == 1) object["eos_token_id"] = eos_token_ids.front();
+  else object["eos_token_id"] = eos_token_ids;
+  if (pad_token_id) object["pad_token_id"] = *pad_token_id;
+  return object;
+}
+
+}  // namespace lathe

@@ -1,0 +1,45 @@
+// Hugging Face model folders: config.json plus safetensors weights.
+#include <nlohmann/json.hpp>
+
+#include "common/format.h"
+#include "lathe/files.h"
+#include "lathe/model.h"
+#include "lathe/weights.h"
+
+namespace lathe {
+namespace {
+
+std::string dtype_name(torch::Dtype dtype) {
+  switch (dtype) {
+    case torch::kFloat32: return "float32";
+    case torch::kBFloat16: return "bfloat16";
+    case torch::kFloat16: return "float16";
+    default: fail("unsupported model dtype {}; supported: float32, bfloat16, float16", c10::toString(dtype));
+  }
+}
+
+}  // namespace
+
+CausalLM load_pretrained(const std::filesystem::path& dir, torch::Dtype dtype) {
+  if (!std::filesystem::is_directory(dir)) fail("{}: model folder not found", dir.string());
+  const auto config_path = dir / "config.json";
+  if (!std::filesystem::exists(config_path)) fail("{}: missing config.json in the model folder", config_path.string());
+  dtype_name(dtype);  // refuses what the model cannot run in
+  const auto config = ModelConfig::load(config_path);
+  CausalLM model(config, dtype, /*random_init=*/false);
+  model->load_state(load_tensors(dir), dir.string());
+  return model;
+}
+
+void save_pretrained(CausalLM& model, const std::filesystem::path& dir, std::size_t max_shard_bytes) {
+  std::filesystem::create_directories(dir);
+  ModelConfig config = model->config();
+  config.torch_dtype = dtype_name(model->output_weight().scalar_type());
+  write_file_atomic(dir / "config.json", config.to_json().dump(2) + "\n");
+
+  // Writes model.safetensors, or shards and their index above max_shard_bytes, and removes the
+  // files of an earlier save so that the folder never holds two checkpoints.
+  save_tensors_sharded(dir, model->state(), max_shard_bytes);
+}
+
+}  // namespace lathe

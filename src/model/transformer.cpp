@@ -1,0 +1,437 @@
+// The decoder-only transformer shared by Llama, Mistral, Qwen2 and Qwen3, laid out module by
+// module with Hugging Face's names, so named_parameters() are the checkpoint's tensor names.
+// Every step follows transformers' eager implementation where it decides the rounding: RMSNorm in
+// float32 then cast back before the weight, RoPE angles in float32, softmax in float32.
+#include <fmt/ranges.h>
+
+#include <cmath>
+#include <limits>
+#include <numbers>
+#include <set>
+
+#include "common/format.h"
+#include "lathe/model.h"
+
+namespace lathe {
+namespace {
+
+// Set while a CausalLM is built for loading, so its parameters are allocated but not filled.
+thread_local bool skip_initialisation = false;
+
+class SkipInitialisation {
+ public:
+  explicit SkipInitialisation(bool skip) : previous_(skip_initialisation) { skip_initialisation = skip; }
+  ~SkipInitialisation() { skip_initialisation = previous_; }
+  SkipInitialisation(const SkipInitialisation&) = delete;
+  SkipInitialisation& operator=(const SkipInitialisation&) = delete;
+
+ private:
+  bool previous_;
+};
+
+std::string shape_string(c10::IntArrayRef shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
+
+class RMSNormImpl : public torch::nn::Module {
+ public:
+  RMSNormImpl(int64_t size, double eps, const torch::TensorOptions& options) : eps_(eps) {
+    weight = register_parameter("weight", torch::ones({size}, options));
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    const auto x32 = x.to(torch::kFloat32);
+    const auto normalised = x32 * torch::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + eps_);
+    return weight * normalised.to(x.scalar_type());
+  }
+  torch::Tensor weight;
+
+ private:
+  double eps_;
+};
+TORCH_MODULE(RMSNorm);
+
+struct EmbeddingImpl : torch::nn::Module {
+  EmbeddingImpl(int64_t count, int64_t size, const torch::TensorOptions& options) {
+    weight = register_parameter("weight", torch::empty({count, size}, options));
+  }
+  torch::Tensor weight;
+};
+TORCH_MODULE(Embedding);
+
+// The most negative finite score: a query with no key left (a padding query) then spreads evenly
+// instead of producing NaN, as transformers' eager attention does.
+at::Scalar lowest_score(torch::ScalarType dtype) {
+  switch (dtype) {
+    case torch::kBFloat16: return std::numeric_limits<c10::BFloat16>::lowest();
+    case torch::kFloat16: return std::numeric_limits<c10::Half>::lowest();
+    case torch::kFloat64: return std::numeric_limits<double>::lowest();
+    default: return std::numeric_limits<float>::lowest();
+  }
+}
+
+// cos and sin of the rotary angles, [batch, 1, seq, head_dim], in the activations' dtype.
+struct Rotary {
+  torch::Tensor cos, sin;
+};
+
+torch::Tensor rotate_half(const torch::Tensor& x) {
+  const auto half = x.size(-1) / 2;
+  return torch::cat({-x.slice(-1, half), x.slice(-1, 0, half)}, -1);
+}
+
+torch::Tensor apply_rotary(const torch::Tensor& x, const Rotary& rotary) {
+  return x * rotary.cos + rotate_half(x) * rotary.sin;
+}
+
+// Frequencies per rotary pair, float32 as transformers computes them (scaling included).
+torch::Tensor inverse_frequencies(const ModelConfig& config) {
+  const auto dim = config.head_dim;
+  auto inv_freq =
+      1.0 / torch::pow(config.rope_theta, torch::arange(0, dim, 2, torch::kInt64).to(torch::kFloat32) / dim);
+  const RopeScaling& scaling = config.rope_scaling;
+  if (scaling.type == "linear") return inv_freq / scaling.factor;
+  if (scaling.type != "llama3") return inv_freq;
+  // Llama 3: long wavelengths are slowed by `factor`, short ones kept, the band between them
+  // interpolated smoothly (transformers' _compute_llama3_parameters).
+  const double old_context = static_cast<double>(scaling.original_max_position_embeddings);
+  const double low_freq_wavelen = old_context / scaling.low_freq_factor;
+  const double high_freq_wavelen = old_context / scaling.high_freq_factor;
+  const auto wavelen = 2 * std::numbers::pi / inv_freq;
+  auto scaled = torch::where(wavelen > low_freq_wavelen, inv_freq / scaling.factor, inv_freq);
+  const auto smooth = (old_context / wavelen - scaling.low_freq_factor) /
+                      (scaling.high_freq_factor - scaling.low_freq_factor);
+  const auto smoothed = (1 - smooth) * scaled / scaling.factor + smooth * scaled;
+  const auto medium = wavelen.ge(high_freq_wavelen).logical_and(wavelen.le(low_freq_wavelen));
+  return torch::where(medium, smoothed, scaled);
+}
+
+class AttentionImpl : public torch::nn::Module {
+ public:
+  AttentionImpl(const ModelConfig& config, const torch::TensorOptions& options)
+      : heads_(config.num_attention_heads), kv_heads_(config.num_key_value_heads), head_dim_(config.head_dim) {
+    // Qwen2 has q/k/v biases but none on o_proj; Llama's attention_bias covers all four.
+    const bool o_bias = config.attention_bias && config.model_type != "qwen2";
+    q_proj = register_module("q_proj", Linear(config.hidden_size, heads_ * head_dim_, config.attention_bias, options));
+    k_proj = register_module("k_proj", Linear(config.hidden_size, kv_heads_ * head_dim_, config.attention_bias, options));
+    v_proj = register_module("v_proj", Linear(config.hidden_size, kv_heads_ * head_dim_, config.attention_bias, options));
+    o_proj = register_module("o_proj", Linear(heads_ * head_dim_, config.hidden_size, o_bias, options));
+    if (config.qk_norm) {
+      q_norm = register_module("q_norm", RMSNorm(head_dim_, config.rms_norm_eps, options));
+      k_norm = register_module("k_norm", RMSNorm(head_dim_, config.rms_norm_eps, options));
+    }
+  }
+
+  // blocked: bool [batch|1, 1, seq, keys], true where a query must not look; undefined = none.
+  torch::Tensor forward(const torch::Tensor& x, const Rotary& rotary, const torch::Tensor& blocked, KVCache* cache,
+                        size_t layer) {
+    const auto batch = x.size(0), seq = x.size(1);
+    auto q = q_proj(x).view({batch, seq, heads_, head_dim_});
+    auto k = k_proj(x).view({batch, seq, kv_heads_, head_dim_});
+    auto v = v_proj(x).view({batch, seq, kv_heads_, head_dim_}).transpose(1, 2);
+    if (q_norm) {
+      q = q_norm(q);
+      k = k_norm(k);
+    }
+    q = apply_rotary(q.transpose(1, 2), rotary);
+    k = apply_rotary(k.transpose(1, 2), rotary);
+    if (cache) std::tie(k, v) = append_to_cache(*cache, layer, k, v);
+    const auto keys = k.size(2);
+
+    // Grouped-query attention without repeating k/v: the query heads sharing a kv head are
+    // stacked along the sequence axis, [batch, kv_heads, groups * seq, head_dim].
+    const auto groups = heads_ / kv_heads_;
+    const auto grouped_q = q.reshape({batch, kv_heads_, groups * seq, head_dim_});
+    auto scores = torch::matmul(grouped_q, k.transpose(2, 3)) * (1.0 / std::sqrt(static_cast<double>(head_dim_)));
+    if (blocked.defined()) {
+      scores = scores.view({batch, kv_heads_, groups, seq, keys})
+                   .masked_fill(blocked.unsqueeze(2), lowest_score(scores.scalar_type()))
+                   .view({batch, kv_heads_, groups * seq, keys});
+    }
+    const auto probabilities = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
+    const auto context = torch::matmul(probabilities, v)  // [batch, kv_heads, groups * seq, head_dim]
+                             .view({batch, heads_, seq, head_dim_})
+                             .transpose(1, 2)
+                             .reshape({batch, seq, heads_ * head_dim_});
+    return o_proj(context);
+  }
+
+  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  RMSNorm q_norm{nullptr}, k_norm{nullptr};
+
+ private:
+  static std::pair<torch::Tensor, torch::Tensor> append_to_cache(KVCache& cache, size_t layer, const torch::Tensor& k,
+                                                                 const torch::Tensor& v) {
+    if (cache.keys.size() <= layer) {
+      cache.keys.resize(layer + 1);
+      cache.values.resize(layer + 1);
+    }
+    auto& cached_k = cache.keys[layer];
+    auto& cached_v = cache.values[layer];
+    cached_k = cached_k.defined() ? torch::cat({cached_k, k}, 2) : k;
+    cached_v = cached_v.defined() ? torch::cat({cached_v, v}, 2) : v;
+    return {cached_k, cached_v};
+  }
+
+  int64_t heads_, kv_heads_, head_dim_;
+};
+TORCH_MODULE(Attention);
+
+class MlpImpl : public torch::nn::Module {
+ public:
+  MlpImpl(const ModelConfig& config, const torch::TensorOptions& options) {
+    gate_proj = register_module("gate_proj", Linear(config.hidden_size, config.intermediate_size, false, options));
+    up_proj = register_module("up_proj", Linear(config.hidden_size, config.intermediate_size, false, options));
+    down_proj = register_module("down_proj", Linear(config.intermediate_size, config.hidden_size, false, options));
+  }
+  torch::Tensor forward(const torch::Tensor& x) { return down_proj(torch::silu(gate_proj(x)) * up_proj(x)); }
+  Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+};
+TORCH_MODULE(Mlp);
+
+class DecoderLayerImpl : public torch::nn::Module {
+ public:
+  DecoderLayerImpl(const ModelConfig& config, const torch::TensorOptions& options) {
+    self_attn = register_module("self_attn", Attention(config, options));
+    mlp = register_module("mlp", Mlp(config, options));
+    input_layernorm = register_module("input_layernorm", RMSNorm(config.hidden_size, config.rms_norm_eps, options));
+    post_attention_layernorm =
+        register_module("post_attention_layernorm", RMSNorm(config.hidden_size, config.rms_norm_eps, options));
+  }
+  torch::Tensor forward(const torch::Tensor& x, const Rotary& rotary, const torch::Tensor& blocked, KVCache* cache,
+                        size_t layer) {
+    const auto h = x + self_attn(input_layernorm(x), rotary, blocked, cache, layer);
+    return h + mlp(post_attention_layernorm(h));
+  }
+  Attention self_attn{nullptr};
+  Mlp mlp{nullptr};
+  RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+};
+TORCH_MODULE(DecoderLayer);
+
+class DecoderImpl : public torch::nn::Module {
+ public:
+  DecoderImpl(const ModelConfig& config, const torch::TensorOptions& options) {
+    embed_tokens = register_module("embed_tokens", Embedding(config.vocab_size, config.hidden_size, options));
+    layers = register_module("layers", torch::nn::ModuleList());
+    for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
+      auto layer = DecoderLayer(config, options);
+      layers->push_back(layer);
+      layer_list.push_back(layer);
+    }
+    norm = register_module("norm", RMSNorm(config.hidden_size, config.rms_norm_eps, options));
+  }
+  Embedding embed_tokens{nullptr};
+  torch::nn::ModuleList layers{nullptr};
+  std::vector<DecoderLayer> layer_list;  // typed view of `layers`
+  RMSNorm norm{nullptr};
+};
+TORCH_MODULE(Decoder);
+
+// The default mask: causal over the cache plus the new tokens; none for a single new token.
+torch::Tensor causal_blocked(int64_t past, int64_t seq, const torch::Device& device) {
+  if (seq == 1) return {};
+  const auto queries = torch::arange(past, past + seq, torch::TensorOptions(torch::kInt64).device(device));
+  const auto keys = torch::arange(past + seq, torch::TensorOptions(torch::kInt64).device(device));
+  return keys.view({1, 1, 1, -1}).gt(queries.view({1, 1, -1, 1}));
+}
+
+void initialise_like_transformers(torch::nn::Module& module) {
+  torch::NoGradGuard no_grad;
+  for (auto& item : module.named_parameters()) {
+    const auto& name = item.key();
+    auto& parameter = item.value();
+    const bool is_norm = name.ends_with("norm.weight");
+    if (is_norm) parameter.fill_(1.0);
+    else if (name.ends_with(".bias")) parameter.zero_();
+    else parameter.normal_(0.0, 0.02);
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Linear with an adapter hook.
+
+LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool bias, const torch::TensorOptions& options)
+    : in_features(in_features), out_features(out_features) {
+  weight = register_parameter("weight", torch::empty({out_features, in_features}, options));
+  if (bias) this->bias = register_parameter("bias", torch::empty({out_features}, options));
+  if (skip_initialisation) return;
+  torch::NoGradGuard no_grad;
+  const double bound = 1.0 / std::sqrt(static_cast<double>(in_features));
+  weight.uniform_(-bound, bound);
+  if (bias) this->bias.uniform_(-bound, bound);
+}
+
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
+  return adapter ? adapter->forward(*this, x) : base_forward(x);
+}
+
+torch::Tensor LinearImpl::base_forward(const torch::Tensor& x) { return torch::linear(x, weight, bias); }
+
+void LinearImpl::set_adapter(const std::string& name, std::shared_ptr<LinearAdapter> new_adapter) {
+  remove_adapter();
+  adapter = register_module(name, std::move(new_adapter));
+  adapter_name = name;
+}
+
+void LinearImpl::remove_adapter() {
+  if (!adapter) return;
+  unregister_module(adapter_name);
+  adapter.reset();
+  adapter_name.clear();
+}
+
+// ---------------------------------------------------------------------------------------------
+
+void KVCache::select_rows(const torch::Tensor& rows) {
+  for (auto& k : keys) k = k.index_select(0, rows);
+  for (auto& v : values) v = v.index_select(0, rows);
+}
+
+struct CausalLMImpl::Impl {
+  Decoder model{nullptr};
+  Linear lm_head{nullptr};    // null when tied to the embedding
+  torch::Tensor inv_freq;     // float32, kept out of the parameters so .to(bf16) leaves it exact
+  std::vector<std::string> checkpoint_names;  // the parameters a checkpoint holds (not adapters')
+
+  Rotary rotary(const torch::Tensor& position_ids, torch::ScalarType dtype) {
+    if (inv_freq.device() != position_ids.device()) inv_freq = inv_freq.to(position_ids.device());
+    const auto angles = position_ids.to(torch::kFloat32).unsqueeze(-1) * inv_freq;  // [batch, seq, dim/2]
+    const auto both = torch::cat({angles, angles}, -1).unsqueeze(1);
+    return {both.cos().to(dtype), both.sin().to(dtype)};
+  }
+};
+
+CausalLMImpl::CausalLMImpl(const ModelConfig& config, torch::Dtype dtype, bool random_init)
+    : impl(std::make_shared<Impl>()), config_(config) {
+  const auto options = torch::TensorOptions(dtype);
+  {
+    SkipInitialisation skip(true);
+    impl->model = register_module("model", Decoder(config, options));
+    if (!config.tie_word_embeddings)
+      impl->lm_head = register_module("lm_head", Linear(config.hidden_size, config.vocab_size, false, options));
+  }
+  if (random_init) initialise_like_transformers(*this);
+  impl->inv_freq = inverse_frequencies(config);
+  for (const auto& item : named_parameters()) impl->checkpoint_names.push_back(item.key());
+}
+
+torch::Tensor CausalLMImpl::embed(const torch::Tensor& input_ids) {
+  return torch::embedding(impl->model->embed_tokens->weight, input_ids);
+}
+
+torch::Tensor CausalLMImpl::output_weight() {
+  return impl->lm_head ? impl->lm_head->weight : impl->model->embed_tokens->weight;
+}
+
+torch::Tensor CausalLMImpl::logits(const torch::Tensor& hidden) {
+  return impl->lm_head ? impl->lm_head(hidden) : torch::linear(hidden, impl->model->embed_tokens->weight);
+}
+
+torch::Tensor CausalLMImpl::forward(const ForwardInputs& inputs) {
+  const auto& input_ids = inputs.input_ids;
+  TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq], got ", input_ids.sizes());
+  const auto batch = input_ids.size(0), seq = input_ids.size(1);
+  const auto past = inputs.cache ? inputs.cache->length() : 0;
+  const auto device = input_ids.device();
+
+  auto position_ids = inputs.position_ids;
+  if (!position_ids.defined())
+    position_ids = torch::arange(past, past + seq, torch::TensorOptions(torch::kInt64).device(device))
+                       .unsqueeze(0)
+                       .expand({batch, seq});
+  TORCH_CHECK(position_ids.sizes() == input_ids.sizes(), "position_ids ", position_ids.sizes(),
+              " must match input_ids ", input_ids.sizes());
+
+  torch::Tensor blocked;
+  if (inputs.attention_mask.defined()) {
+    const auto& mask = inputs.attention_mask;
+    TORCH_CHECK(mask.dim() == 4 && mask.size(1) == 1 && mask.size(2) == seq && mask.size(3) == past + seq &&
+                    (mask.size(0) == batch || mask.size(0) == 1),
+                "attention_mask must be [batch, 1, ", seq, ", ", past + seq, "], got ", mask.sizes());
+    blocked = mask.to(torch::kBool).logical_not();
+  } else {
+    blocked = causal_blocked(past, seq, device);
+  }
+
+  auto hidden = embed(input_ids);
+  const auto rotary = impl->rotary(position_ids, hidden.scalar_type());
+  for (size_t i = 0; i < impl->model->layer_list.size(); ++i)
+    hidden = impl->model->layer_list[i]->forward(hidden, rotary, blocked, inputs.cache, i);
+  return impl->model->norm(hidden);
+}
+
+std::map<std::string, torch::Tensor> CausalLMImpl::state() {
+  const auto parameters = named_parameters();
+  std::map<std::string, torch::Tensor> tensors;
+  for (const auto& name : impl->checkpoint_names) tensors.emplace(name, parameters[name]);
+  return tensors;
+}
+
+void CausalLMImpl::load_state(const std::map<std::string, torch::Tensor>& tensors, const std::string& source) {
+  auto parameters = state();
+  for (const auto& [name, parameter] : parameters) {
+    const auto found = tensors.find(name);
+    if (found == tensors.end())
+      fail("{}: missing tensor {} (expected shape {} for this config.json)", source, name,
+           shape_string(parameter.sizes()));
+    if (found->second.sizes() != parameter.sizes())
+      fail("{}: tensor {} has shape {}, but config.json expects {}", source, name,
+           shape_string(found->second.sizes()), shape_string(parameter.sizes()));
+  }
+  std::vector<std::string> unexpected;
+  for (const auto& [name, tensor] : tensors) {
+    if (parameters.count(name)) continue;
+    // Tied checkpoints sometimes store the head anyway; old ones store the rotary table.
+    if (name == "lm_head.weight" && config_.tie_word_embeddings) continue;
+    if (name.ends_with("rotary_emb.inv_freq")) continue;
+    unexpected.push_back(name);
+  }
+  if (!unexpected.empty()) {
+    if (unexpected.size() > 5) unexpected.resize(5), unexpected.push_back("...");
+    fail("{}: tensors not in the model described by config.json: {}", source, fmt::join(unexpected, ", "));
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& [name, parameter] : parameters) parameter.copy_(tensors.at(name));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Masks.
+
+torch::Tensor causal_padding_mask(const torch::Tensor& key_padding, int64_t query_len) {
+  TORCH_CHECK(key_padding.dim() == 2, "key_padding must be [batch, keys], got ", key_padding.sizes());
+  const auto keys = key_padding.size(1);
+  TORCH_CHECK(query_len >= 1 && query_len <= keys, "query_len ", query_len, " must be in [1, ", keys, "]");
+  const auto options = torch::TensorOptions(torch::kInt64).device(key_padding.device());
+  const auto query_positions = torch::arange(keys - query_len, keys, options).view({-1, 1});
+  const auto causal = torch::arange(keys, options).view({1, -1}).le(query_positions);  // [query, keys]
+  return causal.unsqueeze(0).logical_and(key_padding.to(torch::kBool).unsqueeze(1)).unsqueeze(1);
+}
+
+namespace {
+torch::Tensor sequence_index_per_token(const std::vector<int64_t>& sequence_lengths) {
+  std::vector<int64_t> index;
+  for (size_t i = 0; i < sequence_lengths.size(); ++i) index.insert(index.end(), sequence_lengths[i], int64_t(i));
+  return torch::tensor(index, torch::kInt64);
+}
+}  // namespace
+
+torch::Tensor packed_causal_mask(const std::vector<int64_t>& sequence_lengths) {
+  const auto sequence = sequence_index_per_token(sequence_lengths);
+  const auto total = sequence.size(0);
+  const auto same_sequence = sequence.view({-1, 1}).eq(sequence.view({1, -1}));
+  return torch::ones({total, total}, torch::kBool).tril().logical_and(same_sequence).view({1, 1, total, total});
+}
+
+torch::Tensor packed_position_ids(const std::vector<int64_t>& sequence_lengths) {
+  std::vector<int64_t> positions;
+  for (const auto length : sequence_lengths)
+    for (int64_t i = 0; i < length; ++i) positions.push_back(i);
+  return torch::tensor(positions, torch::kInt64).view({1, -1});
+}
+
+torch::Tensor padding_position_ids(const torch::Tensor& key_padding) {
+  const auto real = key_padding.to(torch::kInt64);
+  return (real.cumsum(1) - 1).clamp_min(0);
+}
+
+}  // namespace lathe

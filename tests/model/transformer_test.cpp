@@ -1,0 +1,470 @@
+// The transformer against an independent PyTorch implementation (tests/reference/model_ref.py),
+// and against itself: KV-cache decoding vs full recomputation, padded and packed batches vs
+// sequences alone, plus weight-loading errors.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "lathe/error.h"
+#include "lathe/model.h"
+
+namespace lathe {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+const fs::path kReference = fs::path(LATHE_SOURCE_DIR) / "tests/reference/model_ref.py";
+constexpr int64_t kVocab = 300;
+
+fs::path scratch_dir(const std::string& name) {
+  const auto dir = fs::path(LATHE_BINARY_DIR) / "test_model_scratch" / name;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+ModelConfig tiny_config(const std::string& model_type) {
+  ModelConfig config;
+  config.model_type = model_type;
+  config.vocab_size = kVocab;
+  config.hidden_size = 64;
+  config.intermediate_size = 128;
+  config.num_hidden_layers = 2;
+  config.num_attention_heads = 4;
+  config.num_key_value_heads = 2;
+  config.head_dim = 16;
+  config.rms_norm_eps = 1e-6;
+  config.eos_token_ids = {2};
+  return config;
+}
+
+// One tiny model per family, each switching on what sets that family apart.
+std::vector<std::pair<std::string, ModelConfig>> tiny_models() {
+  auto llama = tiny_config("llama");  // Llama 3.1 rope scaling: the three frequency bands all occur
+  llama.rope_theta = 500000.0;
+  llama.rope_scaling = {"llama3", 8.0, 1.0, 4.0, 64};
+  auto llama_bias = tiny_config("llama");  // attention_bias: q, k, v and o biases
+  llama_bias.attention_bias = true;
+  auto mistral = tiny_config("mistral");  // a single kv head, linear rope scaling
+  mistral.num_key_value_heads = 1;
+  mistral.rope_theta = 1000000.0;
+  mistral.rope_scaling = {"linear", 2.0};
+  auto qwen2 = tiny_config("qwen2");  // q/k/v biases, tied head, three layers
+  qwen2.attention_bias = true;
+  qwen2.tie_word_embeddings = true;
+  qwen2.num_hidden_layers = 3;
+  qwen2.rms_norm_eps = 1e-5;
+  auto qwen3 = tiny_config("qwen3");  // q/k norms, head_dim not hidden/heads
+  qwen3.qk_norm = true;
+  qwen3.head_dim = 32;
+  qwen3.num_attention_heads = 6;
+  qwen3.rope_theta = 1000000.0;
+  return {{"llama", llama}, {"llama_bias", llama_bias}, {"mistral", mistral}, {"qwen2", qwen2}, {"qwen3", qwen3}};
+}
+
+// Larger than transformers' 0.02 initialisation, so logits spread over several units and a wrong
+// rotation, mask or bias shows in every position.
+CausalLM random_model(const ModelConfig& config, uint64_t seed) {
+  torch::manual_seed(seed);
+  CausalLM model(config);
+  torch::NoGradGuard no_grad;
+  for (auto& item : model->named_parameters()) {
+    auto& p = item.value();
+    if (item.key().ends_with("norm.weight")) p.copy_(1.0 + 0.2 * torch::randn_like(p));
+    else if (item.key().ends_with(".bias")) p.copy_(0.2 * torch::randn_like(p));
+    else if (item.key().ends_with("embed_tokens.weight")) p.normal_(0.0, 1.0);
+    else p.normal_(0.0, 1.5 / std::sqrt(static_cast<double>(p.size(1))));
+  }
+  return model;
+}
+
+torch::Tensor random_ids(int64_t batch, int64_t length, uint64_t seed) {
+  torch::manual_seed(seed);
+  return torch::randint(3, kVocab, {batch, length}, torch::kInt64);
+}
+
+std::vector<std::vector<int64_t>> rows_of(const torch::Tensor& t) {
+  std::vector<std::vector<int64_t>> rows;
+  const auto c = t.to(torch::kInt64).contiguous();
+  for (int64_t b = 0; b < c.size(0); ++b) {
+    const auto* begin = c[b].data_ptr<int64_t>();
+    rows.emplace_back(begin, begin + c.size(1));
+  }
+  return rows;
+}
+
+// A batch laid out three ways; `real` marks the positions that carry tokens.
+struct Case {
+  std::string name;
+  torch::Tensor input_ids, position_ids, attention_mask, real;
+  json reference_input;
+};
+
+std::vector<Case> comparison_cases() {
+  std::vector<Case> cases;
+  {
+    Case plain{"plain", random_ids(2, 12, 11)};
+    plain.real = torch::ones({2, 12}, torch::kBool);
+    plain.reference_input = {{"input_ids", rows_of(plain.input_ids)}};
+    cases.push_back(plain);
+  }
+  {
+    Case padded{"padded", random_ids(3, 12, 12)};
+    padded.real = torch::ones({3, 12}, torch::kBool);
+    padded.real.index_put_({1, torch::indexing::Slice(0, 4)}, false);
+    padded.real.index_put_({2, torch::indexing::Slice(0, 9)}, false);
+    padded.input_ids.masked_fill_(padded.real.logical_not(), 0);
+    padded.attention_mask = causal_padding_mask(padded.real, 12);
+    padded.position_ids = padding_position_ids(padded.real);
+    padded.reference_input = {{"input_ids", rows_of(padded.input_ids)},
+                              {"attention_mask", rows_of(padded.real)}};
+    cases.push_back(padded);
+  }
+  {
+    const std::vector<int64_t> lengths{5, 9, 4};
+    Case packed{"packed", random_ids(1, 18, 13)};
+    packed.real = torch::ones({1, 18}, torch::kBool);
+    packed.attention_mask = packed_causal_mask(lengths);
+    packed.position_ids = packed_position_ids(lengths);
+    packed.reference_input = {{"input_ids", rows_of(packed.input_ids)}, {"sequence_lengths", lengths}};
+    cases.push_back(packed);
+  }
+  return cases;
+}
+
+torch::Tensor lathe_logits(CausalLM& model, const Case& c) {
+  torch::NoGradGuard no_grad;
+  const auto hidden = model->forward({c.input_ids, c.position_ids, c.attention_mask});
+  return model->logits(hidden).to(torch::kFloat32).masked_fill(c.real.logical_not().unsqueeze(-1), 0.0);
+}
+
+std::string quote(const fs::path& p) { return "'" + p.string() + "'"; }
+
+// Runs the Python reference on a saved model folder; returns its logits per case name.
+std::map<std::string, torch::Tensor> reference_logits(const fs::path& model_dir, const std::vector<Case>& cases,
+                                                      const std::string& dtype) {
+  const auto work = model_dir.parent_path() / (model_dir.filename().string() + "_ref_" + dtype);
+  fs::create_directories(work);
+  json input = json::array();
+  for (const auto& c : cases) {
+    json entry = c.reference_input;
+    entry["name"] = c.name;
+    input.push_back(entry);
+  }
+  std::ofstream(work / "cases.json") << input.dump();
+  const auto log = work / "stderr.txt";
+  const std::string command = "/usr/bin/python3 " + quote(kReference) + " " + quote(model_dir) + " " +
+                              quote(work / "cases.json") + " " + quote(work) + " " + dtype + " 2> " + quote(log);
+  if (std::system(command.c_str()) != 0) {
+    std::ifstream err(log);
+    const std::string text((std::istreambuf_iterator<char>(err)), {});
+    ADD_FAILURE() << "the PyTorch reference failed (needs /usr/bin/python3 with Debian's python3-torch):\n"
+                  << command << "\n" << text;
+    return {};
+  }
+  std::map<std::string, torch::Tensor> logits;
+  for (const auto& c : cases) {
+    const auto file = work / (c.name + ".f32");
+    const auto count = c.input_ids.numel() * kVocab;
+    std::vector<float> values(count);
+    std::ifstream in(file, std::ios::binary);
+    in.read(reinterpret_cast<char*>(values.data()), static_cast<std::streamsize>(count * sizeof(float)));
+    EXPECT_EQ(in.gcount(), static_cast<std::streamsize>(count * sizeof(float))) << file;
+    logits[c.name] = torch::from_blob(values.data(), {c.input_ids.size(0), c.input_ids.size(1), kVocab}).clone();
+  }
+  return logits;
+}
+
+float max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a.to(torch::kFloat32) - b.to(torch::kFloat32)).abs().max().item<float>();
+}
+
+// --------------------------------------------------------------------------------------------
+
+class ReferenceComparison : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ReferenceComparison, LogitsMatchPyTorchInFloat32AndBFloat16) {
+  const auto models = tiny_models();
+  const auto& config = std::find_if(models.begin(), models.end(), [&](auto& m) { return m.first == GetParam(); })->second;
+  const auto dir = scratch_dir("reference") / GetParam();
+  auto model = random_model(config, 7);
+  save_pretrained(model, dir);
+  const auto cases = comparison_cases();
+
+  auto float32 = load_pretrained(dir, torch::kFloat32);
+  const auto expected32 = reference_logits(dir, cases, "float32");
+  ASSERT_EQ(expected32.size(), cases.size());
+  auto bfloat16 = load_pretrained(dir, torch::kBFloat16);
+  EXPECT_EQ(bfloat16->output_weight().scalar_type(), torch::kBFloat16);
+  const auto expected16 = reference_logits(dir, cases, "bfloat16");
+  ASSERT_EQ(expected16.size(), cases.size());
+
+  for (const auto& c : cases) {
+    const auto ours32 = lathe_logits(float32, c);
+    const float scale = expected32.at(c.name).abs().max().item<float>();
+    const float diff32 = max_abs_diff(ours32, expected32.at(c.name));
+    EXPECT_LE(diff32, 1e-4f) << GetParam() << " " << c.name;
+    EXPECT_GT(scale, 2.0f) << "logits too small to show differences";
+
+    const auto ours16 = lathe_logits(bfloat16, c);
+    const float diff16 = max_abs_diff(ours16, expected16.at(c.name));
+    const float diff16_vs_32 = max_abs_diff(ours16, expected32.at(c.name));
+    // bf16 keeps 8 bits of mantissa: one rounding of a logit near `scale` is scale/256. Lathe and
+    // the reference round differently inside (fused linear, rotary order), so allow a few ulps.
+    EXPECT_LE(diff16, 0.05f * scale) << GetParam() << " " << c.name;
+    std::printf("[%s/%s] max|logit| %.3f  fp32 diff %.2e  bf16 diff vs bf16 ref %.3e (%.2f%%)  vs fp32 ref %.3e\n",
+                GetParam().c_str(), c.name.c_str(), scale, diff32, diff16, 100 * diff16 / scale, diff16_vs_32);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, ReferenceComparison,
+                         ::testing::Values("llama", "llama_bias", "mistral", "qwen2", "qwen3"));
+
+
+// --------------------------------------------------------------------------------------------
+// The model against itself.
+
+ModelConfig family(const std::string& name) {
+  for (auto& [model_name, config] : tiny_models())
+    if (model_name == name) return config;
+  throw std::logic_error("no tiny model " + name);
+}
+
+torch::Tensor full_logits(CausalLM& model, const torch::Tensor& ids) {
+  return model->logits(model->forward({ids}));
+}
+
+TEST(KVCache, GreedyDecodingEqualsRecomputingTheSequence) {
+  torch::NoGradGuard no_grad;
+  for (const auto* name : {"llama", "qwen3"}) {
+    auto model = random_model(family(name), 3);
+    auto sequence = random_ids(1, 5, 21);
+    KVCache cache;
+    auto step_logits = model->logits(model->forward({sequence, {}, {}, &cache})).select(1, -1);
+    for (int step = 0; step < 12; ++step) {
+      const auto recomputed = full_logits(model, sequence).select(1, -1);
+      EXPECT_LE(max_abs_diff(step_logits, recomputed), 1e-4f) << name << " step " << step;
+      const auto next = recomputed.argmax(-1, /*keepdim=*/true);
+      ASSERT_TRUE(step_logits.argmax(-1, true).equal(next)) << name << " step " << step;
+      sequence = torch::cat({sequence, next}, 1);
+      step_logits = model->logits(model->forward({next, {}, {}, &cache})).select(1, -1);
+      EXPECT_EQ(cache.length(), sequence.size(1));
+    }
+    EXPECT_EQ(cache.keys.size(), static_cast<size_t>(family(name).num_hidden_layers));
+  }
+}
+
+// The generation engine's pattern: a left-padded prompt batch, then one token per row per step
+// with the padding mask growing; each row must equal that row decoded alone.
+TEST(KVCache, LeftPaddedBatchDecodingEqualsEachRowAlone) {
+  torch::NoGradGuard no_grad;
+  auto model = random_model(family("qwen2"), 4);
+  const std::vector<int64_t> lengths{7, 3, 5};
+  const int64_t width = 7, steps = 6;
+  auto ids = random_ids(3, width, 31);
+  auto padding = torch::ones({3, width}, torch::kBool);
+  for (int64_t b = 0; b < 3; ++b) padding.index_put_({b, torch::indexing::Slice(0, width - lengths[b])}, false);
+  ids.masked_fill_(padding.logical_not(), 0);
+
+  KVCache cache;
+  auto positions = padding_position_ids(padding);
+  auto last = model->logits(model->forward({ids, positions, causal_padding_mask(padding, width), &cache})).select(1, -1);
+  auto next_position = positions.select(1, -1).unsqueeze(1) + 1;
+  std::vector<torch::Tensor> batch_logits{last};
+  for (int64_t step = 0; step < steps; ++step) {
+    const auto next = last.argmax(-1, true);
+    padding = torch::cat({padding, torch::ones({3, 1}, torch::kBool)}, 1);
+    last = model->logits(model->forward({next, next_position, causal_padding_mask(padding, 1), &cache})).select(1, -1);
+    next_position += 1;
+    batch_logits.push_back(last);
+  }
+
+  for (int64_t b = 0; b < 3; ++b) {
+    auto row = ids[b].slice(0, width - lengths[b]).unsqueeze(0);
+    KVCache alone;
+    auto logits = model->logits(model->forward({row, {}, {}, &alone})).select(1, -1);
+    for (int64_t step = 0; step <= steps; ++step) {
+      EXPECT_LE(max_abs_diff(logits[0], batch_logits[step][b]), 1e-4f) << "row " << b << " step " << step;
+      if (step == steps) break;
+      logits = model->logits(model->forward({logits.argmax(-1, true), {}, {}, &alone})).select(1, -1);
+    }
+  }
+
+  // Finished rows leave the batch: the remaining rows continue unchanged.
+  const auto kept = torch::tensor({0, 2}, torch::kInt64);
+  cache.select_rows(kept);
+  EXPECT_EQ(cache.keys[0].size(0), 2);
+}
+
+TEST(Batching, LeftPaddedRowsEqualUnpaddedSequences) {
+  torch::NoGradGuard no_grad;
+  auto model = random_model(family("llama"), 5);
+  const auto c = comparison_cases()[1];
+  const auto batch = lathe_logits(model, c);
+  for (int64_t b = 0; b < c.input_ids.size(0); ++b) {
+    const auto real = c.real[b];
+    const auto alone = full_logits(model, c.input_ids[b].masked_select(real).unsqueeze(0))[0];
+    EXPECT_LE(max_abs_diff(batch[b].index({real}), alone), 1e-4f) << "row " << b;
+  }
+}
+
+TEST(Batching, PackedRowEqualsSeparateSequences) {
+  torch::NoGradGuard no_grad;
+  auto model = random_model(family("mistral"), 6);
+  const auto c = comparison_cases()[2];
+  const auto packed = lathe_logits(model, c)[0];
+  int64_t start = 0;
+  for (const int64_t length : {5, 9, 4}) {
+    const auto alone = full_logits(model, c.input_ids.slice(1, start, start + length))[0];
+    EXPECT_LE(max_abs_diff(packed.slice(0, start, start + length), alone), 1e-4f) << "sequence at " << start;
+    start += length;
+  }
+}
+
+// --------------------------------------------------------------------------------------------
+// Masks, by hand.
+
+TEST(Masks, CausalPaddingMask) {
+  const auto padding = torch::tensor({0, 1, 1}, torch::kBool).view({1, 3});
+  const auto mask = causal_padding_mask(padding, 2);
+  ASSERT_EQ(mask.sizes(), (std::vector<int64_t>{1, 1, 2, 3}));
+  const auto expected = torch::tensor({0, 1, 0, 0, 1, 1}, torch::kBool).view({1, 1, 2, 3});
+  EXPECT_TRUE(mask.equal(expected)) << mask;
+  EXPECT_TRUE(padding_position_ids(padding).equal(torch::tensor({0, 0, 1}, torch::kInt64).view({1, 3})));
+}
+
+TEST(Masks, PackedMaskAndPositions) {
+  const auto mask = packed_causal_mask({2, 1, 2});
+  const auto expected = torch::tensor({1, 0, 0, 0, 0,
+                                       1, 1, 0, 0, 0,
+                                       0, 0, 1, 0, 0,
+                                       0, 0, 0, 1, 0,
+                                       0, 0, 0, 1, 1}, torch::kBool).view({1, 1, 5, 5});
+  EXPECT_TRUE(mask.equal(expected)) << mask;
+  EXPECT_TRUE(packed_position_ids({2, 1, 2}).equal(torch::tensor({0, 1, 0, 0, 1}, torch::kInt64).view({1, 5})));
+}
+
+// --------------------------------------------------------------------------------------------
+// Loading and saving.
+
+std::string error_of(const std::function<void()>& action) {
+  try {
+    action();
+  } catch (const Error& error) {
+    return error.what();
+  }
+  return "(no lathe::Error thrown)";
+}
+
+TEST(Pretrained, SaveThenLoadGivesTheSameStateAndTiedHeadIsNotStored) {
+  auto tied = random_model(family("qwen2"), 8);
+  const auto dir = scratch_dir("roundtrip");
+  save_pretrained(tied, dir);
+  auto loaded = load_pretrained(dir);
+  const auto state = loaded->state();
+  EXPECT_EQ(state.count("lm_head.weight"), 0u);
+  EXPECT_EQ(state.count("model.layers.2.self_attn.q_proj.bias"), 1u);
+  EXPECT_EQ(state.count("model.layers.2.self_attn.o_proj.bias"), 0u);
+  for (const auto& [name, tensor] : tied->state()) EXPECT_TRUE(tensor.equal(state.at(name))) << name;
+  EXPECT_TRUE(loaded->output_weight().equal(tied->state().at("model.embed_tokens.weight")));
+
+  // A tied checkpoint that stores the head anyway still loads.
+  auto with_head = tied->state();
+  with_head["lm_head.weight"] = with_head["model.embed_tokens.weight"];
+  loaded->load_state(with_head, "memory");
+
+  const auto json_config = ModelConfig::load(dir / "config.json");
+  EXPECT_EQ(json_config.model_type, "qwen2");
+  EXPECT_TRUE(json_config.tie_word_embeddings);
+}
+
+TEST(Pretrained, ShardedSaveLoads) {
+  auto model = random_model(family("llama"), 9);
+  const auto dir = scratch_dir("sharded");
+  save_pretrained(model, dir, 64 * 1024);
+  EXPECT_TRUE(fs::exists(dir / "model.safetensors.index.json"));
+  auto loaded = load_pretrained(dir);
+  for (const auto& [name, tensor] : model->state()) EXPECT_TRUE(tensor.equal(loaded->state().at(name))) << name;
+}
+
+TEST(Pretrained, ConfigWeightsMismatchNamesTensorAndBothShapes) {
+  auto model = random_model(family("llama"), 10);
+  const auto dir = scratch_dir("mismatch");
+  save_pretrained(model, dir);
+  auto config = json::parse(std::ifstream(dir / "config.json"));
+  config["intermediate_size"] = 96;
+  std::ofstream(dir / "config.json") << config.dump();
+  const auto message = error_of([&] { load_pretrained(dir); });
+  EXPECT_NE(message.find("model.layers.0.mlp.down_proj.weight"), std::string::npos) << message;
+  EXPECT_NE(message.find("[64, 128]"), std::string::npos) << message;  // in the checkpoint
+  EXPECT_NE(message.find("[64, 96]"), std::string::npos) << message;   // from config.json
+}
+
+TEST(Pretrained, MissingAndUnexpectedTensorsAreNamed) {
+  auto model = random_model(family("qwen3"), 11);
+  auto state = model->state();
+  state.erase("model.layers.1.self_attn.k_norm.weight");
+  auto message = error_of([&] { model->load_state(state, "ckpt"); });
+  EXPECT_NE(message.find("ckpt: missing tensor model.layers.1.self_attn.k_norm.weight"), std::string::npos) << message;
+  EXPECT_NE(message.find("[32]"), std::string::npos) << message;
+
+  state = model->state();
+  state["model.layers.2.mlp.up_proj.weight"] = torch::zeros({128, 64});
+  message = error_of([&] { model->load_state(state, "ckpt"); });
+  EXPECT_NE(message.find("model.layers.2.mlp.up_proj.weight"), std::string::npos) << message;
+}
+
+TEST(Pretrained, LoadStateConvertsDtype) {
+  auto model = random_model(family("llama"), 12);
+  auto bf16 = CausalLM(family("llama"), torch::kBFloat16);
+  std::map<std::string, torch::Tensor> state;
+  for (auto& [name, tensor] : model->state()) state[name] = tensor.detach();
+  bf16->load_state(state, "memory");
+  const auto& weight = bf16->state().at("model.layers.0.self_attn.q_proj.weight");
+  EXPECT_EQ(weight.scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(weight.equal(state.at("model.layers.0.self_attn.q_proj.weight").to(torch::kBFloat16)));
+}
+
+TEST(Pretrained, MissingFolderConfigAndUnsupportedArchitecture) {
+  const auto dir = scratch_dir("bad_folders");
+  auto message = error_of([&] { load_pretrained(dir / "absent"); });
+  EXPECT_NE(message.find("absent: model folder not found"), std::string::npos) << message;
+
+  message = error_of([&] { load_pretrained(dir); });
+  EXPECT_NE(message.find("config.json"), std::string::npos) << message;
+
+  std::ofstream(dir / "config.json") << R"({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
+                                            "vocab_size": 10, "n_embd": 8})";
+  message = error_of([&] { load_pretrained(dir); });
+  EXPECT_NE(message.find("config.json"), std::string::npos) << message;
+  EXPECT_NE(message.find("GPT2LMHeadModel"), std::string::npos) << message;
+  EXPECT_NE(message.find("LlamaForCausalLM"), std::string::npos) << message;
+  EXPECT_NE(message.find("Qwen3ForCausalLM"), std::string::npos) << message;
+}
+
+TEST(Linear, AdapterReplacesTheComputationAndIsNamedUnderTheLayer) {
+  struct Doubling : LinearAdapter {
+    Doubling() { scale = register_parameter("scale", torch::full({1}, 2.0)); }
+    torch::Tensor forward(LinearImpl& base, const torch::Tensor& x) override { return base.base_forward(x) * scale; }
+    torch::Tensor scale;
+  };
+  auto model = random_model(family("llama"), 13);
+  const auto ids = random_ids(1, 4, 41);
+  torch::NoGradGuard no_grad;
+  const auto before = model->forward({ids});
+  auto& q_proj = *model->named_modules()["model.layers.0.self_attn.q_proj"]->as<LinearImpl>();
+  q_proj.set_adapter("double", std::make_shared<Doubling>());
+  EXPECT_EQ(model->named_parameters().contains("model.layers.0.self_attn.q_proj.double.scale"), true);
+  EXPECT_EQ(model->state().count("model.layers.0.self_attn.q_proj.double.scale"), 0u);
+  EXPECT_GT(max_abs_diff(model->forward({ids}), before), 1e-3f);
+  q_proj.remove_adapter();
+  EXPECT_FALSE(model->named_parameters().contains("model.layers.0.self_attn.q_proj.double.scale"));
+  EXPECT_LE(max_abs_diff(model->forward({ids}), before), 0.0f);
+}
+
+}  // namespace
+}  // namespace lathe
