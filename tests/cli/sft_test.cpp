@@ -1,0 +1,183 @@
+// `lathe sft` end to end on a tiny model: the loss falls, the output layout is SWIFT's, a run
+// killed with SIGKILL and resumed ends with the same weights, merged adapters equal base+adapter.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <thread>
+
+#include "cli/cli_util.h"
+#include "lathe/files.h"
+#include "lathe/model.h"
+#include "lathe/tuner.h"
+#include "lathe/weights.h"
+
+namespace lathe::testing {
+namespace {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::vector<json> arithmetic_rows(int count) {
+  std::vector<json> rows;
+  for (int i = 0; i < count; ++i) {
+    const int a = i % 7, b = (i * 3) % 5;
+    rows.push_back({{"query", "What is " + std::to_string(a) + " plus " + std::to_string(b) + "?"},
+                    {"response", "The answer is " + std::to_string(a + b) + "."}});
+  }
+  return rows;
+}
+
+fs::path only_run_dir(const fs::path& output) {
+  std::vector<fs::path> runs;
+  for (const auto& entry : fs::directory_iterator(output)) runs.push_back(entry.path());
+  EXPECT_EQ(runs.size(), 1u);
+  return runs.empty() ? fs::path() : runs[0];
+}
+
+std::vector<std::string> common_arguments(const TempDir& dir) {
+  return {"--model", (dir / "model").string(), "--dataset", (dir / "train.jsonl").string(), "--output_dir",
+          (dir / "output").string(), "--per_device_train_batch_size", "4", "--logging_steps", "1", "--seed", "3"};
+}
+
+TEST(Sft, LossFallsAndTheRunFolderHasSwiftsLayout) {
+  TempDir dir("sft-layout");
+  write_tiny_model(dir / "model");
+  write_jsonl(dir / "train.jsonl", arithmetic_rows(32));
+  auto args = common_arguments(dir);
+  args.insert(args.end(), {"--train_type", "lora", "--lora_rank", "4", "--learning_rate", "5e-3", "--max_steps", "24",
+                           "--save_steps", "12", "--split_dataset_ratio", "0.125", "--lora_dropout", "0"});
+  auto result = run_lathe(args);
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  const auto run = only_run_dir(dir / "output");
+  EXPECT_TRUE(fs::path(run.filename()).string().starts_with("v0-"));
+  EXPECT_TRUE(fs::exists(run / "args.json"));
+  auto logs = read_jsonl(run / "logging.jsonl");
+  std::vector<double> losses;
+  bool saw_eval = false;
+  for (const auto& row : logs) {
+    if (row.contains("loss")) {
+      losses.push_back(row["loss"].get<double>());
+      for (const char* key : {"grad_norm", "learning_rate", "epoch", "global_step/max_steps", "percentage", "elapsed_time",
+                              "remaining_time", "memory(GiB)", "train_speed(iter/s)", "tokens/s"}) {
+        EXPECT_TRUE(row.contains(key)) << key;
+      }
+    }
+    saw_eval = saw_eval || row.contains("eval_loss");
+  }
+  ASSERT_GE(losses.size(), 20u);
+  EXPECT_LT(losses.back(), 0.5 * losses.front()) << "loss did not fall: " << losses.front() << " -> " << losses.back();
+  EXPECT_TRUE(saw_eval);
+  for (const char* checkpoint : {"checkpoint-12", "checkpoint-24"}) {
+    for (const char* file : {"adapter_config.json", "adapter_model.safetensors", "optimizer.pt", "scheduler.json",
+                             "rng_state.pt", "trainer_state.json", "args.json", "tokenizer.json", "tokenizer_config.json"}) {
+      EXPECT_TRUE(fs::exists(run / checkpoint / file)) << checkpoint << "/" << file;
+    }
+  }
+  auto state = json::parse(read_file(run / "checkpoint-24" / "trainer_state.json"));
+  EXPECT_EQ(state["global_step"], 24);
+  EXPECT_FALSE(state["log_history"].empty());
+  EXPECT_TRUE(fs::exists(run / "images" / "train_loss.png"));
+  EXPECT_TRUE(fs::exists(run / "images" / "learning_rate.png"));
+  EXPECT_NE(result.err.find("last_model_checkpoint"), std::string::npos);
+}
+
+TEST(Sft, ConfigFileGivesArgumentsAndTheCommandLineWins) {
+  TempDir dir("sft-config");
+  write_tiny_model(dir / "model");
+  write_jsonl(dir / "train.jsonl", arithmetic_rows(8));
+  write_file_atomic(dir / "config.yaml", "train_type: full\nmax_steps: 3\nlearning_rate: 0.5\nsave_steps: 100\n");
+  auto args = common_arguments(dir);
+  args.insert(args.end(), {"--config", (dir / "config.yaml").string(), "--learning_rate", "1e-4"});
+  auto result = run_lathe(args);
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  auto saved = json::parse(read_file(only_run_dir(dir / "output") / "args.json"));
+  EXPECT_EQ(saved["train_type"], "full");
+  EXPECT_EQ(saved["max_steps"], 3);
+  EXPECT_DOUBLE_EQ(saved["learning_rate"].get<double>(), 1e-4);
+}
+
+std::map<std::string, torch::Tensor> final_weights(const fs::path& output, int64_t step) {
+  return load_tensors(only_run_dir(output) / ("checkpoint-" + std::to_string(step)) / "model.safetensors");
+}
+
+TEST(Sft, ResumeAfterSigkillEndsWithTheSameWeights) {
+  TempDir dir("sft-resume");
+  write_tiny_model(dir / "model");
+  write_jsonl(dir / "train.jsonl", arithmetic_rows(24));
+  const std::vector<std::string> one_thread{"OMP_NUM_THREADS=1"};
+  auto arguments_for = [&](const std::string& output) {
+    auto args = common_arguments(dir);
+    args[5] = (dir / output).string();
+    args.insert(args.end(), {"--train_type", "full", "--max_steps", "30", "--save_steps", "3", "--learning_rate", "1e-3",
+                             "--gradient_accumulation_steps", "2"});
+    return args;
+  };
+  auto straight = run_lathe(arguments_for("straight"), "", one_thread);
+  ASSERT_EQ(straight.exit_code, 0) << straight.err;
+
+  // Kill the second run as soon as its first checkpoint is complete, then resume from the newest.
+  const auto pid = spawn_lathe(arguments_for("killed"), dir / "killed", one_thread);
+  ASSERT_GT(pid, 0);
+  fs::path checkpoint;
+  for (int i = 0; i < 6000 && checkpoint.empty(); ++i) {
+    if (fs::exists(dir / "killed")) {
+      for (const auto& run : fs::directory_iterator(dir / "killed")) {
+        if (fs::exists(run.path() / "checkpoint-3")) checkpoint = run.path();
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_FALSE(checkpoint.empty()) << "no checkpoint appeared";
+  int64_t newest = 0;
+  for (const auto& entry : fs::directory_iterator(checkpoint)) {
+    const auto name = entry.path().filename().string();
+    if (name.starts_with("checkpoint-")) newest = std::max<int64_t>(newest, std::stoll(name.substr(11)));
+  }
+  ASSERT_LT(newest, 30) << "the run finished before it could be killed";
+  auto resume = arguments_for("resumed");
+  resume.insert(resume.end(), {"--resume_from_checkpoint", (checkpoint / ("checkpoint-" + std::to_string(newest))).string()});
+  auto resumed = run_lathe(resume, "", one_thread);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+
+  auto expected = final_weights(dir / "straight", 30);
+  auto actual = final_weights(dir / "resumed", 30);
+  ASSERT_EQ(expected.size(), actual.size());
+  for (const auto& [name, tensor] : expected) {
+    EXPECT_TRUE(torch::equal(tensor, actual.at(name))) << name << " differs after resuming from step " << newest;
+  }
+}
+
+TEST(Sft, MergedExportEqualsBasePlusAdapter) {
+  TempDir dir("sft-merge");
+  write_tiny_model(dir / "model");
+  write_jsonl(dir / "train.jsonl", arithmetic_rows(8));
+  auto args = common_arguments(dir);
+  args.insert(args.end(), {"--train_type", "lora", "--max_steps", "4", "--learning_rate", "1e-2", "--use_dora", "true"});
+  auto result = run_lathe(args);
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  const auto adapter = only_run_dir(dir / "output") / "checkpoint-4";
+  auto exported = run_lathe({"export", "--model", (dir / "model").string(), "--adapters", adapter.string(), "--merge_lora",
+                             "true", "--output_dir", (dir / "merged").string()});
+  ASSERT_EQ(exported.exit_code, 0) << exported.err;
+  EXPECT_TRUE(fs::exists(dir / "merged" / "tokenizer.json"));
+
+  auto with_adapter = load_pretrained(dir / "model");
+  load_adapter(with_adapter, adapter, false);
+  auto merged = load_pretrained(dir / "merged");
+  with_adapter->eval();
+  merged->eval();
+  torch::NoGradGuard no_grad;
+  auto ids = torch::tensor({{9707, 1879, 11, 1246, 525, 498}}, torch::kLong);
+  auto positions = torch::arange(6, torch::kLong).unsqueeze(0);
+  auto expected = with_adapter->logits(with_adapter->forward({ids, positions, {}, nullptr}));
+  auto actual = merged->logits(merged->forward({ids, positions, {}, nullptr}));
+  EXPECT_LT((expected - actual).abs().max().item<double>(), 1e-4);
+}
+
+}  // namespace
+}  // namespace lathe::testing
