@@ -17,6 +17,8 @@ class Section {
 
   const nlohmann::json& json() const { return *value_; }
   const std::string& path() const { return path_; }
+  // "file: path", the prefix of every message about this section.
+  std::string where() const { return fmt::format("{}: {}", file_, path_.empty() ? "(top level)" : path_); }
   bool is_null() const { return value_->is_null(); }
   bool has(std::string_view key) const { return value_->is_object() && value_->contains(key); }
 
@@ -59,7 +61,7 @@ class Section {
   std::string type() const { return string("type"); }
 
   [[noreturn]] void fail_here(std::string_view problem) const {
-    fail("{}: {}: {}", file_, path_.empty() ? "(top level)" : path_, problem);
+    fail("{}: {}", where(), problem);
   }
 
  private:

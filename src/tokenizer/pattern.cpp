@@ -68,7 +68,7 @@ Pattern Pattern::regex(const std::string& expression, std::string_view where) {
 Pattern Pattern::from_json(const Section& section) {
   if (section.has("String")) return literal(section.string("String"));
   if (section.has("Regex")) {
-    return regex(section.string("Regex"), section.at("Regex").path());
+    return regex(section.string("Regex"), section.at("Regex").where());
   }
   section.fail_here("expected {\"String\": ...} or {\"Regex\": ...}");
 }
