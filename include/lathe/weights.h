@@ -4,13 +4,22 @@
 
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 
 #include "lathe/safetensors.h"
 
 namespace lathe {
 
-// A tensor viewing the mapped bytes (no copy); it keeps the file mapped while alive.
+// F32 <-> kFloat32, BF16 <-> kBFloat16, F16 <-> kHalf, BOOL <-> kBool, ...; nullopt for torch
+// dtypes that safetensors files of Lathe do not store (complex, quantized, ...).
+torch::ScalarType torch_dtype(safetensors::Dtype dtype);
+std::optional<safetensors::Dtype> safetensors_dtype(torch::ScalarType dtype);
+
+// A tensor viewing the mapped bytes (no copy); it keeps the file mapped while alive (`owner` may be
+// null when the caller keeps the file alive). The mapping is private copy-on-write, so in-place
+// updates of the tensor are allowed and never reach the file. Data that a foreign writer left off
+// its element alignment is copied instead.
 torch::Tensor to_tensor(const safetensors::TensorView& view,
                         std::shared_ptr<const safetensors::File> owner);
 // Every tensor of a checkpoint (file, folder, or sharded index), as zero-copy views.

@@ -27,18 +27,6 @@ constexpr DtypePair kDtypePairs[] = {
     {st::Dtype::U8, torch::kUInt8},    {st::Dtype::BOOL, torch::kBool},
 };
 
-torch::ScalarType torch_dtype(st::Dtype dtype) {
-  for (const auto& pair : kDtypePairs)
-    if (pair.file == dtype) return pair.torch;
-  throw std::logic_error("weights: unhandled safetensors Dtype");
-}
-
-std::optional<st::Dtype> file_dtype(torch::ScalarType dtype) {
-  for (const auto& pair : kDtypePairs)
-    if (pair.torch == dtype) return pair.file;
-  return std::nullopt;
-}
-
 // Tensors as the writer wants them: contiguous CPU copies kept alive while their bytes are written.
 struct WritableTensors {
   std::vector<torch::Tensor> keep_alive;
@@ -51,7 +39,7 @@ WritableTensors writable(const fs::path& destination,
   result.keep_alive.reserve(tensors.size());
   for (const auto& [name, tensor] : tensors) {
     if (!tensor.defined()) fail("{}: tensor '{}' is undefined", destination.string(), name);
-    const auto dtype = file_dtype(tensor.scalar_type());
+    const auto dtype = safetensors_dtype(tensor.scalar_type());
     if (!dtype)
       fail("{}: tensor '{}' has dtype {}, which cannot be stored (supported: float64, float32, "
            "float16, bfloat16, int64, int32, int16, int8, uint8, bool)",
@@ -65,6 +53,18 @@ WritableTensors writable(const fs::path& destination,
 }
 
 }  // namespace
+
+torch::ScalarType torch_dtype(st::Dtype dtype) {
+  for (const auto& pair : kDtypePairs)
+    if (pair.file == dtype) return pair.torch;
+  throw std::logic_error("weights: unhandled safetensors Dtype");
+}
+
+std::optional<st::Dtype> safetensors_dtype(torch::ScalarType dtype) {
+  for (const auto& pair : kDtypePairs)
+    if (pair.torch == dtype) return pair.file;
+  return std::nullopt;
+}
 
 torch::Tensor to_tensor(const st::TensorView& view, std::shared_ptr<const st::File> owner) {
   const auto options = torch::TensorOptions().dtype(torch_dtype(view.dtype));
