@@ -80,13 +80,20 @@ class LinearImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Linear);
 
-// Keys and values of every layer, for generation. Shapes [batch, kv_heads, length, head_dim].
+// Keys and values of every layer, for generation. keys[i] / values[i] are views
+// [batch, kv_heads, length, head_dim] of per-layer buffers that grow by doubling, so that a decoding
+// step appends in place instead of copying the whole cache.
 struct KVCache {
   std::vector<torch::Tensor> keys, values;
   int64_t length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
-  void clear() { keys.clear(); values.clear(); }
+  void clear();
   // Keeps only the given batch rows (finished sequences leave a batch).
   void select_rows(const torch::Tensor& rows);
+  // Appends this step's keys and values of `layer`; returns the views of everything cached.
+  std::pair<torch::Tensor, torch::Tensor> append(size_t layer, const torch::Tensor& k, const torch::Tensor& v);
+
+ private:
+  std::vector<torch::Tensor> key_buffers_, value_buffers_;  // [batch, kv_heads, capacity, head_dim]
 };
 
 // attention_mask: bool [batch, 1, query_len, key_len], true where a query may attend a key

@@ -132,7 +132,7 @@ class AttentionImpl : public torch::nn::Module {
     }
     q = apply_rotary(q.transpose(1, 2), rotary);
     k = apply_rotary(k.transpose(1, 2), rotary);
-    if (cache) std::tie(k, v) = append_to_cache(*cache, layer, k, v);
+    if (cache) std::tie(k, v) = cache->append(layer, k, v);
     const auto keys = k.size(2);
 
     // Grouped-query attention without repeating k/v: the query heads sharing a kv head are
@@ -157,19 +157,6 @@ class AttentionImpl : public torch::nn::Module {
   RMSNorm q_norm{nullptr}, k_norm{nullptr};
 
  private:
-  static std::pair<torch::Tensor, torch::Tensor> append_to_cache(KVCache& cache, size_t layer, const torch::Tensor& k,
-                                                                 const torch::Tensor& v) {
-    if (cache.keys.size() <= layer) {
-      cache.keys.resize(layer + 1);
-      cache.values.resize(layer + 1);
-    }
-    auto& cached_k = cache.keys[layer];
-    auto& cached_v = cache.values[layer];
-    cached_k = cached_k.defined() ? torch::cat({cached_k, k}, 2) : k;
-    cached_v = cached_v.defined() ? torch::cat({cached_v, v}, 2) : v;
-    return {cached_k, cached_v};
-  }
-
   int64_t heads_, kv_heads_, head_dim_;
 };
 TORCH_MODULE(Attention);
@@ -282,9 +269,49 @@ void LinearImpl::remove_adapter() {
 
 // ---------------------------------------------------------------------------------------------
 
+void KVCache::clear() {
+  keys.clear();
+  values.clear();
+  key_buffers_.clear();
+  value_buffers_.clear();
+}
+
 void KVCache::select_rows(const torch::Tensor& rows) {
-  for (auto& k : keys) k = k.index_select(0, rows);
-  for (auto& v : values) v = v.index_select(0, rows);
+  for (size_t layer = 0; layer < keys.size(); ++layer) {
+    if (!keys[layer].defined()) continue;
+    const auto length = keys[layer].size(2);
+    key_buffers_[layer] = key_buffers_[layer].index_select(0, rows);
+    value_buffers_[layer] = value_buffers_[layer].index_select(0, rows);
+    keys[layer] = key_buffers_[layer].narrow(2, 0, length);
+    values[layer] = value_buffers_[layer].narrow(2, 0, length);
+  }
+}
+
+namespace {
+// Writes `step` after the first `length` positions of `buffer`, growing it (doubling) when full.
+torch::Tensor append_along_sequence(torch::Tensor& buffer, int64_t length, const torch::Tensor& step) {
+  const auto needed = length + step.size(2);
+  if (!buffer.defined() || buffer.size(2) < needed) {
+    const auto capacity = std::max<int64_t>(needed, buffer.defined() ? 2 * buffer.size(2) : 0);
+    auto sizes = step.sizes().vec();
+    sizes[2] = capacity;
+    auto grown = torch::empty(sizes, step.options());
+    if (length > 0) grown.narrow(2, 0, length).copy_(buffer.narrow(2, 0, length));
+    buffer = grown;
+  }
+  buffer.narrow(2, length, step.size(2)).copy_(step);
+  return buffer.narrow(2, 0, needed);
+}
+}  // namespace
+
+std::pair<torch::Tensor, torch::Tensor> KVCache::append(size_t layer, const torch::Tensor& k, const torch::Tensor& v) {
+  if (keys.size() <= layer) {
+    for (auto* list : {&keys, &values, &key_buffers_, &value_buffers_}) list->resize(layer + 1);
+  }
+  const auto length = keys[layer].defined() ? keys[layer].size(2) : 0;
+  keys[layer] = append_along_sequence(key_buffers_[layer], length, k);
+  values[layer] = append_along_sequence(value_buffers_[layer], length, v);
+  return {keys[layer], values[layer]};
 }
 
 struct CausalLMImpl::Impl {

@@ -8,11 +8,11 @@ the safetensors file itself.
 Every sequence is run alone with plain causal attention; padded and packed batches are split
 into their sequences here, so the reference never depends on a mask construction.
 
-usage: model_ref.py MODEL_DIR CASES_JSON OUT_DIR [float32|bfloat16]
+usage: model_ref.py MODEL_DIR CASES_JSON OUT_DIR [DTYPES]   (DTYPES: float32,bfloat16 or one of them)
 
 CASES_JSON: [{"name": str, "input_ids": [[int]], "attention_mask": [[0|1]] (optional, padding),
               "sequence_lengths": [int] (optional, one packed row)}]
-For each case OUT_DIR/<name>.f32 receives the logits as little-endian float32, shaped like
+For each case and dtype OUT_DIR/<name>.<dtype>.f32 receives the logits as little-endian float32, shaped like
 [batch, seq, vocab]; positions that are padding hold zeros.
 """
 import json
@@ -180,15 +180,17 @@ def run_case(model, case):
 
 def main():
     model_dir, cases_path, out_dir = sys.argv[1:4]
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[sys.argv[4] if len(sys.argv) > 4 else "float32"]
+    dtypes = (sys.argv[4] if len(sys.argv) > 4 else "float32").split(",")
     torch.set_num_threads(1)
-    model = Reference(model_dir, dtype)
     with open(cases_path) as f:
         cases = json.load(f)
     os.makedirs(out_dir, exist_ok=True)
-    with torch.no_grad():
-        for case in cases:
-            run_case(model, case).numpy().astype("<f4").tofile(os.path.join(out_dir, case["name"] + ".f32"))
+    for dtype in dtypes:
+        model = Reference(model_dir, {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype])
+        with torch.no_grad():
+            for case in cases:
+                logits = run_case(model, case)
+                logits.numpy().astype("<f4").tofile(os.path.join(out_dir, f"{case['name']}.{dtype}.f32"))
 
 
 if __name__ == "__main__":
