@@ -90,6 +90,21 @@ TEST_F(Weights, ViewsAreZeroCopyAndKeepTheFileMapped) {
   EXPECT_TRUE(watch.expired()) << "the file must be released with its last tensor";
 }
 
+// Other writers need not pad the header: here the data starts 2 bytes past a multiple of 4.
+TEST_F(Weights, UnalignedDataIsCopied) {
+  const std::string header = R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+  ASSERT_EQ((8 + header.size()) % 4, 2u);
+  const float values[2] = {1.5f, -2.25f};
+  lathe::testing::write_bytes(dir() / "odd.safetensors",
+                              lathe::testing::raw_safetensors(header, 0) +
+                                  std::string(reinterpret_cast<const char*>(values), sizeof values));
+  auto file = safetensors::File::open(dir() / "odd.safetensors");
+  const torch::Tensor tensor = to_tensor(*file->find("w"), file);
+  EXPECT_NE(tensor.data_ptr(), static_cast<const void*>(file->find("w")->data));
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(tensor.data_ptr()) % 4, 0u);
+  EXPECT_TRUE(torch::equal(tensor, torch::tensor({1.5f, -2.25f})));
+}
+
 TEST_F(Weights, ShardedSaveLoadsThroughFolderAndIndex) {
   const auto tensors = every_dtype();
   save_tensors_sharded(dir(), tensors, 100);
