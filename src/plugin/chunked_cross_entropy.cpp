@@ -1,0 +1,126 @@
+// Cross entropy through the output head, one chunk of rows at a time (architecture.md: "the loss
+// never needs the full logits"). Forward keeps only the per-row logsumexp; backward recomputes
+// each chunk's logits, which costs one more matmul but no [N, V] tensor in either direction.
+#include <torch/torch.h>
+
+#include "common/format.h"
+#include "lathe/plugin/loss.h"
+
+namespace lathe {
+namespace {
+
+constexpr int64_t kIgnoreIndex = -100;
+constexpr int64_t kChunkLogitBytes = int64_t{32} << 20;
+
+// The matmul dtype: bfloat16 stays bfloat16 when both sides are; a mix is promoted.
+torch::ScalarType compute_dtype(const torch::Tensor& hidden, const torch::Tensor& weight) {
+  return torch::promote_types(hidden.scalar_type(), weight.scalar_type());
+}
+
+// Gradients summed over many chunks are kept in at least float32.
+torch::ScalarType accumulate_dtype(torch::ScalarType dtype) {
+  return dtype == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+}
+
+struct Chunk {
+  torch::Tensor hidden;   // [rows, H] in the compute dtype
+  torch::Tensor logits;   // [rows, V] float32 (float64 for float64 inputs)
+  torch::Tensor targets;  // [rows], ignored ones clamped to 0
+  torch::Tensor valid;    // [rows] bool
+};
+
+Chunk chunk_logits(const torch::Tensor& hidden, const torch::Tensor& weight_in_compute_dtype,
+                   const torch::Tensor& targets, int64_t begin, int64_t end) {
+  Chunk chunk;
+  chunk.hidden = hidden.slice(0, begin, end).to(weight_in_compute_dtype.scalar_type());
+  chunk.logits = chunk.hidden.mm(weight_in_compute_dtype.t())
+                     .to(accumulate_dtype(weight_in_compute_dtype.scalar_type()));
+  const auto chunk_targets = targets.slice(0, begin, end);
+  chunk.valid = chunk_targets != kIgnoreIndex;
+  chunk.targets = chunk_targets.clamp_min(0);
+  return chunk;
+}
+
+void check_inputs(const torch::Tensor& hidden, const torch::Tensor& weight, const torch::Tensor& targets) {
+  TORCH_CHECK(hidden.dim() == 2 && weight.dim() == 2 && hidden.size(1) == weight.size(1),
+              "chunked_token_cross_entropy: hidden [N, H] and weight [V, H] expected, got ", hidden.sizes(),
+              " and ", weight.sizes());
+  TORCH_CHECK(targets.dim() == 1 && targets.size(0) == hidden.size(0) && targets.scalar_type() == torch::kInt64,
+              "chunked_token_cross_entropy: int64 targets [", hidden.size(0), "] expected, got ", targets.sizes(),
+              " ", targets.scalar_type());
+  const auto kept = targets.masked_select(targets != kIgnoreIndex);
+  if (kept.numel() == 0) return;
+  const auto vocab = weight.size(0);
+  const auto low = kept.min().item<int64_t>(), high = kept.max().item<int64_t>();
+  if (low < 0 || high >= vocab)
+    fail("label id {} is outside the model's vocabulary of {} tokens (does the tokenizer match the model?)",
+         low < 0 ? low : high, vocab);
+}
+
+class ChunkedCrossEntropy : public torch::autograd::Function<ChunkedCrossEntropy> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* context, const torch::Tensor& hidden,
+                               const torch::Tensor& weight, const torch::Tensor& targets, int64_t chunk_tokens) {
+    const auto rows = hidden.size(0);
+    const auto weight_c = weight.to(compute_dtype(hidden, weight));
+    auto losses = torch::zeros({rows}, hidden.options().dtype(accumulate_dtype(weight_c.scalar_type())));
+    auto logsumexp = torch::empty_like(losses);
+    for (int64_t begin = 0; begin < rows; begin += chunk_tokens) {
+      const auto end = std::min(rows, begin + chunk_tokens);
+      const auto chunk = chunk_logits(hidden, weight_c, targets, begin, end);
+      const auto chunk_lse = chunk.logits.logsumexp(1);
+      const auto target_logit = chunk.logits.gather(1, chunk.targets.unsqueeze(1)).squeeze(1);
+      logsumexp.slice(0, begin, end).copy_(chunk_lse);
+      losses.slice(0, begin, end).copy_((chunk_lse - target_logit).masked_fill(~chunk.valid, 0));
+    }
+    context->save_for_backward({hidden, weight, targets, logsumexp});
+    context->saved_data["chunk_tokens"] = chunk_tokens;
+    return losses;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* context,
+                                                 torch::autograd::variable_list output_grads) {
+    const auto saved = context->get_saved_variables();
+    const auto &hidden = saved[0], &weight = saved[1], &targets = saved[2], &logsumexp = saved[3];
+    const auto chunk_tokens = context->saved_data["chunk_tokens"].toInt();
+    const bool want_hidden = context->needs_input_grad(0), want_weight = context->needs_input_grad(1);
+    const auto& grad_losses = output_grads[0];
+
+    const auto rows = hidden.size(0);
+    const auto weight_c = weight.to(compute_dtype(hidden, weight));
+    const auto accumulate = accumulate_dtype(weight_c.scalar_type());
+    torch::Tensor grad_hidden, grad_weight;
+    if (want_hidden) grad_hidden = torch::empty_like(hidden);
+    if (want_weight) grad_weight = torch::zeros(weight.sizes(), weight.options().dtype(accumulate));
+
+    for (int64_t begin = 0; begin < rows && (want_hidden || want_weight); begin += chunk_tokens) {
+      const auto end = std::min(rows, begin + chunk_tokens);
+      const auto chunk = chunk_logits(hidden, weight_c, targets, begin, end);
+      // d loss_i / d logits_i = softmax_i - onehot(target_i), scaled by the incoming gradient.
+      auto grad_logits = (chunk.logits - logsumexp.slice(0, begin, end).unsqueeze(1)).exp_();
+      grad_logits.scatter_add_(1, chunk.targets.unsqueeze(1),
+                               torch::full({end - begin, 1}, -1.0, grad_logits.options()));
+      const auto row_scale = grad_losses.slice(0, begin, end).to(accumulate).masked_fill(~chunk.valid, 0);
+      grad_logits.mul_(row_scale.unsqueeze(1));
+      if (want_hidden) grad_hidden.slice(0, begin, end).copy_(grad_logits.to(weight_c.scalar_type()).mm(weight_c));
+      if (want_weight) grad_weight.addmm_(grad_logits.t(), chunk.hidden.to(accumulate));
+    }
+    if (want_weight) grad_weight = grad_weight.to(weight.scalar_type());
+    return {grad_hidden, grad_weight, torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+int64_t default_chunk_tokens(int64_t vocab_size) {
+  return std::max<int64_t>(1, kChunkLogitBytes / (std::max<int64_t>(1, vocab_size) * 4));
+}
+
+torch::Tensor chunked_token_cross_entropy(const torch::Tensor& hidden, const torch::Tensor& weight,
+                                          const torch::Tensor& targets, int64_t chunk_tokens) {
+  check_inputs(hidden, weight, targets);
+  if (chunk_tokens <= 0) chunk_tokens = default_chunk_tokens(weight.size(0));
+  return ChunkedCrossEntropy::apply(hidden, weight, targets, chunk_tokens);
+}
+
+}  // namespace lathe

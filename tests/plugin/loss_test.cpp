@@ -1,0 +1,440 @@
+// The loss path: the chunked cross entropy against PyTorch (tests/reference/loss_ref.py) and
+// finite differences, the token losses and the embedding losses against hand-computed values, and
+// the loss registry.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "lathe/plugin/loss.h"
+
+namespace lathe {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+constexpr int kIgnore = -100;  // int, like the other literals in torch::tensor({...}) lists
+
+// ---- PyTorch reference --------------------------------------------------------------------
+
+struct Reference {
+  torch::Tensor losses, grad_hidden, grad_weight;
+};
+
+void write_file(const fs::path& path, const std::vector<char>& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+std::vector<char> read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// Runs loss_ref.py on the same tensors (passed through a file, so both sides see identical bits).
+Reference pytorch_reference(const torch::Tensor& hidden, const torch::Tensor& weight, const torch::Tensor& targets,
+                            const torch::Tensor& upstream) {
+  const auto dir = fs::temp_directory_path() / ("lathe-loss-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  c10::impl::GenericDict inputs(c10::StringType::get(), c10::TensorType::get());
+  inputs.insert("hidden", hidden.detach());
+  inputs.insert("weight", weight.detach());
+  inputs.insert("targets", targets);
+  inputs.insert("upstream", upstream);
+  write_file(dir / "in.pt", torch::pickle_save(c10::IValue(inputs)));
+  const auto command = "/usr/bin/python3 " + std::string(LATHE_SOURCE_DIR) + "/tests/reference/loss_ref.py " +
+                       (dir / "in.pt").string() + " " + (dir / "out.pt").string() + " 2> " +
+                       (dir / "err.txt").string();
+  if (std::system(command.c_str()) != 0) {
+    const auto error = read_file(dir / "err.txt");
+    ADD_FAILURE() << "the PyTorch reference failed (needs /usr/bin/python3 with python3-torch): " << command << "\n"
+                  << std::string(error.begin(), error.end());
+    return {};
+  }
+  const auto outputs = torch::pickle_load(read_file(dir / "out.pt")).toGenericDict();
+  fs::remove_all(dir);
+  return {outputs.at("losses").toTensor(), outputs.at("grad_hidden").toTensor(),
+          outputs.at("grad_weight").toTensor()};
+}
+
+struct Problem {
+  torch::Tensor hidden, weight, targets, upstream;
+};
+
+// Random rows with a few ignored targets; upstream weighs each token's loss differently so that
+// the backward's per-row scaling is exercised.
+Problem random_problem(int64_t rows, int64_t width, int64_t vocab, torch::Dtype dtype, uint64_t seed) {
+  torch::manual_seed(seed);
+  Problem problem;
+  problem.hidden = torch::randn({rows, width}, torch::kFloat64).to(dtype).requires_grad_(true);
+  problem.weight = torch::randn({vocab, width}, torch::kFloat64).to(dtype).requires_grad_(true);
+  problem.targets = torch::randint(vocab, {rows}, torch::kInt64);
+  problem.targets.index_put_({torch::arange(0, rows, 5)}, kIgnore);
+  problem.upstream = torch::rand({rows}, torch::kFloat64).to(torch::kFloat32) + 0.5;
+  return problem;
+}
+
+struct Result {
+  torch::Tensor losses, grad_hidden, grad_weight;
+};
+
+Result run_kernel(const Problem& problem, int64_t chunk_tokens) {
+  problem.hidden.mutable_grad() = torch::Tensor();
+  problem.weight.mutable_grad() = torch::Tensor();
+  auto losses = chunked_token_cross_entropy(problem.hidden, problem.weight, problem.targets, chunk_tokens);
+  (losses * problem.upstream.to(losses.scalar_type())).sum().backward();
+  return {losses.detach(), problem.hidden.grad().clone(), problem.weight.grad().clone()};
+}
+
+double max_difference(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>();
+}
+
+TEST(ChunkedCrossEntropy, MatchesPyTorchInFloat32) {
+  const auto problem = random_problem(37, 16, 50, torch::kFloat32, 1);
+  const auto reference = pytorch_reference(problem.hidden, problem.weight, problem.targets, problem.upstream);
+  ASSERT_TRUE(reference.losses.defined());
+  const auto result = run_kernel(problem, 7);
+  EXPECT_EQ(result.losses.scalar_type(), torch::kFloat32);
+  EXPECT_LT(max_difference(result.losses, reference.losses), 1e-5);
+  EXPECT_LT(max_difference(result.grad_hidden, reference.grad_hidden), 1e-5);
+  EXPECT_LT(max_difference(result.grad_weight, reference.grad_weight), 1e-5);
+}
+
+// bfloat16 keeps 8 bits of mantissa: logits of size ~4 (H = 16, unit normal entries) are rounded
+// by up to ~0.016 each, so per-token losses and gradient entries are held to 0.05 of the exact
+// (float64) values.
+TEST(ChunkedCrossEntropy, BFloat16WithinStatedTolerance) {
+  const auto problem = random_problem(37, 16, 50, torch::kBFloat16, 2);
+  const auto reference = pytorch_reference(problem.hidden, problem.weight, problem.targets, problem.upstream);
+  ASSERT_TRUE(reference.losses.defined());
+  const auto result = run_kernel(problem, 7);
+  EXPECT_EQ(result.losses.scalar_type(), torch::kFloat32);
+  EXPECT_EQ(result.grad_hidden.scalar_type(), torch::kBFloat16);
+  EXPECT_EQ(result.grad_weight.scalar_type(), torch::kBFloat16);
+  EXPECT_LT(max_difference(result.losses, reference.losses), 0.05);
+  EXPECT_LT(max_difference(result.grad_hidden, reference.grad_hidden), 0.05);
+  EXPECT_LT(max_difference(result.grad_weight, reference.grad_weight), 0.05);
+}
+
+TEST(ChunkedCrossEntropy, GradientsMatchFiniteDifferencesInFloat64) {
+  const auto problem = random_problem(6, 4, 5, torch::kFloat64, 3);
+  const auto result = run_kernel(problem, 4);
+  ASSERT_EQ(result.losses.scalar_type(), torch::kFloat64);
+  const auto objective = [&] {
+    torch::NoGradGuard no_grad;
+    const auto losses = chunked_token_cross_entropy(problem.hidden, problem.weight, problem.targets, 4);
+    return (losses * problem.upstream.to(torch::kFloat64)).sum().item<double>();
+  };
+  const double step = 1e-6;
+  for (const auto& [tensor, analytic] : {std::pair{problem.hidden, result.grad_hidden},
+                                         std::pair{problem.weight, result.grad_weight}}) {
+    auto flat = tensor.detach().view(-1);
+    const auto gradient = analytic.view(-1);
+    for (int64_t i = 0; i < flat.numel(); ++i) {
+      const double original = flat[i].item<double>();
+      flat[i] = original + step;
+      const double up = objective();
+      flat[i] = original - step;
+      const double down = objective();
+      flat[i] = original;
+      EXPECT_NEAR(gradient[i].item<double>(), (up - down) / (2 * step), 1e-7) << "entry " << i;
+    }
+  }
+}
+
+TEST(ChunkedCrossEntropy, ChunkSizeDoesNotChangeTheResult) {
+  const auto problem = random_problem(23, 8, 30, torch::kFloat32, 4);
+  const auto whole = run_kernel(problem, 1000);
+  for (int64_t chunk : {1, 7, 23}) {
+    const auto chunked = run_kernel(problem, chunk);
+    EXPECT_LT(max_difference(chunked.losses, whole.losses), 1e-6) << "chunk " << chunk;
+    EXPECT_LT(max_difference(chunked.grad_hidden, whole.grad_hidden), 1e-6) << "chunk " << chunk;
+    EXPECT_LT(max_difference(chunked.grad_weight, whole.grad_weight), 1e-6) << "chunk " << chunk;
+  }
+}
+
+TEST(ChunkedCrossEntropy, IgnoredTargetsGiveZeroLossAndGradient) {
+  auto problem = random_problem(9, 4, 6, torch::kFloat32, 5);
+  const auto result = run_kernel(problem, 2);
+  const auto ignored = problem.targets == kIgnore;
+  ASSERT_TRUE(ignored.any().item<bool>());
+  EXPECT_TRUE(result.losses.masked_select(ignored).eq(0).all().item<bool>());
+  EXPECT_TRUE(result.grad_hidden.index({ignored}).eq(0).all().item<bool>());
+
+  problem.targets.fill_(kIgnore);
+  const auto none = run_kernel(problem, 2);
+  EXPECT_EQ(none.losses.abs().sum().item<double>(), 0.0);
+  EXPECT_EQ(none.grad_hidden.abs().sum().item<double>(), 0.0);
+  EXPECT_EQ(none.grad_weight.abs().sum().item<double>(), 0.0);
+}
+
+TEST(ChunkedCrossEntropy, FrozenWeightGetsNoGradient) {
+  const auto problem = random_problem(5, 4, 6, torch::kFloat32, 6);
+  const auto frozen = problem.weight.detach();
+  chunked_token_cross_entropy(problem.hidden, frozen, problem.targets, 2).sum().backward();
+  EXPECT_FALSE(frozen.grad().defined());
+  EXPECT_TRUE(problem.hidden.grad().defined());
+}
+
+TEST(ChunkedCrossEntropy, TargetOutsideVocabularyIsAnError) {
+  const auto hidden = torch::zeros({2, 3});
+  const auto weight = torch::zeros({4, 3});
+  try {
+    chunked_token_cross_entropy(hidden, weight, torch::tensor({1, 4}, torch::kInt64));
+    FAIL() << "no error";
+  } catch (const Error& error) {
+    EXPECT_THAT(error.what(), HasSubstr("label id 4 is outside the model's vocabulary of 4 tokens"));
+  }
+}
+
+TEST(ChunkedCrossEntropy, DefaultChunkKeepsLogitsNear32MiB) {
+  EXPECT_EQ(default_chunk_tokens(151936), 55);  // 55 rows x 151936 x 4 bytes = 31.9 MiB
+  EXPECT_EQ(default_chunk_tokens(1) , int64_t{8} << 20);
+  EXPECT_EQ(default_chunk_tokens(100000000), 1);
+}
+
+// ---- Shifting and the token losses --------------------------------------------------------
+
+TEST(ShiftTokens, KeepsOnlyRowsThatPredictALabel) {
+  // hidden[b, t] = 10 b + t, one feature.
+  const auto hidden = (torch::arange(2).unsqueeze(1) * 10 + torch::arange(4).unsqueeze(0)).to(torch::kFloat32)
+                          .unsqueeze(2);
+  const auto labels = torch::tensor({{5, kIgnore, 7, 8}, {kIgnore, kIgnore, 3, kIgnore}}, torch::kInt64);
+  const auto scale = torch::tensor({{9.f, 0.f, 2.f, 3.f}, {0.f, 0.f, 4.f, 0.f}});
+  const auto shifted = shift_tokens(hidden, labels, scale);
+  // Row 0: positions 1, 2 predict 7, 8; row 1: position 1 predicts 3. Label 5 at t = 0 is never a target.
+  EXPECT_TRUE(torch::equal(shifted.hidden.view(-1), torch::tensor({1.f, 2.f, 11.f})));
+  EXPECT_TRUE(torch::equal(shifted.targets, torch::tensor({7, 8, 3}, torch::kInt64)));
+  EXPECT_TRUE(torch::equal(shifted.weights, torch::tensor({2.f, 3.f, 4.f})));
+  EXPECT_FALSE(shift_tokens(hidden, labels, torch::Tensor()).weights.defined());
+}
+
+// Head weight rows e0, e1, 0 and every hidden state (ln 2, 0): logits (ln 2, 0, 0), so the
+// logsumexp is ln 4 and the per-token loss is ln 2 for target 0 and ln 4 for targets 1 and 2.
+struct HandBatch {
+  torch::Tensor hidden = torch::tensor({std::log(2.0), 0.0}).to(torch::kFloat32).expand({1, 4, 2}).clone();
+  torch::Tensor weight = torch::tensor({{1.f, 0.f}, {0.f, 1.f}, {0.f, 0.f}});
+  torch::Tensor labels = torch::tensor({{kIgnore, 0, 1, kIgnore}}, torch::kInt64);
+  torch::Tensor scale = torch::tensor({{0.f, 3.f, 0.5f, 0.f}});
+};
+
+torch::Tensor call_loss(const std::string& name, ModelOutputs& outputs, const torch::Tensor& labels,
+                        const torch::Tensor& scale, std::optional<int64_t> num_items) {
+  const auto loss = loss_registry().factory(name)(Arguments{});
+  return loss(outputs, labels, scale, num_items);
+}
+
+TEST(TokenLosses, CrossEntropyOnHandComputedValues) {
+  HandBatch batch;
+  ModelOutputs outputs(batch.hidden, batch.weight);
+  const double ln2 = std::log(2.0);
+  // Targets 0 (ln 2) and 1 (ln 4 = 2 ln 2); the scale is ignored.
+  EXPECT_NEAR(call_loss("cross_entropy", outputs, batch.labels, batch.scale, std::nullopt).item<double>(),
+              3 * ln2 / 2, 1e-6);
+  EXPECT_NEAR(call_loss("cross_entropy", outputs, batch.labels, batch.scale, 4).item<double>(), 3 * ln2 / 4, 1e-6);
+}
+
+TEST(TokenLosses, LossScaleOnHandComputedValues) {
+  HandBatch batch;
+  ModelOutputs outputs(batch.hidden, batch.weight);
+  const double ln2 = std::log(2.0);
+  // 3 * ln 2 + 0.5 * 2 ln 2 = 4 ln 2, divided by the token count (2), not the weight sum (3.5).
+  EXPECT_NEAR(call_loss("loss_scale", outputs, batch.labels, batch.scale, std::nullopt).item<double>(), 2 * ln2,
+              1e-6);
+  EXPECT_NEAR(call_loss("loss_scale", outputs, batch.labels, batch.scale, 8).item<double>(), ln2 / 2, 1e-6);
+  // Without weights it is cross entropy.
+  EXPECT_NEAR(call_loss("loss_scale", outputs, batch.labels, torch::Tensor(), std::nullopt).item<double>(),
+              3 * ln2 / 2, 1e-6);
+}
+
+TEST(TokenLosses, NoTrainedTokenGivesZero) {
+  HandBatch batch;
+  batch.hidden.requires_grad_(true);
+  ModelOutputs outputs(batch.hidden, batch.weight);
+  const auto loss = call_loss("cross_entropy", outputs, torch::full({1, 4}, kIgnore, torch::kInt64), {}, {});
+  EXPECT_EQ(loss.item<double>(), 0.0);
+  loss.backward();
+  EXPECT_EQ(batch.hidden.grad().abs().sum().item<double>(), 0.0);
+}
+
+// The accumulation rule: micro-batches each divided by the whole step's token count sum to the
+// loss of the one big batch, and so do their gradients.
+TEST(TokenLosses, MicroBatchesWithNumItemsEqualOneBigBatch) {
+  torch::manual_seed(7);
+  const int64_t width = 8, vocab = 20;
+  const auto hidden = torch::randn({4, 6, width});
+  auto labels = torch::randint(vocab, {4, 6}, torch::kInt64);
+  labels.index_put_({0, torch::indexing::Slice(0, 3)}, kIgnore);
+  labels.index_put_({2, torch::indexing::Slice(0, 5)}, kIgnore);
+  labels.index_put_({3, 5}, kIgnore);
+  const auto weight = torch::randn({vocab, width}).requires_grad_(true);
+
+  const auto run = [&](const torch::Tensor& rows, std::optional<int64_t> num_items) {
+    const auto leaf = hidden.index({rows}).clone().requires_grad_(true);
+    ModelOutputs outputs(leaf, weight);
+    auto loss = call_loss("cross_entropy", outputs, labels.index({rows}), {}, num_items);
+    loss.backward();
+    return std::pair{loss.item<double>(), leaf.grad()};
+  };
+  const auto [big_loss, big_grad] = run(torch::arange(4), std::nullopt);
+  const auto big_weight_grad = weight.grad().clone();
+  weight.mutable_grad().zero_();
+
+  const int64_t num_items = (labels.slice(1, 1) != kIgnore).sum().item<int64_t>();
+  const auto [first_loss, first_grad] = run(torch::arange(0, 2), num_items);
+  const auto [second_loss, second_grad] = run(torch::arange(2, 4), num_items);
+  EXPECT_NEAR(first_loss + second_loss, big_loss, 1e-6);
+  EXPECT_LT(max_difference(torch::cat({first_grad, second_grad}), big_grad), 1e-7);
+  EXPECT_LT(max_difference(weight.grad(), big_weight_grad), 1e-7);
+}
+
+// ---- Embedding losses ---------------------------------------------------------------------
+
+// A 2-D unit vector at cosine c from e0, scaled so that normalisation matters.
+torch::Tensor at_cosine(double c, double scale = 3.0) {
+  return torch::tensor({c * scale, std::sqrt(1 - c * c) * scale}).to(torch::kFloat32);
+}
+
+// Interleaved pairs (e0, vector at cosine c) for each cosine.
+torch::Tensor pairs_at_cosines(const std::vector<double>& cosines) {
+  std::vector<torch::Tensor> rows;
+  for (double c : cosines) {
+    rows.push_back(torch::tensor({1.f, 0.f}));
+    rows.push_back(at_cosine(c));
+  }
+  return torch::stack(rows);
+}
+
+torch::Tensor call_embedding_loss(const std::string& name, const torch::Tensor& embeddings,
+                                  const torch::Tensor& labels, const Arguments& arguments = {}) {
+  ModelOutputs outputs(embeddings, torch::Tensor());
+  return loss_registry().factory(name)(arguments)(outputs, labels, {}, {});
+}
+
+TEST(EmbeddingLosses, CosineSimilarity) {
+  // cos = 1, 0, 0.6 against labels 0.8, 0.5, 0.6: squared errors 0.04, 0.25, 0.
+  const auto loss = call_embedding_loss("cosine_similarity", pairs_at_cosines({1, 0, 0.6}),
+                                        torch::tensor({0.8f, 0.5f, 0.6f}));
+  EXPECT_NEAR(loss.item<double>(), 0.29 / 3, 1e-6);
+}
+
+TEST(EmbeddingLosses, Contrastive) {
+  // d = 0, 1, 0.4, 0.2 with labels 1, 0, 1, 0: 0, 0.5 relu(-0.5)^2 = 0, 0.5 * 0.16, 0.5 * 0.3^2.
+  const auto loss = call_embedding_loss("contrastive", pairs_at_cosines({1, 0, 0.6, 0.8}),
+                                        torch::tensor({1.f, 0.f, 1.f, 0.f}));
+  EXPECT_NEAR(loss.item<double>(), (0.08 + 0.045) / 4, 1e-6);
+}
+
+TEST(EmbeddingLosses, OnlineContrastiveUsesHardPairsOnly) {
+  // Positives d = 0, 0.4; negatives d = 1, 0.2. Hard positives exceed min negative 0.2: {0.4};
+  // hard negatives are below max positive 0.4: {0.2}. 0.4^2 + (0.5 - 0.2)^2.
+  const auto loss = call_embedding_loss("online_contrastive", pairs_at_cosines({1, 0.6, 0, 0.8}),
+                                        torch::tensor({1.f, 1.f, 0.f, 0.f}));
+  EXPECT_NEAR(loss.item<double>(), 0.16 + 0.09, 1e-6);
+  // One positive (d = 0.4): the negatives' threshold is their own mean (0.475), so only d = 0.45
+  // is hard: (0.5 - 0.45)^2; no positive exceeds the smallest negative 0.45.
+  const auto single = call_embedding_loss("online_contrastive", pairs_at_cosines({0.6, 0.5, 0.55}),
+                                          torch::tensor({1.f, 0.f, 0.f}));
+  EXPECT_NEAR(single.item<double>(), 0.0025, 1e-6);
+}
+
+// Group 0: anchor e0, positive e0, negative e1; group 1: anchor e1, positive e1 (scaled).
+struct InfoNCEBatch {
+  torch::Tensor rows = torch::tensor({{1.f, 0.f}, {2.f, 0.f}, {0.f, 1.f}, {0.f, 1.f}, {0.f, 2.f}});
+  torch::Tensor labels = torch::tensor({1, 0, 1}, torch::kInt64);
+};
+
+TEST(EmbeddingLosses, InfoNCEWithInBatchNegatives) {
+  InfoNCEBatch batch;
+  // Scores (cos / 0.1) over candidates (p0, n0, p1): anchor 0 (10, 0, 0) -> target p0; anchor 1
+  // (0, 10, 10) -> target p1.
+  const double expected = (std::log(1 + 2 * std::exp(-10.0)) + std::log(2 + std::exp(-10.0))) / 2;
+  EXPECT_NEAR(call_embedding_loss("infonce", batch.rows, batch.labels).item<double>(), expected, 1e-6);
+}
+
+TEST(EmbeddingLosses, InfoNCEOptionsFromPluginArgs) {
+  InfoNCEBatch batch;
+  Arguments own_group_only;
+  own_group_only.plugin_args = {{"infonce_use_batch", false}};
+  // Anchor 0 sees (p0, n0): scores (10, 0); anchor 1 sees only p1: loss 0.
+  EXPECT_NEAR(call_embedding_loss("infonce", batch.rows, batch.labels, own_group_only).item<double>(),
+              std::log(1 + std::exp(-10.0)) / 2, 1e-6);
+
+  Arguments no_hard_negatives;
+  no_hard_negatives.plugin_args = {{"infonce_hard_negatives", 0}, {"infonce_temperature", 0.5}};
+  // Candidates (p0, p1): anchor 0 scores (2, 0), anchor 1 scores (0, 2).
+  EXPECT_NEAR(call_embedding_loss("infonce", batch.rows, batch.labels, no_hard_negatives).item<double>(),
+              std::log(1 + std::exp(-2.0)), 1e-6);
+
+  Arguments bad;
+  bad.plugin_args = {{"infonce_temperature", "warm"}};
+  EXPECT_THROW(loss_registry().factory("infonce")(bad), Error);
+}
+
+TEST(EmbeddingLosses, InfoNCERejectsLabelsThatDoNotDescribeTheRows) {
+  InfoNCEBatch batch;
+  EXPECT_THROW(call_embedding_loss("infonce", batch.rows, torch::tensor({0, 1, 0}, torch::kInt64)), Error);
+  EXPECT_THROW(call_embedding_loss("infonce", batch.rows, torch::tensor({1, 0}, torch::kInt64)), Error);
+}
+
+TEST(EmbeddingLosses, LastTokenPoolingWithLeftAndRightPadding) {
+  const auto hidden = torch::arange(2 * 4).to(torch::kFloat32).view({2, 4, 1});
+  const auto mask = torch::tensor({{1, 1, 1, 0}, {0, 0, 1, 1}});
+  EXPECT_TRUE(torch::equal(last_token_embeddings(hidden, mask).view(-1), torch::tensor({2.f, 7.f})));
+}
+
+TEST(EmbeddingLosses, TokenAndEmbeddingLossesRefuseTheOtherShape) {
+  HandBatch batch;
+  ModelOutputs token_outputs(batch.hidden, batch.weight);
+  try {
+    loss_registry().factory("contrastive")(Arguments{})(token_outputs, batch.labels, {}, {});
+    FAIL() << "no error";
+  } catch (const Error& error) {
+    EXPECT_THAT(error.what(), HasSubstr("loss 'contrastive' needs pooled embeddings"));
+  }
+  ModelOutputs pooled(torch::zeros({4, 2}), batch.weight);
+  EXPECT_THROW(call_loss("cross_entropy", pooled, batch.labels, {}, {}), Error);
+}
+
+// ---- Registry ----------------------------------------------------------------------------
+
+TEST(LossRegistry, ListsTheBuiltInsWithDescriptions) {
+  std::vector<std::string> names;
+  for (const auto* entry : loss_registry().entries()) {
+    names.push_back(entry->name);
+    EXPECT_FALSE(entry->description.empty()) << entry->name;
+    EXPECT_EQ(entry->origin, "built-in");
+  }
+  EXPECT_THAT(names, ::testing::IsSupersetOf({"cross_entropy", "loss_scale", "cosine_similarity", "contrastive",
+                                               "online_contrastive", "infonce"}));
+}
+
+TEST(LossRegistry, UnknownNameListsTheRegisteredOnes) {
+  try {
+    loss_registry().get("focal");
+    FAIL() << "no error";
+  } catch (const Error& error) {
+    EXPECT_THAT(error.what(), HasSubstr("unknown loss 'focal'"));
+    EXPECT_THAT(error.what(), HasSubstr("cross_entropy"));
+    EXPECT_THAT(error.what(), HasSubstr("infonce"));
+  }
+}
+
+TEST(LossRegistry, RegisteringANameTwiceIsAnError) {
+  try {
+    loss_registry().add("cross_entropy", "again", [](const Arguments&) { return LossFunction(); }, "my_plugin.so");
+    FAIL() << "no error";
+  } catch (const Error& error) {
+    EXPECT_THAT(error.what(), HasSubstr("'cross_entropy' is registered twice (by built-in and by my_plugin.so)"));
+  }
+}
+
+}  // namespace
+}  // namespace lathe
