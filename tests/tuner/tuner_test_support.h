@@ -1,0 +1,106 @@
+#pragma once
+// Shared pieces of the tuner tests: a tiny model, a scratch folder per test, finite differences.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <functional>
+#include <string>
+
+#include "lathe/error.h"
+#include "lathe/model.h"
+#include "lathe/tuner.h"
+
+namespace lathe::testing {
+
+namespace fs = std::filesystem;
+
+// Two layers with every kind of projection; q/k/v biases so DoRA's bias handling is exercised.
+inline ModelConfig tiny_config(bool tied = false) {
+  ModelConfig config;
+  config.model_type = "qwen2";
+  config.vocab_size = 40;
+  config.hidden_size = 16;
+  config.intermediate_size = 24;
+  config.num_hidden_layers = 2;
+  config.num_attention_heads = 4;
+  config.num_key_value_heads = 2;
+  config.head_dim = 4;
+  config.attention_bias = true;
+  config.tie_word_embeddings = tied;
+  return config;
+}
+
+inline CausalLM tiny_model(torch::Dtype dtype = torch::kFloat32, uint64_t seed = 1, bool tied = false) {
+  torch::manual_seed(seed);
+  CausalLM model(tiny_config(tied), dtype);
+  model->eval();
+  return model;
+}
+
+inline torch::Tensor tiny_input() { return torch::tensor({{3, 7, 1, 22, 39, 5}, {8, 8, 0, 17, 2, 30}}, torch::kInt64); }
+
+inline torch::Tensor logits_of(CausalLM& model, const torch::Tensor& input_ids = tiny_input()) {
+  ForwardInputs inputs;
+  inputs.input_ids = input_ids;
+  return model->logits(model->forward(inputs));
+}
+
+// Gives every adapter non-trivial values (B starts at zero, which would hide most of the math).
+inline void randomise_adapters(CausalLM& model, uint64_t seed) {
+  torch::manual_seed(seed);
+  torch::NoGradGuard no_grad;
+  for (auto& [name, parameter] : lora_parameters(model)) {
+    if (name.ends_with("lora_magnitude_vector")) parameter.mul_(1.0 + 0.3 * torch::rand_like(parameter));
+    else parameter.copy_(0.3 * torch::randn_like(parameter));
+  }
+}
+
+// Central difference of f with respect to element `index` of `parameter` (changed in place).
+inline double finite_difference(torch::Tensor parameter, int64_t index, double step, const std::function<double()>& f) {
+  torch::NoGradGuard no_grad;
+  auto flat = parameter.view({-1});
+  const double original = flat[index].item<double>();
+  flat[index].fill_(original + step);
+  const double plus = f();
+  flat[index].fill_(original - step);
+  const double minus = f();
+  flat[index].fill_(original);
+  return (plus - minus) / (2 * step);
+}
+
+class ScratchDir : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    std::string name = std::string("lathe-tuner-") + info->test_suite_name() + "-" + info->name() + "-" +
+                       std::to_string(::getpid());
+    std::replace(name.begin(), name.end(), '/', '_');
+    dir_ = fs::temp_directory_path() / name;
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override {
+    if (!HasFailure()) fs::remove_all(dir_);
+  }
+  const fs::path& dir() const { return dir_; }
+
+ private:
+  fs::path dir_;
+};
+
+// Runs `action` and returns the lathe::Error message it throws (fails the test when it does not).
+inline std::string error_of(const std::function<void()>& action) {
+  try {
+    action();
+  } catch (const Error& error) {
+    return error.what();
+  }
+  ADD_FAILURE() << "expected a lathe::Error";
+  return {};
+}
+
+}  // namespace lathe::testing
