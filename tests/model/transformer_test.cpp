@@ -195,7 +195,7 @@ class ReferenceComparison : public ::testing::TestWithParam<std::string> {};
 TEST_P(ReferenceComparison, LogitsMatchPyTorchInFloat32AndBFloat16) {
   const auto models = tiny_models();
   const auto& config = std::find_if(models.begin(), models.end(), [&](auto& m) { return m.first == GetParam(); })->second;
-  const auto dir = scratch_dir("reference") / GetParam();
+  const auto dir = scratch_dir("reference_" + GetParam()) / "model";
   auto model = random_model(config, 7);
   save_pretrained(model, dir);
   const auto cases = comparison_cases();
@@ -435,7 +435,7 @@ TEST(Pretrained, LoadStateConvertsDtype) {
   std::map<std::string, torch::Tensor> state;
   for (auto& [name, tensor] : model->state()) state[name] = tensor.detach();
   bf16->load_state(state, "memory");
-  const auto& weight = bf16->state().at("model.layers.0.self_attn.q_proj.weight");
+  const auto weight = bf16->state().at("model.layers.0.self_attn.q_proj.weight");
   EXPECT_EQ(weight.scalar_type(), torch::kBFloat16);
   EXPECT_TRUE(weight.equal(state.at("model.layers.0.self_attn.q_proj.weight").to(torch::kBFloat16)));
 }
