@@ -102,6 +102,21 @@ TEST(ModelConfig, LinearScalingAndOldTypeKey) {
   EXPECT_EQ(c.rope_scaling.factor, 4.0);
 }
 
+// transformers 5 moved rope_theta and the scaling into rope_parameters and renamed torch_dtype.
+TEST(ModelConfig, RopeParametersAndDtypeOfNewerTransformers) {
+  auto config = kLlama31;
+  config.erase("rope_scaling");
+  config.erase("rope_theta");
+  config.erase("torch_dtype");
+  config["dtype"] = "float32";
+  config["rope_parameters"] = {{"rope_type", "linear"}, {"factor", 2.0}, {"rope_theta", 250000.0}};
+  const auto c = ModelConfig::from_json(config, "config.json");
+  EXPECT_EQ(c.rope_theta, 250000.0);
+  EXPECT_EQ(c.rope_scaling.type, "linear");
+  EXPECT_EQ(c.rope_scaling.factor, 2.0);
+  EXPECT_EQ(c.torch_dtype, "float32");
+}
+
 TEST(ModelConfig, ToJsonRoundTrips) {
   for (const auto& source : {kLlama31, kQwen25, kQwen3, kMistral}) {
     const auto c = ModelConfig::from_json(source, "config.json");
