@@ -84,6 +84,8 @@ std::vector<std::pair<std::string, torch::Tensor>> lora_parameters(CausalLM& mod
 
 // PEFT's safetensors keys: `base_model.model.<path>.lora_A.weight`, `.lora_B.weight`,
 // `.lora_magnitude_vector` (DoRA), mapped to the adapter tensors (float32, on the model's device).
+// The tensors share storage with the parameters (detached views), so copying into them restores a
+// saved adapter in place, as resuming from a checkpoint does.
 std::map<std::string, torch::Tensor> adapter_state(CausalLM& model);
 
 // adapter_config.json as PEFT writes it for this config. target_modules is the regex string, or

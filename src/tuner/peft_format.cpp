@@ -124,6 +124,9 @@ LoadedAdapter parse_adapter_config(const json& root, const std::string& source) 
   reader.require_neutral("layer_replication", nullptr);
   reader.require_neutral("lora_bias", false);
   reader.require_neutral("use_qalora", false);
+  reader.require_neutral("exclude_modules", nullptr);
+  reader.require_neutral("target_parameters", nullptr);
+  reader.require_neutral("trainable_token_indices", nullptr);
   try {
     config.validate();
   } catch (const Error& error) {

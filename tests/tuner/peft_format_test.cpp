@@ -228,6 +228,10 @@ TEST_F(BadAdapter, IllTypedOrUnsupportedFields) {
   value["bias"] = "all";
   write_config(value);
   EXPECT_CONTAINS(load_error(), "adapter_config.json: bias = \"all\" is not supported");
+  value["bias"] = "none";
+  value["exclude_modules"] = {"layers.0.self_attn.q_proj"};
+  write_config(value);
+  EXPECT_CONTAINS(load_error(), "adapter_config.json: exclude_modules = [\"layers.0.self_attn.q_proj\"] is not supported");
 }
 
 TEST_F(BadAdapter, TargetsMatchingNothing) {
