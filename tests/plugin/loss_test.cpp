@@ -107,9 +107,10 @@ TEST(ChunkedCrossEntropy, MatchesPyTorchInFloat32) {
   EXPECT_LT(max_difference(result.grad_weight, reference.grad_weight), 1e-5);
 }
 
-// bfloat16 keeps 8 bits of mantissa: logits of size ~4 (H = 16, unit normal entries) are rounded
-// by up to ~0.016 each, so per-token losses and gradient entries are held to 0.05 of the exact
-// (float64) values.
+// bfloat16 logits are rounded to 2^-9 of their size, so a per-token loss (logsumexp minus one
+// logit) may be off by about 2^-8 of the largest |logit|: held to 1% of it against the exact
+// (float64) values. Gradient entries are held to 0.05 (measured 0.031 for hidden, 0.017 for the
+// weight; losses measured 0.038 with largest |logit| 15.6).
 TEST(ChunkedCrossEntropy, BFloat16WithinStatedTolerance) {
   const auto problem = random_problem(37, 16, 50, torch::kBFloat16, 2);
   const auto reference = pytorch_reference(problem.hidden, problem.weight, problem.targets, problem.upstream);
@@ -118,7 +119,10 @@ TEST(ChunkedCrossEntropy, BFloat16WithinStatedTolerance) {
   EXPECT_EQ(result.losses.scalar_type(), torch::kFloat32);
   EXPECT_EQ(result.grad_hidden.scalar_type(), torch::kBFloat16);
   EXPECT_EQ(result.grad_weight.scalar_type(), torch::kBFloat16);
-  EXPECT_LT(max_difference(result.losses, reference.losses), 0.05);
+  const double largest_logit =
+      problem.hidden.to(torch::kFloat64).mm(problem.weight.to(torch::kFloat64).t()).abs().max().item<double>();
+  EXPECT_LT(max_difference(result.losses, reference.losses), 0.01 * largest_logit)
+      << "largest |logit| " << largest_logit;
   EXPECT_LT(max_difference(result.grad_hidden, reference.grad_hidden), 0.05);
   EXPECT_LT(max_difference(result.grad_weight, reference.grad_weight), 0.05);
 }
@@ -412,8 +416,9 @@ TEST(LossRegistry, ListsTheBuiltInsWithDescriptions) {
     EXPECT_FALSE(entry->description.empty()) << entry->name;
     EXPECT_EQ(entry->origin, "built-in");
   }
-  EXPECT_THAT(names, ::testing::IsSupersetOf({"cross_entropy", "loss_scale", "cosine_similarity", "contrastive",
-                                               "online_contrastive", "infonce"}));
+  for (const char* builtin :
+       {"cross_entropy", "loss_scale", "cosine_similarity", "contrastive", "online_contrastive", "infonce"})
+    EXPECT_NE(std::find(names.begin(), names.end(), builtin), names.end()) << builtin;
 }
 
 TEST(LossRegistry, UnknownNameListsTheRegisteredOnes) {
