@@ -80,6 +80,7 @@ struct Arguments {
   std::string loss_type;                 // empty: cross_entropy, or loss_scale when --loss_scale is set
   std::string optimizer = "default";
   std::vector<std::string> callbacks;    // --callbacks: callback plugins by name
+  int64_t early_stop_interval = 0;       // > 0: add early_stop with this patience (in saves)
   std::string task_type = "causal_lm";
   std::string metric_for_best_model = "loss";
   std::optional<bool> greater_is_better;

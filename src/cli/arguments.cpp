@@ -57,6 +57,7 @@ void add_schedule_options(CLI::App& app, Arguments& a) {
   app.add_option("--warmup_steps", a.warmup_steps, "warm-up steps (wins over --warmup_ratio)")->capture_default_str();
   app.add_option("--optimizer", a.optimizer, "optimizer plugin")->capture_default_str();
   app.add_option("--callbacks", a.callbacks, "callback plugins to add, by name");
+  app.add_option("--early_stop_interval", a.early_stop_interval, "stop after N saves without a better metric (0: off)")->capture_default_str();
   app.add_option("--loss_type", a.loss_type, "loss plugin (default cross_entropy; loss_scale with --loss_scale)");
 }
 

@@ -64,7 +64,12 @@ void write_checkpoint(const fs::path& dir, const CheckpointContents& c) {
     if (c.optimizer) {
       torch::save(*c.optimizer, (folder / "optimizer.pt").string());
       write_file_atomic(folder / "scheduler.json", json{{"step", c.scheduler_step}}.dump());
-      torch::Tensor rng = at::detail::getDefaultCPUGenerator().get_state();
+      at::Generator generator = at::detail::getDefaultCPUGenerator();
+      torch::Tensor rng;
+      {
+        std::lock_guard<std::mutex> lock(generator.mutex());
+        rng = generator.get_state();
+      }
       torch::save(rng, (folder / "rng_state.pt").string());
     }
     write_file_atomic(folder / "trainer_state.json", c.state.to_json().dump(2));
@@ -95,7 +100,9 @@ TrainerState read_checkpoint_state(const fs::path& dir, torch::optim::Optimizer*
   if (fs::exists(rng_file, ec)) {
     torch::Tensor rng;
     torch::load(rng, rng_file.string());
-    at::detail::getDefaultCPUGenerator().set_state(rng);
+    at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle sharing the default
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(rng);
   }
   return state;
 }

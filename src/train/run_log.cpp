@@ -138,7 +138,15 @@ class LogCallback : public Callback {
 
 std::vector<std::shared_ptr<Callback>> default_callbacks(const Arguments& arguments, RunLog& log) {
   std::vector<std::shared_ptr<Callback>> callbacks{std::make_shared<FlowCallback>(), std::make_shared<LogCallback>(log)};
-  for (const auto& name : arguments.callbacks) callbacks.push_back(callback_registry().factory(name)(arguments));
+  auto names = arguments.callbacks;
+  // graceful_exit is always on; early_stop joins when asked for by --early_stop_interval.
+  for (const char* automatic : {"graceful_exit"}) {
+    if (std::find(names.begin(), names.end(), automatic) == names.end()) names.push_back(automatic);
+  }
+  if (arguments.early_stop_interval > 0 && std::find(names.begin(), names.end(), "early_stop") == names.end()) {
+    names.push_back("early_stop");
+  }
+  for (const auto& name : names) callbacks.push_back(callback_registry().factory(name)(arguments));
   return callbacks;
 }
 
