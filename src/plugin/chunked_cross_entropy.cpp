@@ -12,29 +12,25 @@ namespace {
 constexpr int64_t kIgnoreIndex = -100;
 constexpr int64_t kChunkLogitBytes = int64_t{32} << 20;
 
-// The matmul dtype: bfloat16 stays bfloat16 when both sides are; a mix is promoted.
-torch::ScalarType compute_dtype(const torch::Tensor& hidden, const torch::Tensor& weight) {
-  return torch::promote_types(hidden.scalar_type(), weight.scalar_type());
-}
-
 // Gradients summed over many chunks are kept in at least float32.
 torch::ScalarType accumulate_dtype(torch::ScalarType dtype) {
   return dtype == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
 }
 
+// The matmul runs in the head's dtype: casting a chunk of hidden rows is cheap, casting the whole
+// [V, H] head on every call is not (a bfloat16 frozen head under float32 activations).
 struct Chunk {
-  torch::Tensor hidden;   // [rows, H] in the compute dtype
+  torch::Tensor hidden;   // [rows, H] in the head's dtype
   torch::Tensor logits;   // [rows, V] float32 (float64 for float64 inputs)
   torch::Tensor targets;  // [rows], ignored ones clamped to 0
   torch::Tensor valid;    // [rows] bool
 };
 
-Chunk chunk_logits(const torch::Tensor& hidden, const torch::Tensor& weight_in_compute_dtype,
-                   const torch::Tensor& targets, int64_t begin, int64_t end) {
+Chunk chunk_logits(const torch::Tensor& hidden, const torch::Tensor& weight, const torch::Tensor& targets,
+                   int64_t begin, int64_t end) {
   Chunk chunk;
-  chunk.hidden = hidden.slice(0, begin, end).to(weight_in_compute_dtype.scalar_type());
-  chunk.logits = chunk.hidden.mm(weight_in_compute_dtype.t())
-                     .to(accumulate_dtype(weight_in_compute_dtype.scalar_type()));
+  chunk.hidden = hidden.slice(0, begin, end).to(weight.scalar_type());
+  chunk.logits = chunk.hidden.mm(weight.t()).to(accumulate_dtype(weight.scalar_type()));
   const auto chunk_targets = targets.slice(0, begin, end);
   chunk.valid = chunk_targets != kIgnoreIndex;
   chunk.targets = chunk_targets.clamp_min(0);
@@ -62,12 +58,11 @@ class ChunkedCrossEntropy : public torch::autograd::Function<ChunkedCrossEntropy
   static torch::Tensor forward(torch::autograd::AutogradContext* context, const torch::Tensor& hidden,
                                const torch::Tensor& weight, const torch::Tensor& targets, int64_t chunk_tokens) {
     const auto rows = hidden.size(0);
-    const auto weight_c = weight.to(compute_dtype(hidden, weight));
-    auto losses = torch::zeros({rows}, hidden.options().dtype(accumulate_dtype(weight_c.scalar_type())));
+    auto losses = torch::zeros({rows}, hidden.options().dtype(accumulate_dtype(weight.scalar_type())));
     auto logsumexp = torch::empty_like(losses);
     for (int64_t begin = 0; begin < rows; begin += chunk_tokens) {
       const auto end = std::min(rows, begin + chunk_tokens);
-      const auto chunk = chunk_logits(hidden, weight_c, targets, begin, end);
+      const auto chunk = chunk_logits(hidden, weight, targets, begin, end);
       const auto chunk_lse = chunk.logits.logsumexp(1);
       const auto target_logit = chunk.logits.gather(1, chunk.targets.unsqueeze(1)).squeeze(1);
       logsumexp.slice(0, begin, end).copy_(chunk_lse);
@@ -87,22 +82,21 @@ class ChunkedCrossEntropy : public torch::autograd::Function<ChunkedCrossEntropy
     const auto& grad_losses = output_grads[0];
 
     const auto rows = hidden.size(0);
-    const auto weight_c = weight.to(compute_dtype(hidden, weight));
-    const auto accumulate = accumulate_dtype(weight_c.scalar_type());
+    const auto accumulate = accumulate_dtype(weight.scalar_type());
     torch::Tensor grad_hidden, grad_weight;
     if (want_hidden) grad_hidden = torch::empty_like(hidden);
     if (want_weight) grad_weight = torch::zeros(weight.sizes(), weight.options().dtype(accumulate));
 
     for (int64_t begin = 0; begin < rows && (want_hidden || want_weight); begin += chunk_tokens) {
       const auto end = std::min(rows, begin + chunk_tokens);
-      const auto chunk = chunk_logits(hidden, weight_c, targets, begin, end);
+      const auto chunk = chunk_logits(hidden, weight, targets, begin, end);
       // d loss_i / d logits_i = softmax_i - onehot(target_i), scaled by the incoming gradient.
       auto grad_logits = (chunk.logits - logsumexp.slice(0, begin, end).unsqueeze(1)).exp_();
       grad_logits.scatter_add_(1, chunk.targets.unsqueeze(1),
                                torch::full({end - begin, 1}, -1.0, grad_logits.options()));
       const auto row_scale = grad_losses.slice(0, begin, end).to(accumulate).masked_fill(~chunk.valid, 0);
       grad_logits.mul_(row_scale.unsqueeze(1));
-      if (want_hidden) grad_hidden.slice(0, begin, end).copy_(grad_logits.to(weight_c.scalar_type()).mm(weight_c));
+      if (want_hidden) grad_hidden.slice(0, begin, end).copy_(grad_logits.to(weight.scalar_type()).mm(weight));
       if (want_weight) grad_weight.addmm_(grad_logits.t(), chunk.hidden.to(accumulate));
     }
     if (want_weight) grad_weight = grad_weight.to(weight.scalar_type());

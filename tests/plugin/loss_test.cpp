@@ -127,6 +127,22 @@ TEST(ChunkedCrossEntropy, BFloat16WithinStatedTolerance) {
   EXPECT_LT(max_difference(result.grad_weight, reference.grad_weight), 0.05);
 }
 
+// The LoRA case: a frozen bfloat16 head under float32 activations. The matmul runs in bfloat16
+// (the head is not copied to float32), the gradient comes back in the activations' dtype.
+TEST(ChunkedCrossEntropy, FrozenBFloat16HeadUnderFloat32Activations) {
+  const auto problem = random_problem(37, 16, 50, torch::kFloat32, 8);
+  const auto head = problem.weight.detach().to(torch::kBFloat16);
+  const auto reference = pytorch_reference(problem.hidden, head, problem.targets, problem.upstream);
+  ASSERT_TRUE(reference.losses.defined());
+  const auto losses = chunked_token_cross_entropy(problem.hidden, head, problem.targets, 7);
+  (losses * problem.upstream).sum().backward();
+  EXPECT_EQ(problem.hidden.grad().scalar_type(), torch::kFloat32);
+  const double largest_logit =
+      problem.hidden.to(torch::kFloat64).mm(head.to(torch::kFloat64).t()).abs().max().item<double>();
+  EXPECT_LT(max_difference(losses.detach(), reference.losses), 0.01 * largest_logit);
+  EXPECT_LT(max_difference(problem.hidden.grad(), reference.grad_hidden), 0.05);
+}
+
 TEST(ChunkedCrossEntropy, GradientsMatchFiniteDifferencesInFloat64) {
   const auto problem = random_problem(6, 4, 5, torch::kFloat64, 3);
   const auto result = run_kernel(problem, 4);

@@ -5,7 +5,7 @@ Usage: loss_ref.py INPUT OUTPUT. INPUT is a dict saved by torch::pickle_save wit
 weight [V, H], targets [N] (int64, -100 ignored) and upstream [N] (the gradient flowing into each
 per-token loss). OUTPUT gets losses [N], grad_hidden and grad_weight, computed by PyTorch's own
 F.cross_entropy over the full logits. float32 and float64 inputs are computed in their dtype;
-bfloat16 inputs are upcast to float64, giving the exact value the bfloat16 kernel approximates.
+when either is bfloat16 both are upcast to float64, giving the exact value the kernel approximates.
 """
 import sys
 
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 def main(input_path, output_path):
     inputs = torch.load(input_path)
     dtype = inputs["hidden"].dtype
-    if dtype == torch.bfloat16:
+    if torch.bfloat16 in (dtype, inputs["weight"].dtype):
         dtype = torch.float64
     hidden = inputs["hidden"].to(dtype).requires_grad_(True)
     weight = inputs["weight"].to(dtype).requires_grad_(True)
