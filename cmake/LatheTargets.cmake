@@ -9,6 +9,13 @@ target_precompile_headers(lathe_torch_pch PRIVATE <torch/torch.h>)
 
 function(lathe_use_torch_pch target)
   target_precompile_headers(${target} REUSE_FROM lathe_torch_pch)
+  # A PCH is only used with the flags it was built with: executables would get -fPIE where the
+  # PCH has -fPIC, and gcc would silently compile torch.h again for every unit.
+  get_target_property(type ${target} TYPE)
+  if(type STREQUAL "EXECUTABLE")
+    set_target_properties(${target} PROPERTIES POSITION_INDEPENDENT_CODE OFF)
+    target_compile_options(${target} PRIVATE -fPIC)
+  endif()
   target_link_libraries(${target} PRIVATE ${TORCH_LIBRARIES})
 endfunction()
 

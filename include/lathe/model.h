@@ -120,6 +120,8 @@ class CausalLMImpl : public torch::nn::Module {
   // The output head's weight [vocab, hidden] (the embedding when tied).
   torch::Tensor output_weight();
   torch::Tensor embed(const torch::Tensor& input_ids);
+  // Recompute each decoder layer in backward instead of keeping its activations (training only).
+  void set_gradient_checkpointing(bool enabled);
 
   const ModelConfig& config() const { return config_; }
 

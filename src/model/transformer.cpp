@@ -2,6 +2,8 @@
 // module with Hugging Face's names, so named_parameters() are the checkpoint's tensor names.
 // Every step follows transformers' eager implementation where it decides the rounding: RMSNorm in
 // float32 then cast back before the weight, RoPE angles in float32, softmax in float32.
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
 #include <fmt/ranges.h>
 
 #include <cmath>
@@ -314,7 +316,64 @@ std::pair<torch::Tensor, torch::Tensor> KVCache::append(size_t layer, const torc
   return {keys[layer], values[layer]};
 }
 
+namespace {
+
+// Gradient checkpointing: a decoder layer runs without keeping its activations; backward runs it
+// again (same RNG state, same autocast setting) and back-propagates through the recomputation.
+// Hand-written because libtorch's C++ API has no torch.utils.checkpoint.
+struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* context, const torch::Tensor& x,
+                               const torch::Tensor& cos, const torch::Tensor& sin, const torch::Tensor& blocked,
+                               int64_t layer_address, int64_t layer) {
+    auto* decoder_layer = reinterpret_cast<DecoderLayerImpl*>(layer_address);
+    at::Generator generator = at::detail::getDefaultCPUGenerator();
+    {
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      context->saved_data["rng"] = generator.get_state();
+    }
+    context->saved_data["layer_address"] = layer_address;
+    context->saved_data["layer"] = layer;
+    context->saved_data["autocast"] = at::autocast::is_cpu_enabled();
+    context->save_for_backward({x, cos, sin, blocked});
+    torch::NoGradGuard no_grad;
+    return decoder_layer->forward(x, Rotary{cos, sin}, blocked, nullptr, static_cast<size_t>(layer));
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* context,
+                                                 torch::autograd::variable_list grad_outputs) {
+    const auto saved = context->get_saved_variables();
+    auto* decoder_layer = reinterpret_cast<DecoderLayerImpl*>(context->saved_data["layer_address"].toInt());
+    const auto layer = static_cast<size_t>(context->saved_data["layer"].toInt());
+    auto x = saved[0].detach().requires_grad_(true);
+    at::Generator generator = at::detail::getDefaultCPUGenerator();
+    torch::Tensor current_rng;
+    {
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      current_rng = generator.get_state();
+      generator.set_state(context->saved_data["rng"].toTensor());
+    }
+    torch::Tensor output;
+    {
+      torch::AutoGradMode enable(true);
+      const bool autocast = context->saved_data["autocast"].toBool();
+      const bool was_autocast = at::autocast::is_cpu_enabled();
+      at::autocast::set_cpu_enabled(autocast);
+      output = decoder_layer->forward(x, Rotary{saved[1], saved[2]}, saved[3], nullptr, layer);
+      at::autocast::set_cpu_enabled(was_autocast);
+    }
+    {
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      generator.set_state(current_rng);
+    }
+    torch::autograd::backward({output}, {grad_outputs[0]});
+    return {x.grad(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
 struct CausalLMImpl::Impl {
+  bool gradient_checkpointing = false;
   Decoder model{nullptr};
   Linear lm_head{nullptr};    // null when tied to the embedding
   torch::Tensor inv_freq;     // float32, kept out of the parameters so .to(bf16) leaves it exact
@@ -341,6 +400,8 @@ CausalLMImpl::CausalLMImpl(const ModelConfig& config, torch::Dtype dtype, bool r
   impl->inv_freq = inverse_frequencies(config);
   for (const auto& item : named_parameters()) impl->checkpoint_names.push_back(item.key());
 }
+
+void CausalLMImpl::set_gradient_checkpointing(bool enabled) { impl->gradient_checkpointing = enabled; }
 
 torch::Tensor CausalLMImpl::embed(const torch::Tensor& input_ids) {
   return torch::embedding(impl->model->embed_tokens->weight, input_ids);
@@ -382,8 +443,17 @@ torch::Tensor CausalLMImpl::forward(const ForwardInputs& inputs) {
 
   auto hidden = embed(input_ids);
   const auto rotary = impl->rotary(position_ids, hidden.scalar_type());
-  for (size_t i = 0; i < impl->model->layer_list.size(); ++i)
-    hidden = impl->model->layer_list[i]->forward(hidden, rotary, blocked, inputs.cache, i);
+  const bool checkpoint = impl->gradient_checkpointing && is_training() && torch::GradMode::is_enabled() &&
+                          inputs.cache == nullptr;
+  for (size_t i = 0; i < impl->model->layer_list.size(); ++i) {
+    auto& layer = impl->model->layer_list[i];
+    // The recomputation must be part of the graph even when the input needs no gradient (frozen
+    // embeddings under LoRA), or the layer's own trainable parameters would get none.
+    if (checkpoint && !hidden.requires_grad()) hidden = hidden.detach().requires_grad_(true);
+    hidden = checkpoint ? CheckpointedLayer::apply(hidden, rotary.cos, rotary.sin, blocked,
+                                                   reinterpret_cast<int64_t>(layer.get()), static_cast<int64_t>(i))
+                        : layer->forward(hidden, rotary, blocked, inputs.cache, i);
+  }
   return impl->model->norm(hidden);
 }
 

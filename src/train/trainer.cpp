@@ -283,6 +283,7 @@ Trainer::Trainer(TrainerSetup setup) : impl_(std::make_unique<Impl>(std::move(se
   s.loss_function = loss_registry().factory(loss_name(s.arguments))(s.arguments);
   s.plan_data();
   s.build_optimizer();
+  s.setup.model->set_gradient_checkpointing(s.arguments.gradient_checkpointing);
   s.callbacks = default_callbacks(s.arguments, s.log);
   s.callbacks.insert(s.callbacks.end(), s.setup.extra_callbacks.begin(), s.setup.extra_callbacks.end());
   s.emit(&Callback::on_init_end);

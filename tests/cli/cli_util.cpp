@@ -1,6 +1,7 @@
 #include "cli/cli_util.h"
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <torch/torch.h>

@@ -179,5 +179,84 @@ TEST(Sft, MergedExportEqualsBasePlusAdapter) {
   EXPECT_LT((expected - actual).abs().max().item<double>(), 1e-4);
 }
 
+TEST(Sft, BadRowsStopTheRunUnlessStrictIsOff) {
+  TempDir dir("sft-strict");
+  write_tiny_model(dir / "model");
+  auto rows = arithmetic_rows(8);
+  rows.insert(rows.begin() + 3, json{{"messages", "not a list"}});
+  write_jsonl(dir / "train.jsonl", rows);
+  auto args = common_arguments(dir);
+  args.insert(args.end(), {"--max_steps", "1", "--train_type", "full"});
+  auto strict = run_lathe(args);
+  EXPECT_EQ(strict.exit_code, 1);
+  EXPECT_NE(strict.err.find("train.jsonl:4"), std::string::npos) << strict.err;
+  EXPECT_NE(strict.err.find("'messages'"), std::string::npos) << strict.err;
+  args.insert(args.end(), {"--strict", "false"});
+  auto lenient = run_lathe(args);
+  ASSERT_EQ(lenient.exit_code, 0) << lenient.err;
+  EXPECT_NE(lenient.err.find("8 rows"), std::string::npos) << lenient.err;
+  EXPECT_NE(lenient.err.find("1 bad rows skipped"), std::string::npos) << lenient.err;
+}
+
+TEST(Sft, NonFiniteLossesAreSkippedThenStopTheRun) {
+  TempDir dir("sft-nan");
+  write_tiny_model(dir / "model");
+  write_jsonl(dir / "train.jsonl", arithmetic_rows(16));
+  auto args = common_arguments(dir);
+  args.insert(args.end(), {"--train_type", "full", "--learning_rate", "1e30", "--max_grad_norm", "0", "--max_steps", "20",
+                           "--max_nan_steps", "2", "--save_steps", "1"});
+  auto result = run_lathe(args);
+  EXPECT_EQ(result.exit_code, 1) << result.err;
+  EXPECT_NE(result.err.find("not finite in 2 consecutive steps"), std::string::npos) << result.err;
+  EXPECT_NE(result.err.find("the step is skipped"), std::string::npos) << result.err;
+}
+
+TEST(Sft, SaveTotalLimitKeepsTheBestAndTheLast) {
+  TempDir dir("sft-limit");
+  write_tiny_model(dir / "model");
+  write_jsonl(dir / "train.jsonl", arithmetic_rows(16));
+  auto args = common_arguments(dir);
+  args.insert(args.end(), {"--train_type", "lora", "--max_steps", "8", "--save_steps", "2", "--save_total_limit", "1",
+                           "--split_dataset_ratio", "0.25", "--learning_rate", "1e-2"});
+  auto result = run_lathe(args);
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  const auto run = only_run_dir(dir / "output");
+  std::vector<std::string> kept;
+  for (const auto& entry : fs::directory_iterator(run)) {
+    if (entry.path().filename().string().starts_with("checkpoint-")) kept.push_back(entry.path().filename().string());
+  }
+  auto state = json::parse(read_file(run / "checkpoint-8" / "trainer_state.json"));
+  const auto best = fs::path(state["best_model_checkpoint"].get<std::string>()).filename().string();
+  EXPECT_TRUE(std::find(kept.begin(), kept.end(), "checkpoint-8") != kept.end());
+  EXPECT_TRUE(std::find(kept.begin(), kept.end(), best) != kept.end()) << best;
+  EXPECT_LE(kept.size(), 2u);
+}
+
+TEST(Pt, TrainsEveryTokenOfTextRows) {
+  TempDir dir("pt");
+  write_tiny_model(dir / "model");
+  std::vector<json> rows;
+  for (int i = 0; i < 12; ++i) rows.push_back({{"text", "Line " + std::to_string(i) + ": the quick brown fox jumps."}});
+  write_jsonl(dir / "train.jsonl", rows);
+  auto args = common_arguments(dir);
+  args.insert(args.end(), {"--train_type", "full", "--max_steps", "6", "--learning_rate", "1e-3", "--max_length", "64"});
+  args.insert(args.begin(), "pt");
+  auto result = run_lathe(args);
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  // Every token but the first of each row is trained.
+  EXPECT_NE(result.err.find("12 rows"), std::string::npos) << result.err;
+  auto logs = read_jsonl(only_run_dir(dir / "output") / "logging.jsonl");
+  ASSERT_FALSE(logs.empty());
+}
+
+TEST(Tokenize, CommandPrintsIdsAndDecodes) {
+  auto encoded = run_lathe({"tokenize", "--model", qwen_tokenizer_dir().string()}, "Hello world\n你好\n");
+  ASSERT_EQ(encoded.exit_code, 0) << encoded.err;
+  EXPECT_EQ(encoded.out, "[9707,1879]\n[108386]\n");
+  auto decoded = run_lathe({"tokenize", "--model", qwen_tokenizer_dir().string(), "--decode"}, "[9707, 1879]\n");
+  ASSERT_EQ(decoded.exit_code, 0) << decoded.err;
+  EXPECT_EQ(decoded.out, "\"Hello world\"\n");
+}
+
 }  // namespace
 }  // namespace lathe::testing

@@ -113,5 +113,24 @@ TEST(Equivalence, PackedEqualsPadded) {
   }
 }
 
+TEST(Equivalence, GradientCheckpointingGivesTheSameGradients) {
+  auto data = examples();
+  std::vector<const Example*> all{&data[0], &data[1], &data[2], &data[3]};
+  auto batch = collate_padded(all, 0);
+  for (bool frozen_embedding : {false, true}) {
+    auto model = tiny_model();
+    model->train();
+    if (frozen_embedding) model->named_parameters()["model.embed_tokens.weight"].set_requires_grad(false);
+    auto plain_loss = loss_of(model, batch, batch.label_tokens);
+    plain_loss.backward();
+    auto plain = gradients(model);
+    model->set_gradient_checkpointing(true);
+    auto checkpointed_loss = loss_of(model, batch, batch.label_tokens);
+    checkpointed_loss.backward();
+    EXPECT_NEAR(checkpointed_loss.item<double>(), plain_loss.item<double>(), 1e-6);
+    expect_close(gradients(model), plain, 1e-6);
+  }
+}
+
 }  // namespace
 }  // namespace lathe

@@ -1,0 +1,79 @@
+// Inference benchmark: prefill and decode tokens/s at batch 1 and batch 8, on a model folder or
+// (by default) a randomly initialised Qwen2-style model of issue 6's size (a): hidden 512,
+// 8 layers, 8 heads, 2 KV heads, intermediate 1408, vocabulary 151,936.
+//   inference_bench [--model DIR] [--prompt 256] [--new 64] [--repeats 3]
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "lathe/generate.h"
+#include "lathe/model.h"
+#include "lathe/runtime.h"
+
+using namespace lathe;
+
+static ModelConfig benchmark_config() {
+  ModelConfig config;
+  config.model_type = "qwen2";
+  config.vocab_size = 151936;
+  config.hidden_size = 512;
+  config.intermediate_size = 1408;
+  config.num_hidden_layers = 8;
+  config.num_attention_heads = 8;
+  config.num_key_value_heads = 2;
+  config.head_dim = 64;
+  config.max_position_embeddings = 4096;
+  config.attention_bias = true;
+  config.tie_word_embeddings = true;
+  return config;
+}
+
+static double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
+int main(int argc, char** argv) {
+  configure_runtime(argc, argv);
+  std::string model_dir;
+  int64_t prompt = 256, fresh = 64, repeats = 3;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--model")) model_dir = argv[i + 1];
+    if (!std::strcmp(argv[i], "--prompt")) prompt = std::stoll(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--new")) fresh = std::stoll(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--repeats")) repeats = std::stoll(argv[i + 1]);
+  }
+  CausalLM model = model_dir.empty() ? CausalLM(benchmark_config()) : load_pretrained(model_dir);
+  model->eval();
+  const auto vocab = model->config().vocab_size;
+  fmt::print("inference_bench: {} threads, prompt {} tokens, {} new tokens, median of {}\n", compute_threads(), prompt,
+             fresh, repeats);
+  for (int64_t batch : {1, 8}) {
+    std::vector<std::vector<int32_t>> prompts(static_cast<std::size_t>(batch));
+    for (int64_t r = 0; r < batch; ++r) {
+      for (int64_t t = 0; t < prompt; ++t) prompts[r].push_back(static_cast<int32_t>((r * 7919 + t * 104729) % vocab));
+    }
+    std::vector<double> prefill, decode;
+    for (int64_t run = 0; run < repeats; ++run) {
+      SamplingParams one;
+      one.max_new_tokens = 1;
+      const auto start = std::chrono::steady_clock::now();
+      generate(model, prompts, one);
+      const double prefill_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      SamplingParams many;
+      many.max_new_tokens = fresh;
+      const auto again = std::chrono::steady_clock::now();
+      generate(model, prompts, many);
+      const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - again).count();
+      prefill.push_back(static_cast<double>(batch * prompt) / prefill_seconds);
+      decode.push_back(static_cast<double>(batch * (fresh - 1)) / std::max(1e-9, total - prefill_seconds));
+    }
+    fmt::print("{{\"batch\": {}, \"prefill_tokens_per_s\": {:.1f}, \"decode_tokens_per_s\": {:.1f}}}\n", batch,
+               median(prefill), median(decode));
+  }
+  return 0;
+}
