@@ -40,6 +40,7 @@ struct Arguments {
   bool padding_free = false;
   int64_t dataset_num_proc = 0;          // 0: all cores
   bool strict = true;                    // false: skip bad rows and count them
+  bool streaming = false;                // read and encode rows while training (needs max_steps)
   std::string loss_scale = "default";
   std::vector<std::string> model_name;   // self-cognition: the model's name, Chinese then English
   std::vector<std::string> model_author; // self-cognition: the author, Chinese then English

@@ -29,6 +29,7 @@ struct TrainerSetup {
   CausalLM model{nullptr};
   std::shared_ptr<Tuner> tuner;
   std::vector<Example> train;
+  std::shared_ptr<ExampleStream> stream;  // --streaming: used instead of `train`
   std::vector<Example> eval;
   std::filesystem::path run_dir;     // where logs and checkpoints go
   std::vector<std::filesystem::path> files_to_copy;  // tokenizer/config files copied into checkpoints

@@ -77,6 +77,28 @@ std::vector<Example> encode_datasets(const std::vector<std::string>& specs, cons
                                      bool strict, int64_t threads, uint64_t seed, DatasetStats& stats,
                                      const ConversationEdit& prepare = {});
 
+// --streaming: rows read and encoded on a background thread while training runs, so a dataset
+// larger than memory never has to fit in it. Examples pass through a seeded shuffle buffer; the
+// files are read again from the start when they run out (the next epoch). The order is a pure
+// function of the seed, so a resumed run skips the examples it already consumed and continues
+// exactly.
+class ExampleStream {
+ public:
+  ExampleStream(std::vector<std::string> specs, const ExampleEncoder& encoder, bool strict, ConversationEdit prepare,
+                uint64_t seed, std::size_t shuffle_buffer = 1000);
+  ~ExampleStream();
+  ExampleStream(const ExampleStream&) = delete;
+  ExampleStream& operator=(const ExampleStream&) = delete;
+  // The next example; rethrows a row error (strict) from the reading thread.
+  Example next();
+  int64_t bad_rows() const;
+
+  struct State;
+
+ private:
+  std::unique_ptr<State> state_;
+};
+
 // SWIFT's self-cognition rows: {{NAME}} and {{AUTHOR}} replaced by the Chinese or English name
 // (model_name / model_author: Chinese first, then English) according to the row's "tag" (zh / en).
 ConversationEdit self_cognition_edit(std::vector<std::string> model_name, std::vector<std::string> model_author);

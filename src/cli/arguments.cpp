@@ -22,6 +22,7 @@ void add_dataset_options(CLI::App& app, Arguments& a) {
   app.add_option("--packing", a.packing, "pack rows into sequences of max_length (attention kept within each row)")->capture_default_str();
   app.add_option("--padding_free", a.padding_free, "concatenate each batch's rows without padding")->capture_default_str();
   app.add_option("--dataset_num_proc", a.dataset_num_proc, "threads that tokenize the dataset (0: all cores)")->capture_default_str();
+  app.add_option("--streaming", a.streaming, "read and tokenize rows during training (datasets larger than memory; needs --max_steps)")->capture_default_str();
   app.add_option("--strict", a.strict, "stop at the first bad row (false: skip and count bad rows)")->capture_default_str();
   app.add_option("--loss_scale", a.loss_scale, "which tokens are trained and how strongly: default | last_round | all, plus '+name' parts")->capture_default_str();
   app.add_option("--model_name", a.model_name, "self-cognition: the model's name, Chinese then English (e.g. 小黄 'Xiao Huang')");
@@ -97,6 +98,7 @@ void add_options(CLI::App& app, Arguments& a, std::initializer_list<OptionGroup>
         app.add_option("--torch_dtype", a.torch_dtype, "parameter dtype")
             ->check(CLI::IsMember({"float32", "bfloat16"}))->capture_default_str();
         app.add_option("--max_length", a.max_length, "maximum tokens per sequence (0: the model's limit)")->capture_default_str();
+        app.add_option("--seed", a.seed, "random seed (initialisation, data order, sampling)")->capture_default_str();
         break;
       case OptionGroup::Generation:
         app.add_option("--max_new_tokens", a.max_new_tokens, "tokens to generate at most")->capture_default_str();
@@ -104,7 +106,6 @@ void add_options(CLI::App& app, Arguments& a, std::initializer_list<OptionGroup>
         app.add_option("--top_k", a.top_k, "sample among the k likeliest tokens (0: off)")->capture_default_str();
         app.add_option("--top_p", a.top_p, "nucleus sampling mass (1: off)")->capture_default_str();
         app.add_option("--repetition_penalty", a.repetition_penalty, "penalty on repeated tokens (1: off)")->capture_default_str();
-        app.add_option("--seed", a.seed, "random seed")->capture_default_str();
         app.add_option("--stream", a.stream, "stream tokens as they are generated")->capture_default_str();
         app.add_option("--max_batch_size", a.max_batch_size, "rows generated together in batch mode")->capture_default_str();
         break;

@@ -95,7 +95,10 @@ void show_answers(const char* when, CausalLM& model, const Tokenizer& tokenizer,
   for (std::size_t i = 0; i < questions.size(); ++i) {
     auto& ids = answers[i].ids;
     if (answers[i].finish_reason == "stop" && !ids.empty()) ids.pop_back();
-    fmt::print("Q: {}\nA: {}\n", questions[i], tokenizer.decode(ids, /*skip_special_tokens=*/true));
+    // One line per answer: an untrained model's newlines would scroll the rest away.
+    auto text = tokenizer.decode(ids, /*skip_special_tokens=*/true);
+    std::replace(text.begin(), text.end(), '\n', ' ');
+    fmt::print("Q: {}\nA: {}\n", questions[i], text);
   }
   fmt::print("\n");
   std::fflush(stdout);
@@ -136,13 +139,21 @@ int run_training(const Args& args, bool pretraining) {
                                arguments.model_author.empty() ? std::vector<std::string>{"Lathe"} : arguments.model_author);
   }
   DatasetStats stats, eval_stats;
-  auto train = encode_datasets(arguments.dataset, encoder, arguments.strict, arguments.dataset_num_proc,
-                               static_cast<uint64_t>(arguments.seed), stats, edit);
+  std::shared_ptr<ExampleStream> stream;
+  std::vector<Example> train;
+  if (arguments.streaming) {
+    stream = std::make_shared<ExampleStream>(arguments.dataset, encoder, arguments.strict, edit,
+                                             static_cast<uint64_t>(arguments.seed));
+    if (arguments.split_dataset_ratio > 0) fail("--streaming: use --val_dataset (a stream cannot be split)");
+  } else {
+    train = encode_datasets(arguments.dataset, encoder, arguments.strict, arguments.dataset_num_proc,
+                            static_cast<uint64_t>(arguments.seed), stats, edit);
+    fmt::print(stderr, "lathe: train dataset: {}\n", stats.summary());
+  }
   auto eval = arguments.val_dataset.empty()
                   ? split_off(train, arguments.split_dataset_ratio, static_cast<uint64_t>(arguments.seed))
                   : encode_datasets(arguments.val_dataset, encoder, arguments.strict, arguments.dataset_num_proc,
                                     static_cast<uint64_t>(arguments.seed), eval_stats, edit);
-  fmt::print(stderr, "lathe: train dataset: {}\n", stats.summary());
   if (!eval.empty()) fmt::print(stderr, "lathe: eval dataset: {} rows\n", eval.size());
 
   auto tuner = tuner_registry().factory(arguments.train_type)(arguments);
@@ -156,8 +167,8 @@ int run_training(const Args& args, bool pretraining) {
   write_file_atomic(run_dir / "args.json", arguments.to_json().dump(2));
   fmt::print(stderr, "lathe: output folder {}\n", run_dir.string());
 
-  TrainerSetup setup{arguments, model, tuner, std::move(train), std::move(eval), run_dir, files_to_copy(arguments.model), {},
-                     static_cast<int32_t>(model->config().pad_token_id.value_or(0))};
+  TrainerSetup setup{arguments, model, tuner, std::move(train), stream, std::move(eval), run_dir,
+                     files_to_copy(arguments.model), {}, static_cast<int32_t>(model->config().pad_token_id.value_or(0))};
   if (embedded) show_answers("before", model, tokenizer, chat_template);
   Trainer trainer(std::move(setup));
   trainer.train();

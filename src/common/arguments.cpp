@@ -12,7 +12,7 @@ nlohmann::json Arguments::to_json() const {
       {"val_dataset", val_dataset}, {"result_path", result_path},
       {"split_dataset_ratio", split_dataset_ratio}, {"truncation_strategy", truncation_strategy},
       {"packing", packing}, {"padding_free", padding_free}, {"dataset_num_proc", dataset_num_proc},
-      {"strict", strict}, {"loss_scale", loss_scale}, {"model_name", model_name},
+      {"strict", strict}, {"streaming", streaming}, {"loss_scale", loss_scale}, {"model_name", model_name},
       {"model_author", model_author}, {"train_type", train_type}, {"lora_rank", lora_rank},
       {"lora_alpha", lora_alpha}, {"lora_dropout", lora_dropout}, {"target_modules", target_modules},
       {"use_rslora", use_rslora}, {"use_dora", use_dora}, {"init_weights", init_weights},

@@ -86,6 +86,7 @@ struct Trainer::Impl {
   }
 
   void plan_data() {
+    if (setup.stream) return plan_stream();
     if (setup.train.empty()) fail("the training set is empty (no rows survived encoding)");
     packed = arguments.packing || arguments.padding_free;
     if (arguments.packing) {
@@ -105,6 +106,30 @@ struct Trainer::Impl {
                                                       : arguments.num_train_epochs;
   }
 
+  // A stream has no length: --max_steps says how long to train, and the whole run is one "epoch".
+  void plan_stream() {
+    if (arguments.max_steps <= 0) fail("--streaming needs --max_steps (a streamed dataset has no known length)");
+    if (arguments.packing) fail("--streaming cannot pack (packing needs every row up front); use --padding_free");
+    packed = arguments.padding_free;
+    state.max_steps = arguments.max_steps;
+    steps_per_epoch = state.max_steps;
+    micro_per_epoch = state.max_steps * std::max<int64_t>(1, arguments.gradient_accumulation_steps);
+    state.num_train_epochs = 1;
+  }
+
+  std::vector<Batch> streamed_batches() {
+    const auto batch = std::max<int64_t>(1, arguments.per_device_train_batch_size);
+    std::vector<Batch> batches;
+    for (int64_t micro = 0; micro < std::max<int64_t>(1, arguments.gradient_accumulation_steps); ++micro) {
+      std::vector<Example> examples;
+      for (int64_t i = 0; i < batch; ++i) examples.push_back(setup.stream->next());
+      std::vector<const Example*> pointers;
+      for (const auto& example : examples) pointers.push_back(&example);
+      batches.push_back(packed ? collate_packed(pointers) : collate_padded(pointers, setup.pad_token_id));
+    }
+    return batches;
+  }
+
   void build_optimizer() {
     auto made = optimizer_registry().factory(arguments.optimizer)(arguments, *setup.model, state.max_steps);
     optimizer = std::move(made.optimizer);
@@ -120,6 +145,7 @@ struct Trainer::Impl {
   // The micro-batches of optimizer step `step` of epoch `epoch`: shuffled with seed + epoch, so
   // a resumed run sees the same order without saving it.
   std::vector<Batch> step_batches(int64_t epoch, int64_t step) {
+    if (setup.stream) return streamed_batches();
     std::vector<std::size_t> order(units.size());
     std::iota(order.begin(), order.end(), std::size_t{0});
     std::mt19937_64 rng(static_cast<uint64_t>(arguments.seed + epoch));
@@ -242,11 +268,21 @@ struct Trainer::Impl {
     state = restored;
     state.max_steps = std::max(state.max_steps, state.global_step);
     plan_max_steps_after_resume();
+    if (setup.stream) skip_streamed_examples(state.global_step);
     last_checkpoint = dir;
     fmt::print(stderr, "lathe: resumed from {} at step {}\n", dir.string(), state.global_step);
   }
 
+  // The stream's order depends only on the seed: skipping what the first run consumed puts a
+  // resumed run exactly where the first one stopped.
+  void skip_streamed_examples(int64_t steps) {
+    const auto per_step = std::max<int64_t>(1, arguments.per_device_train_batch_size) *
+                          std::max<int64_t>(1, arguments.gradient_accumulation_steps);
+    for (int64_t i = 0; i < steps * per_step; ++i) setup.stream->next();
+  }
+
   void plan_max_steps_after_resume() {
+    if (setup.stream) return;
     // The plan comes from the arguments, as in the first run; the state only moves the position.
     state.max_steps = arguments.max_steps > 0
                           ? arguments.max_steps

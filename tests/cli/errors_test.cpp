@@ -61,7 +61,7 @@ TEST_F(BadInput, UnsupportedArchitecture) {
   config["model_type"] = "mamba";
   config["architectures"] = {"MambaForCausalLM"};
   auto model = broken_copy(dir, "config.json", config.dump());
-  expect_clean_error(run_lathe({"infer", "--model", model.string()}), {"config.json", "mamba"});
+  expect_clean_error(run_lathe({"infer", "--model", model.string()}), {"config.json", "MambaForCausalLM"});
 }
 
 TEST_F(BadInput, UnreadableDataset) {

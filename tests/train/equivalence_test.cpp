@@ -38,7 +38,7 @@ std::vector<Example> examples() {
       example.input_ids.push_back(token % 97);
       // Prompt (first two tokens) untrained, answer trained.
       example.labels.push_back(t < 2 ? -100 : token % 97);
-      token = token * 7 + 5;
+      token = (token * 7 + 5) % 97;
     }
     result.push_back(example);
   }
