@@ -2,6 +2,8 @@
 // Helpers for the safetensors tests: a scratch folder per test, hand-built files, and the Python
 // reference (tests/io/safetensors_reference.py run by /usr/bin/python3 with PyTorch).
 #include <gtest/gtest.h>
+
+#include "support/scratch_dir.h"
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,25 +20,6 @@ namespace lathe::testing {
 
 namespace fs = std::filesystem;
 
-class ScratchDir : public ::testing::Test {
- protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::string name = std::string("lathe-io-") + info->test_suite_name() + "-" + info->name() +
-                       "-" + std::to_string(::getpid());
-    std::replace(name.begin(), name.end(), '/', '_');  // parameterized suites are "Prefix/Suite"
-    dir_ = fs::temp_directory_path() / name;
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override {
-    if (!HasFailure()) fs::remove_all(dir_);
-  }
-  const fs::path& dir() const { return dir_; }
-
- private:
-  fs::path dir_;
-};
 
 inline void write_bytes(const fs::path& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);

@@ -2,6 +2,8 @@
 // Shared pieces of the tuner tests: a tiny model, a scratch folder per test, finite differences.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+
+#include "support/scratch_dir.h"
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -72,25 +74,6 @@ inline double finite_difference(torch::Tensor parameter, int64_t index, double s
   return (plus - minus) / (2 * step);
 }
 
-class ScratchDir : public ::testing::Test {
- protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::string name = std::string("lathe-tuner-") + info->test_suite_name() + "-" + info->name() + "-" +
-                       std::to_string(::getpid());
-    std::replace(name.begin(), name.end(), '/', '_');
-    dir_ = fs::temp_directory_path() / name;
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override {
-    if (!HasFailure()) fs::remove_all(dir_);
-  }
-  const fs::path& dir() const { return dir_; }
-
- private:
-  fs::path dir_;
-};
 
 // Runs `action` and returns the lathe::Error message it throws (fails the test when it does not).
 inline std::string error_of(const std::function<void()>& action) {
