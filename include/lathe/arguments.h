@@ -17,6 +17,7 @@ struct Arguments {
   std::vector<std::string> adapters;  // adapter folders (PEFT format)
   std::string template_name;          // --template; empty: chosen from the model folder
   std::optional<std::string> system;  // overrides the template's default system
+  std::string agent_template;         // --agent_template (--tools_prompt); empty: the template's default
   std::string torch_dtype = "float32";  // float32 | bfloat16
   int64_t max_length = 0;             // 0: the model's max_position_embeddings
 

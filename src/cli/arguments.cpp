@@ -95,6 +95,8 @@ void add_options(CLI::App& app, Arguments& a, std::initializer_list<OptionGroup>
         app.add_option("--adapters", a.adapters, "adapter folders to load (PEFT format)");
         app.add_option("--template", a.template_name, "chat template (default: chosen from the model folder)");
         app.add_option("--system", a.system, "system prompt, replacing the template's default");
+        app.add_option("--agent_template,--tools_prompt", a.agent_template,
+                       "tools format (default: the chat template's own, else react_en)");
         app.add_option("--torch_dtype", a.torch_dtype, "parameter dtype")
             ->check(CLI::IsMember({"float32", "bfloat16"}))->capture_default_str();
         app.add_option("--max_length", a.max_length, "maximum tokens per sequence (0: the model's limit)")->capture_default_str();

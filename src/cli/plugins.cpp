@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include "cli/arguments.h"
+#include "lathe/plugin/agent_template.h"
 #include "lathe/plugin/callback.h"
 #include "lathe/plugin/loss.h"
 #include "lathe/plugin/loss_scale.h"
@@ -24,6 +25,7 @@ int run_plugins(const Args& args) {
   CLI::App app("List every registered plugin of every kind, with a one-line description.", "plugins");
   Arguments arguments;
   if (int code = parse(app, args); code >= 0) return code;
+  list(agent_template_registry(), "--agent_template");
   list(callback_registry(), "--callbacks");
   list(loss_registry(), "--loss_type");
   list(loss_scale_registry(), "--loss_scale base+name");

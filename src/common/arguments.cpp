@@ -4,7 +4,7 @@ namespace lathe {
 
 nlohmann::json Arguments::to_json() const {
   nlohmann::json json = {
-      {"model", model}, {"adapters", adapters}, {"template", template_name},
+      {"model", model}, {"adapters", adapters}, {"template", template_name}, {"agent_template", agent_template},
       {"system", system ? nlohmann::json(*system) : nlohmann::json()}, {"torch_dtype", torch_dtype},
       {"max_length", max_length}, {"max_new_tokens", max_new_tokens}, {"temperature", temperature},
       {"top_k", top_k}, {"top_p", top_p}, {"repetition_penalty", repetition_penalty}, {"seed", seed},

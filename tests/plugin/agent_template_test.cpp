@@ -1,0 +1,224 @@
+// Agent templates: every built-in writes tool calls that it parses back unchanged, presents every
+// tool in its system prompt, and (hermes, react_en, mistral) matches hand-written published layouts.
+#include "lathe/plugin/agent_template.h"
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+
+#include <gtest/gtest.h>
+
+#include "lathe/error.h"
+
+namespace lathe {
+namespace {
+
+using json = nlohmann::json;
+
+const std::vector<std::string> kBuiltIns = {"glm4",   "hermes",   "llama3",    "mistral", "qwen_en",
+                                            "qwen_zh", "react_en", "react_zh", "toolbench"};
+
+std::shared_ptr<AgentTemplate> make(const std::string& name) {
+  return agent_template_registry().factory(name)(Arguments{});
+}
+
+const json kTools = json::parse(R"([
+  {"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
+   "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}},
+  {"name": "search", "description": "Searches the web",
+   "parameters": {"type": "object", "properties": {"query": {"type": "string", "description": "搜索词"}}}}
+])");
+
+const ToolCall kWeather{"get_weather", json::parse(R"({"city": "Paris", "when": {"day": "今天", "hours": [9, 12.5]}})")};
+const ToolCall kSearch{"search", json::parse(R"({"query": "say \"hi\" — ✿ café 北京", "filters": {"lang": ["zh", "en"], "safe": true, "limit": null}})")};
+
+void expect_same_calls(const std::vector<ToolCall>& expected, const std::vector<ToolCall>& parsed, const std::string& what) {
+  ASSERT_EQ(parsed.size(), expected.size()) << what;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_EQ(parsed[i].name, expected[i].name) << what << " call " << i;
+    EXPECT_EQ(parsed[i].arguments, expected[i].arguments) << what << " call " << i << ": " << parsed[i].arguments.dump();
+  }
+}
+
+TEST(AgentTemplate, EveryTemplateParsesItsOwnCallsBack) {
+  for (const auto& name : kBuiltIns) {
+    const auto agent = make(name);
+    for (const auto& calls : {std::vector<ToolCall>{kWeather}, std::vector<ToolCall>{kWeather, kSearch}}) {
+      const std::string text = agent->format_tool_calls(calls);
+      expect_same_calls(calls, agent->parse_tool_calls(text), name + ": " + text);
+    }
+  }
+}
+
+TEST(AgentTemplate, CallsGivenAsJsonTextAreWrittenAsTheirJson) {
+  for (const auto& name : kBuiltIns) {
+    const auto agent = make(name);
+    const ToolCall as_text{kWeather.name, json(kWeather.arguments.dump())};
+    EXPECT_EQ(agent->format_tool_calls({as_text}), agent->format_tool_calls({kWeather})) << name;
+  }
+}
+
+TEST(AgentTemplate, AResponseWithoutCallsHasNone) {
+  for (const auto& name : kBuiltIns) {
+    const auto agent = make(name);
+    EXPECT_TRUE(agent->parse_tool_calls("The weather in Paris is sunny, 21 °C.").empty()) << name;
+    EXPECT_TRUE(agent->parse_tool_calls("").empty()) << name;
+    EXPECT_TRUE(agent->parse_tool_calls("Thought: I know it.\nFinal Answer: {\"city\": \"Paris\"}").empty()) << name;
+  }
+}
+
+// Every JSON object written anywhere in `text` (at any nesting).
+void collect_objects(const json& value, std::vector<json>& out) {
+  if (value.is_object()) out.push_back(value);
+  if (value.is_structured()) {
+    for (const auto& child : value) collect_objects(child, out);
+  }
+}
+
+std::vector<json> json_objects_in(const std::string& text) {
+  std::vector<json> objects;
+  for (size_t open = text.find('{'); open != std::string::npos; open = text.find('{', open + 1)) {
+    for (size_t close = text.find('}', open); close != std::string::npos; close = text.find('}', close + 1)) {
+      auto parsed = json::parse(text.substr(open, close - open + 1), nullptr, false);
+      if (!parsed.is_discarded()) collect_objects(parsed, objects);
+    }
+  }
+  return objects;
+}
+
+TEST(AgentTemplate, SystemPresentsEveryToolNameAndParameters) {
+  for (const auto& name : kBuiltIns) {
+    const std::string system = make(name)->format_system(kTools, "You are a helpful assistant.");
+    const auto objects = json_objects_in(system);
+    for (const auto& tool : kTools) {
+      const json& function = tool.contains("function") ? tool["function"] : tool;
+      EXPECT_NE(system.find(function["name"].get<std::string>()), std::string::npos) << name << "\n" << system;
+      EXPECT_NE(std::find(objects.begin(), objects.end(), function["parameters"]), objects.end())
+          << name << ": parameters of " << function["name"] << " not found in\n" << system;
+    }
+    EXPECT_NE(system.find("You are a helpful assistant."), std::string::npos) << name;
+  }
+}
+
+TEST(AgentTemplate, ToolsMayBeGivenAsJsonText) {
+  for (const auto& name : kBuiltIns) {
+    const auto agent = make(name);
+    EXPECT_EQ(agent->format_system(json(kTools.dump()), ""), agent->format_system(kTools, "")) << name;
+  }
+}
+
+const json kOneTool = json::parse(
+    R"([{"name": "get_weather", "description": "Weather of a city", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}])");
+const ToolCall kParis{"get_weather", json{{"city", "Paris"}}};
+
+TEST(AgentTemplate, HermesLayoutIsQwen25s) {
+  const auto hermes = make("hermes");
+  EXPECT_EQ(hermes->format_system(kOneTool, "Be brief."),
+            "Be brief.\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+            "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n"
+            "{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"Weather of a city\", "
+            "\"parameters\": {\"properties\": {\"city\": {\"type\": \"string\"}}, \"type\": \"object\"}}}\n</tools>\n\n"
+            "For each function call, return a json object with function name and arguments within "
+            "<tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": "
+            "<args-json-object>}\n</tool_call>");
+  EXPECT_EQ(hermes->format_tool_calls({kParis, kParis}),
+            "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n"
+            "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>");
+  EXPECT_EQ(hermes->format_tool_responses({"sunny", "21"}),
+            "<tool_response>\nsunny\n</tool_response>\n<tool_response>\n21\n</tool_response>");
+  EXPECT_EQ(hermes->result_placement(), ToolResultPlacement::ToolTurn);
+  // A response with thinking and text around the call.
+  expect_same_calls({kParis},
+                    hermes->parse_tool_calls("<think>\nneed weather\n</think>\n\nLet me check.\n<tool_call>\n"
+                                             "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>"),
+                    "hermes with text");
+}
+
+TEST(AgentTemplate, ReactEnLayout) {
+  const auto react = make("react_en");
+  EXPECT_EQ(react->format_system(kOneTool, ""),
+            "Answer the following questions as best you can. You have access to the following tools:\n\n"
+            "{\"name\": \"get_weather\", \"description\": \"Weather of a city\", \"parameters\": {\"properties\": "
+            "{\"city\": {\"type\": \"string\"}}, \"type\": \"object\"}}\n\n"
+            "Use the following format:\n\n"
+            "Question: the input question you must answer\n"
+            "Thought: you should always think about what to do\n"
+            "Action: the action to take, should be one of [get_weather]\n"
+            "Action Input: the input to the action\n"
+            "Observation: the result of the action\n"
+            "... (this Thought/Action/Action Input/Observation can be repeated zero or more times)\n"
+            "Thought: I now know the final answer\n"
+            "Final Answer: the final answer to the original input question\n\n"
+            "Begin!\n");
+  EXPECT_EQ(react->format_tool_calls({kParis}), "Action: get_weather\nAction Input: {\"city\": \"Paris\"}\nObservation:");
+  EXPECT_EQ(react->format_tool_responses({"sunny", "21"}), " sunny\nObservation: 21\n");
+  EXPECT_EQ(react->stop_words(), std::vector<std::string>{"Observation:"});
+  expect_same_calls({kParis, ToolCall{"lookup", json("plain words")}},
+                    react->parse_tool_calls("Thought: I should check.\nAction: get_weather\nAction Input: {\"city\": "
+                                            "\"Paris\"}\nAction: lookup\nAction Input: plain words\nObservation: x"),
+                    "react_en with thoughts");
+}
+
+TEST(AgentTemplate, MistralLayoutIsV3s) {
+  const auto mistral = make("mistral");
+  EXPECT_EQ(mistral->format_system(kOneTool, ""),
+            "[AVAILABLE_TOOLS] [{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": "
+            "\"Weather of a city\", \"parameters\": {\"properties\": {\"city\": {\"type\": \"string\"}}, \"type\": "
+            "\"object\"}}}][/AVAILABLE_TOOLS]");
+  EXPECT_EQ(mistral->format_tool_calls({kParis, kParis}),
+            "[TOOL_CALLS] [{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}, "
+            "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}]");
+  EXPECT_EQ(mistral->format_tool_responses({"sunny \"hot\""}),
+            "[TOOL_RESULTS] {\"content\": \"sunny \\\"hot\\\"\"}[/TOOL_RESULTS]");
+  expect_same_calls({kParis}, mistral->parse_tool_calls("[TOOL_CALLS] [{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}]</s>"),
+                    "mistral with eos");
+}
+
+TEST(AgentTemplate, Glm4AndQwenLayouts) {
+  const std::string glm4 = make("glm4")->format_system(kOneTool, "");
+  EXPECT_NE(glm4.find("\n\n# 可用工具\n\n## get_weather\n\n{\n    \"name\": \"get_weather\",\n"), std::string::npos) << glm4;
+  EXPECT_NE(glm4.find("\n}\n在调用上述函数时，请使用 Json 格式表示调用的参数。"), std::string::npos) << glm4;
+  EXPECT_EQ(make("glm4")->format_tool_calls({kParis}), "get_weather\n{\"city\": \"Paris\"}<|observation|>");
+  EXPECT_EQ(make("qwen_en")->format_tool_calls({kParis}), "✿FUNCTION✿: get_weather\n✿ARGS✿: {\"city\": \"Paris\"}\n✿RESULT✿:");
+  EXPECT_NE(make("qwen_zh")->format_system(kOneTool, "").find("## 你拥有如下工具："), std::string::npos);
+  EXPECT_EQ(make("llama3")->format_tool_calls({kParis}), "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}");
+}
+
+// Python's own json.dumps is the reference for the JSON text inside the layouts.
+TEST(AgentTemplate, JsonTextIsPythonJsonDumps) {
+  const json value = json::parse(R"({"b": [1, 2.5, -3e-7, true, null, {}, []], "a": {"x": "q\"uote\n\t 北京 ✿ \u0001"}})");
+  const std::string path = ::testing::TempDir() + "/agent_template_dumps.json";
+  std::ofstream(path) << value.dump();
+  const std::string command = "/usr/bin/python3 -c \"import json,sys; v=json.load(open(sys.argv[1])); "
+                              "sys.stdout.write(json.dumps(v, ensure_ascii=False) + chr(0) + json.dumps(v, ensure_ascii=False, indent=4))\" " + path;
+  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(command.c_str(), "r"), pclose);
+  ASSERT_TRUE(pipe) << "cannot run /usr/bin/python3";
+  std::string output;
+  char buffer[4096];
+  while (size_t n = fread(buffer, 1, sizeof buffer, pipe.get())) output.append(buffer, n);
+  const size_t split = output.find('\0');
+  ASSERT_NE(split, std::string::npos) << "/usr/bin/python3 (the reference) failed: " << output;
+  EXPECT_EQ(python_json_dumps(value), output.substr(0, split));
+  EXPECT_EQ(python_json_dumps(value, 4), output.substr(split + 1));
+}
+
+TEST(AgentTemplate, RegistryAndDefaults) {
+  std::vector<std::string> names;
+  for (const auto* entry : agent_template_registry().entries()) names.push_back(entry->name);
+  EXPECT_EQ(names, kBuiltIns);
+  EXPECT_THROW(agent_template_registry().factory("no_such_format"), Error);
+  EXPECT_EQ(default_agent_template_for("qwen2_5"), "hermes");
+  EXPECT_EQ(default_agent_template_for("qwen3"), "hermes");
+  EXPECT_EQ(default_agent_template_for("llama3"), "llama3");
+  EXPECT_EQ(default_agent_template_for("mistral"), "mistral");
+  EXPECT_EQ(default_agent_template_for("chatml"), "react_en");
+  Arguments arguments;
+  EXPECT_EQ(make_agent_template(arguments, "qwen3")->format_tool_calls({kParis}), make("hermes")->format_tool_calls({kParis}));
+  arguments.agent_template = "react_en";
+  EXPECT_EQ(make_agent_template(arguments, "qwen3")->stop_words(), std::vector<std::string>{"Observation:"});
+  arguments.agent_template = "nope";
+  EXPECT_THROW(make_agent_template(arguments, "qwen3"), Error);
+}
+
+}  // namespace
+}  // namespace lathe
