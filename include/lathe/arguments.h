@@ -81,6 +81,14 @@ struct Arguments {
   bool resume_only_model = false;
   std::string loss_type;                 // empty: cross_entropy, or loss_scale when --loss_scale is set
   std::string optimizer = "default";
+  double lorap_lr_ratio = 0;              // > 0: LoRA+ (lorap optimizer), LoRA B rate = lr * ratio
+  bool use_galore = false;               // GaLore optimizer (low-rank projected Adam)
+  int64_t galore_rank = 128;
+  int64_t galore_update_proj_gap = 50;
+  double galore_scale = 1.0;
+  std::vector<std::string> freeze_parameters;     // freeze tuner: parameter-name prefixes to freeze
+  std::vector<std::string> trainable_parameters;  // freeze tuner: prefixes that train (rest frozen)
+  std::string acc_strategy = "token";    // acc metric: token | seq
   std::vector<std::string> callbacks;    // --callbacks: callback plugins by name
   int64_t early_stop_interval = 0;       // > 0: add early_stop with this patience (in saves)
   std::string task_type = "causal_lm";

@@ -57,6 +57,14 @@ void add_schedule_options(CLI::App& app, Arguments& a) {
   app.add_option("--warmup_ratio", a.warmup_ratio, "share of steps spent warming up")->capture_default_str();
   app.add_option("--warmup_steps", a.warmup_steps, "warm-up steps (wins over --warmup_ratio)")->capture_default_str();
   app.add_option("--optimizer", a.optimizer, "optimizer plugin")->capture_default_str();
+  app.add_option("--lorap_lr_ratio", a.lorap_lr_ratio, "LoRA+: LoRA B learning rate = lr * ratio (> 0 selects the lorap optimizer)")->capture_default_str();
+  app.add_option("--use_galore", a.use_galore, "GaLore: Adam in a low-rank projection of 2-D gradients")->capture_default_str();
+  app.add_option("--galore_rank", a.galore_rank, "GaLore projection rank")->capture_default_str();
+  app.add_option("--galore_update_proj_gap", a.galore_update_proj_gap, "GaLore: steps between SVD refreshes of the projection")->capture_default_str();
+  app.add_option("--galore_scale", a.galore_scale, "GaLore: scale of the projected-back update")->capture_default_str();
+  app.add_option("--freeze_parameters", a.freeze_parameters, "freeze tuner: parameter-name prefixes to freeze");
+  app.add_option("--trainable_parameters", a.trainable_parameters, "freeze tuner: parameter-name prefixes that train (the rest is frozen)");
+  app.add_option("--acc_strategy", a.acc_strategy, "acc metric: token | seq")->capture_default_str();
   app.add_option("--callbacks", a.callbacks, "callback plugins to add, by name");
   app.add_option("--early_stop_interval", a.early_stop_interval, "stop after N saves without a better metric (0: off)")->capture_default_str();
   app.add_option("--loss_type", a.loss_type, "loss plugin (default cross_entropy; loss_scale with --loss_scale)");

@@ -6,6 +6,7 @@
 #include "lathe/plugin/callback.h"
 #include "lathe/plugin/loss.h"
 #include "lathe/plugin/loss_scale.h"
+#include "lathe/plugin/metric.h"
 #include "lathe/plugin/optimizer.h"
 #include "lathe/plugin/tuner.h"
 
@@ -29,6 +30,7 @@ int run_plugins(const Args& args) {
   list(callback_registry(), "--callbacks");
   list(loss_registry(), "--loss_type");
   list(loss_scale_registry(), "--loss_scale base+name");
+  list(metric_registry(), "--metric");
   list(optimizer_registry(), "--optimizer");
   list(tuner_registry(), "--train_type");
   return 0;

@@ -27,7 +27,7 @@ nlohmann::json Arguments::to_json() const {
       {"save_only_model", save_only_model}, {"output_dir", output_dir}, {"add_version", add_version},
       {"gradient_checkpointing", gradient_checkpointing},
       {"resume_from_checkpoint", resume_from_checkpoint}, {"resume_only_model", resume_only_model},
-      {"loss_type", loss_type}, {"optimizer", optimizer}, {"callbacks", callbacks}, {"early_stop_interval", early_stop_interval}, {"task_type", task_type},
+      {"loss_type", loss_type}, {"optimizer", optimizer}, {"lorap_lr_ratio", lorap_lr_ratio}, {"use_galore", use_galore}, {"galore_rank", galore_rank}, {"galore_update_proj_gap", galore_update_proj_gap}, {"galore_scale", galore_scale}, {"freeze_parameters", freeze_parameters}, {"trainable_parameters", trainable_parameters}, {"acc_strategy", acc_strategy}, {"callbacks", callbacks}, {"early_stop_interval", early_stop_interval}, {"task_type", task_type},
       {"metric_for_best_model", metric_for_best_model}, {"max_nan_steps", max_nan_steps},
       {"pretraining", pretraining}, {"plugin_args", plugin_args}};
   if (greater_is_better) json["greater_is_better"] = *greater_is_better;

@@ -1,0 +1,55 @@
+#pragma once
+// Metric plugins (`--metric name`, plugins.md §4): a pair of preprocess_logits, run on each eval
+// batch so that only what the metric needs is kept (argmax ids instead of full logits), and
+// compute, run once over everything gathered. Token metrics read predictions/labels; generation
+// metrics read the generated and reference strings.
+#include <torch/types.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "lathe/arguments.h"
+#include "lathe/registry.h"
+
+namespace lathe {
+
+struct EvalPrediction {
+  // One entry per eval batch (lengths differ between batches): preprocess_logits' result and the
+  // batch's labels ([batch, seq], -100 where no loss is taken).
+  std::vector<torch::Tensor> predictions, labels;
+  // Generation metrics: one response and its reference per sample.
+  std::vector<std::string> generated, references;
+};
+
+class Metric {
+ public:
+  virtual ~Metric() = default;
+  // True when the evaluation must generate responses (then predictions/labels stay empty).
+  virtual bool needs_generation() const { return false; }
+  // Reduces one batch's logits [batch, seq, vocab]; the default keeps the argmax ids.
+  virtual torch::Tensor preprocess_logits(const torch::Tensor& logits, const torch::Tensor& /*labels*/) {
+    return logits.argmax(-1);
+  }
+  // Metric name -> value; the trainer logs them as eval_<name>.
+  virtual std::map<std::string, double> compute(const EvalPrediction& prediction) = 0;
+};
+
+using MetricFactory = std::function<std::shared_ptr<Metric>(const Arguments& arguments)>;
+Registry<MetricFactory>& metric_registry();
+
+// The pieces of `nlg`, public for tests and for plugins that combine them.
+// Words split on whitespace; every CJK character (ideographs, kana, CJK punctuation) a token.
+std::vector<std::string> nlg_tokens(std::string_view text);
+// ROUGE-N F1 from clipped n-gram overlap; 0 when either side has no n-gram.
+double rouge_n(const std::vector<std::string>& hypothesis, const std::vector<std::string>& reference, int n);
+// ROUGE-L F1 from the longest common subsequence.
+double rouge_l(const std::vector<std::string>& hypothesis, const std::vector<std::string>& reference);
+// Sentence BLEU-4 (uniform weights, brevity penalty) with NIST geometric smoothing: the k-th
+// n-gram order without a match gets precision 1 / (2^k * hypothesis n-grams).
+double sentence_bleu4(const std::vector<std::string>& hypothesis, const std::vector<std::string>& reference);
+
+}  // namespace lathe
