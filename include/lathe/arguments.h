@@ -97,6 +97,21 @@ struct Arguments {
   int64_t max_nan_steps = 10;            // consecutive non-finite losses before the run stops
   bool pretraining = false;              // set by `lathe pt`
 
+  // Rewards (plugins.md §8-9: ORM and PRM plugins)
+  int64_t max_completion_length = 1024;        // lengths are in tokens, or words without a tokenizer
+  double cosine_min_len_value_wrong = -0.5;    // cosine: reward of a wrong answer of length 0
+  double cosine_max_len_value_wrong = 0.0;     // ... and of one of cosine_max_len
+  double cosine_min_len_value_correct = 1.0;   // cosine: reward of a correct answer of length 0
+  double cosine_max_len_value_correct = 0.5;   // ... and of one of cosine_max_len
+  int64_t cosine_max_len = 0;                  // 0: max_completion_length
+  int64_t repetition_n_grams = 3;
+  double repetition_max_penalty = -1.0;        // SWIFT's sign: the reward is scaling * this (<= 0)
+  int64_t soft_max_length = 0;                 // soft_overlong; 0: max_completion_length
+  int64_t soft_cache_length = 0;               // soft_overlong: the span over which it falls to -1
+  std::string prm_api_base;                    // PRM client: http://host:port/v1 (env LATHE_PRM_API_BASE)
+  std::string prm_api_model;
+  std::string prm_api_key;                     // env LATHE_PRM_API_KEY
+
   double effective_learning_rate() const { return learning_rate.value_or(train_type == "full" ? 1e-5 : 1e-4); }
 
   nlohmann::json plugin_args = nlohmann::json::object();

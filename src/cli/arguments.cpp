@@ -93,6 +93,22 @@ void add_training_options(CLI::App& app, Arguments& a) {
   add_output_options(app, a);
 }
 
+void add_reward_options(CLI::App& app, Arguments& a) {
+  app.add_option("--max_completion_length", a.max_completion_length, "length scale of cosine and soft_overlong rewards (tokens, or words)")->capture_default_str();
+  app.add_option("--cosine_min_len_value_wrong", a.cosine_min_len_value_wrong, "cosine reward: a wrong answer of length 0")->capture_default_str();
+  app.add_option("--cosine_max_len_value_wrong", a.cosine_max_len_value_wrong, "cosine reward: a wrong answer of the max length")->capture_default_str();
+  app.add_option("--cosine_min_len_value_correct", a.cosine_min_len_value_correct, "cosine reward: a correct answer of length 0")->capture_default_str();
+  app.add_option("--cosine_max_len_value_correct", a.cosine_max_len_value_correct, "cosine reward: a correct answer of the max length")->capture_default_str();
+  app.add_option("--cosine_max_len", a.cosine_max_len, "cosine reward: the max length (0: --max_completion_length)")->capture_default_str();
+  app.add_option("--repetition_n_grams", a.repetition_n_grams, "repetition reward: n-gram size")->capture_default_str();
+  app.add_option("--repetition_max_penalty", a.repetition_max_penalty, "repetition reward: the penalty (<= 0) for all-repeated text")->capture_default_str();
+  app.add_option("--soft_max_length", a.soft_max_length, "soft_overlong reward: where it reaches -1 (0: --max_completion_length)")->capture_default_str();
+  app.add_option("--soft_cache_length", a.soft_cache_length, "soft_overlong reward: the span before --soft_max_length over which it falls")->capture_default_str();
+  app.add_option("--prm_api_base", a.prm_api_base, "PRM client: OpenAI-compatible base URL, http://host:port/v1 (env LATHE_PRM_API_BASE)");
+  app.add_option("--prm_api_model", a.prm_api_model, "PRM client: the judge model's name");
+  app.add_option("--prm_api_key", a.prm_api_key, "PRM client: API key (env LATHE_PRM_API_KEY)");
+}
+
 }  // namespace
 
 void add_options(CLI::App& app, Arguments& a, std::initializer_list<OptionGroup> groups) {
@@ -126,6 +142,9 @@ void add_options(CLI::App& app, Arguments& a, std::initializer_list<OptionGroup>
         break;
       case OptionGroup::Training:
         add_training_options(app, a);
+        break;
+      case OptionGroup::Reward:
+        add_reward_options(app, a);
         break;
     }
   }

@@ -8,6 +8,8 @@
 #include "lathe/plugin/loss_scale.h"
 #include "lathe/plugin/metric.h"
 #include "lathe/plugin/optimizer.h"
+#include "lathe/plugin/orm.h"
+#include "lathe/plugin/prm.h"
 #include "lathe/plugin/tuner.h"
 
 namespace lathe::cli {
@@ -32,6 +34,8 @@ int run_plugins(const Args& args) {
   list(loss_scale_registry(), "--loss_scale base+name");
   list(metric_registry(), "--metric");
   list(optimizer_registry(), "--optimizer");
+  list(orm_registry(), "--orm_model");
+  list(prm_registry(), "--prm_model");
   list(tuner_registry(), "--train_type");
   return 0;
 }

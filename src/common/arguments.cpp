@@ -30,6 +30,14 @@ nlohmann::json Arguments::to_json() const {
       {"loss_type", loss_type}, {"optimizer", optimizer}, {"lorap_lr_ratio", lorap_lr_ratio}, {"use_galore", use_galore}, {"galore_rank", galore_rank}, {"galore_update_proj_gap", galore_update_proj_gap}, {"galore_scale", galore_scale}, {"freeze_parameters", freeze_parameters}, {"trainable_parameters", trainable_parameters}, {"acc_strategy", acc_strategy}, {"callbacks", callbacks}, {"early_stop_interval", early_stop_interval}, {"task_type", task_type},
       {"metric_for_best_model", metric_for_best_model}, {"max_nan_steps", max_nan_steps},
       {"pretraining", pretraining}, {"plugin_args", plugin_args}};
+  json.update({{"max_completion_length", max_completion_length},
+               {"cosine_min_len_value_wrong", cosine_min_len_value_wrong},
+               {"cosine_max_len_value_wrong", cosine_max_len_value_wrong},
+               {"cosine_min_len_value_correct", cosine_min_len_value_correct},
+               {"cosine_max_len_value_correct", cosine_max_len_value_correct}, {"cosine_max_len", cosine_max_len},
+               {"repetition_n_grams", repetition_n_grams}, {"repetition_max_penalty", repetition_max_penalty},
+               {"soft_max_length", soft_max_length}, {"soft_cache_length", soft_cache_length},
+               {"prm_api_base", prm_api_base}, {"prm_api_model", prm_api_model}});  // never the API key
   if (greater_is_better) json["greater_is_better"] = *greater_is_better;
   return json;
 }

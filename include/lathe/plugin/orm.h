@@ -1,0 +1,56 @@
+#pragma once
+// Outcome reward models (`--orm_model name`, plugins.md §9): one float per completion, judged from
+// the completion and its dataset row (the reference answer and any other columns).
+//
+// Built-ins (their exact rules are at the top of src/plugin/orm.cpp): math, accuracy, format,
+// react_format, toolbench, cosine, repetition, soft_overlong.
+//
+// The reference answer of a row is its "solution" column, else "answer", else "response"
+// (reference_answer below); rewards that need one fail naming the columns when none is there.
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "lathe/arguments.h"
+#include "lathe/registry.h"
+
+namespace lathe {
+
+struct RewardInput {
+  std::string completion;
+  nlohmann::json row = nlohmann::json::object();  // the dataset row: "solution", "response", ...
+  // Length of the completion in tokens when the caller knows it; length-shaped rewards (cosine,
+  // soft_overlong) use it, and otherwise count whitespace-separated words.
+  std::optional<int64_t> completion_tokens;
+};
+
+class OutcomeRewardModel {
+ public:
+  virtual ~OutcomeRewardModel() = default;
+  // One reward per input, in order.
+  virtual std::vector<double> score(const std::vector<RewardInput>& inputs) = 0;
+};
+
+using OrmFactory = std::function<std::shared_ptr<OutcomeRewardModel>(const Arguments& arguments)>;
+Registry<OrmFactory>& orm_registry();
+
+// The row's reference answer ("solution", else "answer", else "response"); fails when none is a
+// string.
+std::string reference_answer(const nlohmann::json& row);
+
+// The math answer checker the built-ins share, for plugins that want the same rules.
+// The content of the last \boxed{...} (balanced braces), or nullopt when there is none.
+std::optional<std::string> last_boxed(const std::string& text);
+// The canonical form of a math answer (spaces, \left/\right, \dfrac, \frac12, $...$, trailing "."
+// and a trailing \text{unit} removed or unified).
+std::string normalize_math_answer(const std::string& answer);
+// Equal after normalisation, or both numbers (integers, decimals, a/b, \frac{a}{b}) within 1e-6
+// relative.
+bool math_answers_equal(const std::string& a, const std::string& b);
+
+}  // namespace lathe
