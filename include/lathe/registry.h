@@ -12,6 +12,13 @@
 
 namespace lathe {
 
+// Who is registering right now: "built-in", or the plugin file being loaded (set by
+// load_external_plugins), so `lathe plugins` can tell them apart.
+inline std::string& current_plugin_origin() {
+  static thread_local std::string origin = "built-in";
+  return origin;
+}
+
 template <class Factory>
 class Registry {
  public:
@@ -26,7 +33,7 @@ class Registry {
 
   const std::string& kind() const { return kind_; }
 
-  void add(std::string name, std::string description, Factory factory, std::string origin = "built-in") {
+  void add(std::string name, std::string description, Factory factory, std::string origin = current_plugin_origin()) {
     if (auto found = entries_.find(name); found != entries_.end()) {
       throw Error(kind_ + " '" + name + "' is registered twice (by " + found->second.origin + " and by " +
                   origin + ")");

@@ -7,6 +7,7 @@
 
 #include "common/format.h"
 #include "lathe/files.h"
+#include "lathe/plugin.h"
 
 namespace lathe {
 
@@ -125,6 +126,13 @@ void add_options(CLI::App& app, Arguments& a, std::initializer_list<OptionGroup>
             ->check(CLI::IsMember({"float32", "bfloat16"}))->capture_default_str();
         app.add_option("--max_length", a.max_length, "maximum tokens per sequence (0: the model's limit)")->capture_default_str();
         app.add_option("--seed", a.seed, "random seed (initialisation, data order, sampling)")->capture_default_str();
+        app.add_option_function<std::string>(
+               "--plugin_args",
+               [&a](const std::string& text) {
+                 a.plugin_args = nlohmann::json::parse(text, nullptr, false);
+                 if (!a.plugin_args.is_object()) throw CLI::ValidationError("--plugin_args", "expected a JSON object, got: " + text);
+               },
+               "settings for plugins, as a JSON object (e.g. '{\"focal_gamma\": 2}')");
         break;
       case OptionGroup::Generation:
         app.add_option("--max_new_tokens", a.max_new_tokens, "tokens to generate at most")->capture_default_str();
@@ -187,7 +195,10 @@ std::vector<std::string> config_arguments(const std::string& path, const std::se
 
 int parse(CLI::App& app, const Args& args) {
   std::string config_path;
+  std::vector<std::string> external_plugins;
   app.add_option("--config", config_path, "YAML or JSON file of arguments (the command line wins)");
+  app.add_option("--external_plugins", external_plugins,
+                 "plugin shared libraries (.so) or C++ files (.cpp, compiled and cached) to load first");
   std::set<std::string> given;
   for (std::size_t i = 0; i < args.size(); ++i) {
     if (args[i] == "--config" && i + 1 < args.size()) config_path = args[i + 1];
@@ -207,6 +218,7 @@ int parse(CLI::App& app, const Args& args) {
                error.what(), app.get_name());
     return 2;
   }
+  load_external_plugins(external_plugins);
   return -1;
 }
 
