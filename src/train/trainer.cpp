@@ -131,7 +131,7 @@ struct Trainer::Impl {
   }
 
   void build_optimizer() {
-    auto made = optimizer_registry().factory(arguments.optimizer)(arguments, *setup.model, state.max_steps);
+    auto made = optimizer_registry().factory(optimizer_name(arguments))(arguments, *setup.model, state.max_steps);
     optimizer = std::move(made.optimizer);
     scheduler = made.scheduler ? made.scheduler
                                : make_scheduler(arguments.lr_scheduler_type, warmup_steps_for(arguments, state.max_steps),
