@@ -17,6 +17,9 @@
 #include "lathe/plugin/loss.h"
 #include "lathe/plugin/loss_scale.h"
 #include "lathe/plugin/optimizer.h"
+#include "lathe/plugin/metric.h"
+#include "lathe/plugin/orm.h"
+#include "lathe/plugin/prm.h"
 #include "lathe/plugin/tuner.h"
 #include "plugin/plugin_build_flags.h"
 
@@ -34,6 +37,9 @@ void build_every_registry() {
   loss_scale_registry();
   optimizer_registry();
   tuner_registry();
+  metric_registry();
+  orm_registry();
+  prm_registry();
 }
 
 fs::path cache_dir() {
