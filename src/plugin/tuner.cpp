@@ -1,9 +1,15 @@
 // Tuner plugins (plugins.md §7). The registry and its built-ins are at the bottom.
 #include "lathe/plugin/tuner.h"
 
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+
 #include "common/format.h"
+#include "lathe/files.h"
 #include "lathe/tuner.h"
 #include "lathe/weights.h"
+#include "tuner/targets.h"
 
 namespace lathe {
 namespace fs = std::filesystem;
@@ -25,6 +31,156 @@ class FullTuner : public Tuner {
     for (auto& parameter : model->parameters()) parameter.set_requires_grad(trainable);
   }
   bool saves_full_model() const override { return true; }
+};
+
+bool starts_with_any(const std::string& name, const std::vector<std::string>& prefixes) {
+  return std::any_of(prefixes.begin(), prefixes.end(), [&](const std::string& prefix) { return name.starts_with(prefix); });
+}
+
+// Full-model training of a chosen part: --trainable_parameters prefixes train (everything when
+// none is given), except --freeze_parameters prefixes, which stay frozen.
+class FreezeTuner : public FullTuner {
+ public:
+  explicit FreezeTuner(const Arguments& arguments)
+      : freeze_(arguments.freeze_parameters), trainable_(arguments.trainable_parameters) {}
+
+  void prepare_model(const Arguments&, CausalLM& model) override { select(model); }
+  void from_pretrained(CausalLM& model, const fs::path& dir, bool trainable) override {
+    FullTuner::from_pretrained(model, dir, trainable);
+    if (trainable) select(model);
+  }
+
+ private:
+  void select(CausalLM& model) const {
+    const auto parameters = model->named_parameters();
+    for (const auto* list : {&freeze_, &trainable_}) {
+      for (const auto& prefix : *list) {
+        const bool used = std::any_of(parameters.begin(), parameters.end(),
+                                      [&](const auto& item) { return item.key().starts_with(prefix); });
+        if (!used) fail("{}: '{}' is the prefix of no parameter name (e.g. model.layers.0.mlp)",
+                        list == &freeze_ ? "--freeze_parameters" : "--trainable_parameters", prefix);
+      }
+    }
+    int64_t training = 0;
+    for (const auto& item : parameters) {
+      const bool trains = (trainable_.empty() || starts_with_any(item.key(), trainable_)) && !starts_with_any(item.key(), freeze_);
+      item.value().set_requires_grad(trains);
+      training += trains;
+    }
+    if (training == 0) fail("--freeze_parameters / --trainable_parameters leave no parameter to train");
+  }
+
+  std::vector<std::string> freeze_, trainable_;
+};
+
+// IA3: a learned vector per targeted Linear, shaped as PEFT stores it: [out, 1] scaling the
+// output, or [1, in] scaling the input of feed-forward layers. float32, applied in float32.
+class Ia3Adapter : public LinearAdapter {
+ public:
+  Ia3Adapter(const LinearImpl& base, bool feedforward) : feedforward(feedforward) {
+    const auto options = base.weight.options().dtype(base.weight.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32);
+    ia3_l = register_parameter("ia3_l", feedforward ? torch::ones({1, base.in_features}, options)
+                                                    : torch::ones({base.out_features, 1}, options));
+  }
+  torch::Tensor forward(LinearImpl& base, const torch::Tensor& x) override {
+    const auto vector = ia3_l.flatten();
+    if (feedforward) return base.base_forward((x.to(vector.scalar_type()) * vector).to(x.scalar_type()));
+    const auto output = base.base_forward(x);
+    return (output.to(vector.scalar_type()) * vector).to(output.scalar_type());
+  }
+  torch::Tensor ia3_l;
+  bool feedforward;
+};
+
+inline constexpr const char* kIa3AdapterName = "ia3";
+
+// PEFT's IA3 defaults for Llama-like models: keys and values scaled, and the MLP's down
+// projection scaled on its input.
+class Ia3Tuner : public Tuner {
+ public:
+  explicit Ia3Tuner(const Arguments& arguments) {
+    const bool all_linear = arguments.target_modules == std::vector<std::string>{"all-linear"};
+    targets_ = all_linear ? std::vector<std::string>{"k_proj", "v_proj", "down_proj"} : arguments.target_modules;
+  }
+
+  void prepare_model(const Arguments&, CausalLM& model) override { attach(model, true); }
+
+  void save_pretrained(CausalLM& model, const fs::path& dir, const Arguments& arguments) override {
+    std::map<std::string, torch::Tensor> tensors;
+    for (const auto& [path, adapter] : adapters(model)) tensors["base_model.model." + path + ".ia3_l"] = adapter->ia3_l.detach();
+    fs::create_directories(dir);
+    nlohmann::json config = {{"peft_type", "IA3"},
+                             {"task_type", "CAUSAL_LM"},
+                             {"target_modules", targets_},
+                             {"feedforward_modules", feedforward_names()},
+                             {"base_model_name_or_path", arguments.model},
+                             {"fan_in_fan_out", false},
+                             {"init_ia3_weights", true},
+                             {"inference_mode", true},
+                             {"modules_to_save", nullptr},
+                             {"revision", nullptr}};
+    write_file_atomic(dir / "adapter_config.json", config.dump(2));
+    save_tensors(dir / "adapter_model.safetensors", tensors);
+  }
+
+  void from_pretrained(CausalLM& model, const fs::path& dir, bool trainable) override {
+    const auto config_file = dir / "adapter_config.json";
+    const auto config = nlohmann::json::parse(read_file(config_file));
+    if (config.value("peft_type", "") != "IA3") fail("{}: peft_type is not \"IA3\"", config_file.string());
+    if (adapters(model).empty()) {
+      targets_ = config.at("target_modules").get<std::vector<std::string>>();
+      attach(model, trainable);
+    }
+    torch::NoGradGuard no_grad;
+    const auto file = dir / "adapter_model.safetensors";
+    const auto saved = load_tensors(file);
+    for (const auto& [path, adapter] : adapters(model)) {
+      const auto key = "base_model.model." + path + ".ia3_l";
+      auto found = saved.find(key);
+      if (found == saved.end()) fail("{}: missing tensor '{}'", file.string(), key);
+      if (found->second.sizes() != adapter->ia3_l.sizes()) {
+        fail("{}: tensor '{}' has shape [{}], expected [{}]", file.string(), key, fmt::join(found->second.sizes(), ", "),
+             fmt::join(adapter->ia3_l.sizes(), ", "));
+      }
+      adapter->ia3_l.copy_(found->second);
+      adapter->ia3_l.set_requires_grad(trainable);
+    }
+  }
+
+ private:
+  static bool is_feedforward(const std::string& path) { return path.find("mlp.") != std::string::npos; }
+
+  std::vector<std::string> feedforward_names() const {
+    std::vector<std::string> names;
+    std::copy_if(targets_.begin(), targets_.end(), std::back_inserter(names),
+                 [](const std::string& name) { return name.find("down_proj") != std::string::npos || name.find("mlp") != std::string::npos; });
+    return names;
+  }
+
+  void attach(CausalLM& model, bool trainable) {
+    for (auto& parameter : model->parameters()) parameter.set_requires_grad(false);
+    int attached = 0;
+    for (auto& [path, linear] : tuner::linear_modules(model)) {
+      const bool targeted = std::any_of(targets_.begin(), targets_.end(),
+                                        [&](const std::string& name) { return tuner::suffix_matches(path, name); });
+      if (!targeted) continue;
+      auto adapter = std::make_shared<Ia3Adapter>(*linear, is_feedforward(path));
+      adapter->ia3_l.set_requires_grad(trainable);
+      linear->set_adapter(kIa3AdapterName, adapter);
+      ++attached;
+    }
+    if (attached == 0) fail("--target_modules: {} match no Linear layer of the model", fmt::join(targets_, ", "));
+  }
+
+  static std::vector<std::pair<std::string, std::shared_ptr<Ia3Adapter>>> adapters(CausalLM& model) {
+    std::vector<std::pair<std::string, std::shared_ptr<Ia3Adapter>>> found;
+    for (auto& [path, linear] : tuner::linear_modules(model)) {
+      if (auto adapter = std::dynamic_pointer_cast<Ia3Adapter>(linear->adapter)) found.emplace_back(path, adapter);
+    }
+    return found;
+  }
+
+  std::vector<std::string> targets_;
 };
 
 bool looks_like_regex(const std::string& text) { return text.find_first_of("*+?()[]|^$\\") != std::string::npos; }
@@ -90,6 +246,12 @@ Registry<TunerFactory>& tuner_registry() {
                   [](const Arguments&) { return std::make_shared<FullTuner>(); });
     built_ins.add("lora", "LoRA adapters (--lora_rank, --lora_alpha, --use_rslora, --use_dora, --init_weights); PEFT format",
                   [](const Arguments&) { return std::make_shared<LoraTuner>(); });
+    built_ins.add("freeze", "full-model training of --trainable_parameters prefixes minus --freeze_parameters prefixes",
+                  [](const Arguments& arguments) { return std::make_shared<FreezeTuner>(arguments); });
+    built_ins.add("dummy", "identity: every parameter trains, the model is unchanged (a check of the tuner hook)",
+                  [](const Arguments&) { return std::make_shared<FullTuner>(); });
+    built_ins.add("ia3", "IA3 vectors scaling k/v outputs and the down_proj input (init 1); PEFT format",
+                  [](const Arguments& arguments) { return std::make_shared<Ia3Tuner>(arguments); });
     return built_ins;
   }();
   return registry;
