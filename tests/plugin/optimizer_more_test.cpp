@@ -9,6 +9,8 @@
 #include "lathe/plugin/optimizer.h"
 #include "lathe/tuner.h"
 
+#include "support/tiny_config.h"
+
 namespace lathe {
 namespace {
 
@@ -115,18 +117,7 @@ TEST(MatrixOptimizer, SaveAndLoadResumeExactly) {
   EXPECT_TRUE(torch::allclose(resumed, straight, 1e-12, 1e-12));
 }
 
-ModelConfig tiny_config() {
-  ModelConfig config;
-  config.model_type = "qwen2";
-  config.vocab_size = 32;
-  config.hidden_size = 16;
-  config.intermediate_size = 32;
-  config.num_hidden_layers = 1;
-  config.num_attention_heads = 2;
-  config.num_key_value_heads = 1;
-  config.head_dim = 8;
-  return config;
-}
+using testing::tiny_config;
 
 TEST(Lorap, LoraBMatricesGetTheRatioTimesTheRate) {
   CausalLM model(tiny_config());

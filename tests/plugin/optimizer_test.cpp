@@ -8,6 +8,8 @@
 #include "lathe/error.h"
 #include "lathe/plugin/optimizer.h"
 
+#include "support/tiny_config.h"
+
 namespace lathe {
 namespace {
 
@@ -67,17 +69,7 @@ TEST(Schedules, ApplySetsEachGroupFromItsOwnPeak) {
 }
 
 TEST(DefaultOptimizer, NoDecayOnBiasesAndNorms) {
-  ModelConfig config;
-  config.model_type = "qwen2";
-  config.vocab_size = 32;
-  config.hidden_size = 16;
-  config.intermediate_size = 32;
-  config.num_hidden_layers = 1;
-  config.num_attention_heads = 2;
-  config.num_key_value_heads = 1;
-  config.head_dim = 8;
-  config.attention_bias = true;
-  CausalLM model(config);
+  CausalLM model(testing::tiny_config({.attention_bias = true}));
   auto groups = trainable_parameter_groups(*model);
   for (const auto& name : groups.no_decay_names) {
     EXPECT_TRUE(name.find("norm") != std::string::npos || name.ends_with(".bias")) << name;

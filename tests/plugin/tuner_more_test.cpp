@@ -9,21 +9,14 @@
 #include "lathe/plugin/tuner.h"
 #include "lathe/weights.h"
 
+#include "support/tiny_config.h"
+
 namespace lathe {
 namespace {
 
 CausalLM tiny_model() {
-  ModelConfig config;
-  config.model_type = "qwen2";
-  config.vocab_size = 32;
-  config.hidden_size = 16;
-  config.intermediate_size = 24;
-  config.num_hidden_layers = 2;
-  config.num_attention_heads = 2;
-  config.num_key_value_heads = 1;
-  config.head_dim = 8;
   torch::manual_seed(7);
-  return CausalLM(config);
+  return CausalLM(testing::tiny_config({.intermediate = 24, .layers = 2}));
 }
 
 torch::Tensor logits_of(CausalLM& model) {

@@ -7,22 +7,15 @@
 #include "lathe/batch.h"
 #include "lathe/plugin/loss.h"
 
+#include "support/tiny_config.h"
+
 namespace lathe {
 namespace {
 
 CausalLM tiny_model() {
-  ModelConfig config;
-  config.model_type = "qwen2";
-  config.vocab_size = 97;
-  config.hidden_size = 32;
-  config.intermediate_size = 48;
-  config.num_hidden_layers = 2;
-  config.num_attention_heads = 4;
-  config.num_key_value_heads = 2;
-  config.head_dim = 8;
-  config.attention_bias = true;
   torch::manual_seed(11);
-  CausalLM model(config);
+  CausalLM model(testing::tiny_config(
+      {.vocab = 97, .hidden = 32, .intermediate = 48, .layers = 2, .heads = 4, .kv_heads = 2, .attention_bias = true}));
   torch::NoGradGuard no_grad;
   for (auto& parameter : model->parameters()) parameter.normal_(0.0, 0.3);
   return model;
