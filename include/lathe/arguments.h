@@ -26,10 +26,38 @@ struct Arguments {
   double temperature = 0.0;
   int64_t top_k = 0;
   double top_p = 1.0;
+  double min_p = 0.0;
   double repetition_penalty = 1.0;
+  double presence_penalty = 0.0;
+  double frequency_penalty = 0.0;
+  std::vector<std::string> stop;      // stop strings
+  bool logprobs = false;
+  int64_t top_logprobs = 0;
   int64_t seed = 42;
   bool stream = true;
   int64_t max_batch_size = 8;
+
+  // Serving (`lathe deploy`)
+  std::string host = "127.0.0.1";
+  int64_t port = 8000;
+  std::string api_key;                // empty: no authentication
+  std::string served_model_name;      // empty: the model folder's name
+  int64_t max_body_bytes = 8 << 20;   // larger request bodies get 413
+
+  // Sampling and evaluation (`lathe sample`, `lathe eval`)
+  std::string sampler_type = "sample";
+  std::string sampler_engine = "local";  // local | client
+  std::string engine_kwargs_base_url;    // --sampler_engine client: http://host:port/v1
+  std::string engine_kwargs_model;       // --sampler_engine client: served model name
+  std::string engine_kwargs_api_key;     // env LATHE_API_KEY
+  int64_t num_return_sequences = 64;
+  int64_t n_best_to_keep = 5;
+  std::string orm_model;                 // ORM plugin name; empty: none
+  std::string prm_model;                 // PRM plugin name; empty: none
+  double prm_threshold = 0.0;
+  std::vector<int64_t> data_range;       // two numbers: rows [begin, end) of the dataset
+  std::vector<std::string> metric;       // --metric: metric plugins for eval / training evaluation
+  bool predict_with_generate = false;
 
   // Data
   std::vector<std::string> dataset;      // path, or path#N to sample N rows
@@ -74,7 +102,7 @@ struct Arguments {
   int64_t save_steps = 500;
   int64_t save_total_limit = -1;
   bool save_only_model = false;
-  std::string output_dir = "output";
+  std::string output_dir = "output";     // `lathe sample` defaults to sample_output
   bool add_version = true;
   bool gradient_checkpointing = false;
   std::string resume_from_checkpoint;

@@ -1,11 +1,13 @@
 #pragma once
-// Token generation with a KV cache: greedy or sampled (temperature, top-k, top-p, repetition
-// penalty), for one prompt or a left-padded batch of prompts.
+// Token generation with a KV cache: greedy or sampled (temperature, top-k, top-p, min-p,
+// repetition / presence / frequency penalties), for one prompt or a left-padded batch of prompts.
+// lathe/engine.h serves concurrent requests with continuous batching on top of the same sampler.
 #include <cstdint>
 #include <functional>
 #include <optional>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "lathe/model.h"
@@ -17,14 +19,29 @@ struct SamplingParams {
   double temperature = 0.0;         // 0: greedy
   int64_t top_k = 0;                // 0: off
   double top_p = 1.0;               // 1: off
+  double min_p = 0.0;               // 0: off; keeps tokens with p >= min_p * p(most likely)
   double repetition_penalty = 1.0;  // 1: off (CTRL-style: divide positive logits, multiply negative)
+  double presence_penalty = 0.0;    // OpenAI: minus this once for every token already generated
+  double frequency_penalty = 0.0;   // OpenAI: minus this times the count of each generated token
   std::optional<uint64_t> seed;     // fixed seed: reproducible samples
   std::vector<int32_t> stop_token_ids;
+  std::vector<std::string> stop;    // stop strings: the text ends before the first one found
+  int64_t n = 1;                    // samples per prompt (GenerationEngine::generate_all)
+  bool logprobs = false;            // record each chosen token's log-probability
+  int64_t top_logprobs = 0;         // and this many most likely alternatives
+};
+
+struct TokenLogprob {
+  int32_t token = 0;
+  float logprob = 0.0F;                           // log-softmax of the unmodified logits
+  std::vector<std::pair<int32_t, float>> top;     // top_logprobs alternatives, most likely first
 };
 
 struct Generation {
-  std::vector<int32_t> ids;     // generated tokens (a final stop token included)
-  std::string finish_reason;    // "stop" (stop token or the callback said so) | "length"
+  std::vector<int32_t> ids;           // generated tokens (a final stop token included)
+  std::string finish_reason;          // "stop" (stop token / string, or the callback said so) | "length" | "abort"
+  std::vector<TokenLogprob> logprobs; // one per id when SamplingParams::logprobs
+  std::string stop_string;            // the stop string that ended it, if any
 };
 
 // Picks the next token from one row of logits, given the tokens seen so far.

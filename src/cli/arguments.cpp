@@ -65,7 +65,6 @@ void add_schedule_options(CLI::App& app, Arguments& a) {
   app.add_option("--galore_scale", a.galore_scale, "GaLore: scale of the projected-back update")->capture_default_str();
   app.add_option("--freeze_parameters", a.freeze_parameters, "freeze tuner: parameter-name prefixes to freeze");
   app.add_option("--trainable_parameters", a.trainable_parameters, "freeze tuner: parameter-name prefixes that train (the rest is frozen)");
-  app.add_option("--acc_strategy", a.acc_strategy, "acc metric: token | seq")->capture_default_str();
   app.add_option("--callbacks", a.callbacks, "callback plugins to add, by name");
   app.add_option("--early_stop_interval", a.early_stop_interval, "stop after N saves without a better metric (0: off)")->capture_default_str();
   app.add_option("--loss_type", a.loss_type, "loss plugin (default cross_entropy; loss_scale with --loss_scale)");
@@ -87,7 +86,14 @@ void add_output_options(CLI::App& app, Arguments& a) {
   app.add_option("--max_nan_steps", a.max_nan_steps, "non-finite losses in a row before the run stops")->capture_default_str();
 }
 
+void add_evaluation_options(CLI::App& app, Arguments& a) {
+  app.add_option("--metric", a.metric, "metric plugins for evaluation (default acc; nlg with --predict_with_generate)");
+  app.add_option("--predict_with_generate", a.predict_with_generate, "evaluate generated responses (nlg) instead of next-token predictions")->capture_default_str();
+  app.add_option("--acc_strategy", a.acc_strategy, "acc metric: token | seq")->capture_default_str();
+}
+
 void add_training_options(CLI::App& app, Arguments& a) {
+  add_evaluation_options(app, a);
   add_dataset_options(app, a);
   add_tuner_options(app, a);
   add_schedule_options(app, a);
@@ -108,6 +114,29 @@ void add_reward_options(CLI::App& app, Arguments& a) {
   app.add_option("--prm_api_base", a.prm_api_base, "PRM client: OpenAI-compatible base URL, http://host:port/v1 (env LATHE_PRM_API_BASE)");
   app.add_option("--prm_api_model", a.prm_api_model, "PRM client: the judge model's name");
   app.add_option("--prm_api_key", a.prm_api_key, "PRM client: API key (env LATHE_PRM_API_KEY)");
+}
+
+void add_serving_options(CLI::App& app, Arguments& a) {
+  app.add_option("--host", a.host, "address to listen on (127.0.0.1: this machine only)")->capture_default_str();
+  app.add_option("--port", a.port, "TCP port")->capture_default_str();
+  app.add_option("--api_key", a.api_key, "require 'Authorization: Bearer KEY' on every request");
+  app.add_option("--served_model_name", a.served_model_name, "model name clients use (default: the model folder's name)");
+  app.add_option("--max_body_bytes", a.max_body_bytes, "largest request body accepted")->capture_default_str();
+}
+
+void add_sampling_options(CLI::App& app, Arguments& a) {
+  app.add_option("--sampler_type", a.sampler_type, "sampling strategy")->check(CLI::IsMember({"sample"}))->capture_default_str();
+  app.add_option("--sampler_engine", a.sampler_engine, "local (this model) | client (an OpenAI-compatible server)")
+      ->check(CLI::IsMember({"local", "client"}))->capture_default_str();
+  app.add_option("--engine_kwargs_base_url", a.engine_kwargs_base_url, "client engine: base URL, http://host:port/v1");
+  app.add_option("--engine_kwargs_model", a.engine_kwargs_model, "client engine: model name on the server");
+  app.add_option("--engine_kwargs_api_key", a.engine_kwargs_api_key, "client engine: API key (env LATHE_API_KEY)");
+  app.add_option("--num_return_sequences", a.num_return_sequences, "responses generated per query")->capture_default_str();
+  app.add_option("--n_best_to_keep", a.n_best_to_keep, "responses kept per query")->capture_default_str();
+  app.add_option("--orm_model", a.orm_model, "outcome reward model plugin (lathe plugins lists them)");
+  app.add_option("--prm_model", a.prm_model, "process reward model plugin");
+  app.add_option("--prm_threshold", a.prm_threshold, "keep responses whose normalised score is above this")->capture_default_str();
+  app.add_option("--data_range", a.data_range, "BEGIN END: only these dataset rows")->expected(2);
 }
 
 }  // namespace
@@ -139,7 +168,13 @@ void add_options(CLI::App& app, Arguments& a, std::initializer_list<OptionGroup>
         app.add_option("--temperature", a.temperature, "sampling temperature (0: greedy)")->capture_default_str();
         app.add_option("--top_k", a.top_k, "sample among the k likeliest tokens (0: off)")->capture_default_str();
         app.add_option("--top_p", a.top_p, "nucleus sampling mass (1: off)")->capture_default_str();
+        app.add_option("--min_p", a.min_p, "drop tokens less likely than min_p times the likeliest (0: off)")->capture_default_str();
         app.add_option("--repetition_penalty", a.repetition_penalty, "penalty on repeated tokens (1: off)")->capture_default_str();
+        app.add_option("--presence_penalty", a.presence_penalty, "subtracted from tokens already generated (0: off)")->capture_default_str();
+        app.add_option("--frequency_penalty", a.frequency_penalty, "subtracted per occurrence of a generated token (0: off)")->capture_default_str();
+        app.add_option("--stop", a.stop, "stop strings: a response ends before the first one");
+        app.add_option("--logprobs", a.logprobs, "record each generated token's log-probability")->capture_default_str();
+        app.add_option("--top_logprobs", a.top_logprobs, "and this many likeliest alternatives")->capture_default_str();
         app.add_option("--stream", a.stream, "stream tokens as they are generated")->capture_default_str();
         app.add_option("--max_batch_size", a.max_batch_size, "rows generated together in batch mode")->capture_default_str();
         break;
@@ -153,6 +188,15 @@ void add_options(CLI::App& app, Arguments& a, std::initializer_list<OptionGroup>
         break;
       case OptionGroup::Reward:
         add_reward_options(app, a);
+        break;
+      case OptionGroup::Evaluation:
+        add_evaluation_options(app, a);
+        break;
+      case OptionGroup::Serving:
+        add_serving_options(app, a);
+        break;
+      case OptionGroup::Sampling:
+        add_sampling_options(app, a);
         break;
     }
   }

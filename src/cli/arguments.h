@@ -9,7 +9,7 @@
 
 namespace lathe::cli {
 
-enum class OptionGroup { Model, Generation, Data, Training, Reward };  // Reward: ORM / PRM settings
+enum class OptionGroup { Model, Generation, Data, Training, Reward, Evaluation, Serving, Sampling };  // Reward: ORM / PRM settings
 
 // Adds the options of the given groups to `app`, bound to `arguments`.
 void add_options(CLI::App& app, Arguments& arguments, std::initializer_list<OptionGroup> groups);

@@ -38,6 +38,14 @@ nlohmann::json Arguments::to_json() const {
                {"repetition_n_grams", repetition_n_grams}, {"repetition_max_penalty", repetition_max_penalty},
                {"soft_max_length", soft_max_length}, {"soft_cache_length", soft_cache_length},
                {"prm_api_base", prm_api_base}, {"prm_api_model", prm_api_model}});  // never the API key
+  json.update({{"min_p", min_p}, {"presence_penalty", presence_penalty}, {"frequency_penalty", frequency_penalty},
+               {"stop", stop}, {"logprobs", logprobs}, {"top_logprobs", top_logprobs}, {"host", host}, {"port", port},
+               {"served_model_name", served_model_name}, {"max_body_bytes", max_body_bytes},
+               {"sampler_type", sampler_type}, {"sampler_engine", sampler_engine},
+               {"engine_kwargs_base_url", engine_kwargs_base_url}, {"engine_kwargs_model", engine_kwargs_model},
+               {"num_return_sequences", num_return_sequences}, {"n_best_to_keep", n_best_to_keep},
+               {"orm_model", orm_model}, {"prm_model", prm_model}, {"prm_threshold", prm_threshold},
+               {"data_range", data_range}, {"metric", metric}, {"predict_with_generate", predict_with_generate}});
   if (greater_is_better) json["greater_is_better"] = *greater_is_better;
   return json;
 }
