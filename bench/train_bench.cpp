@@ -1,0 +1,293 @@
+// Training benchmark (issue 6): drives the real Trainer, as `lathe sft` does, on a randomly
+// initialised model and a synthetic SFT dataset, and reports trained tokens/s, ms/step, peak
+// resident memory and model FLOP utilisation against the GEMM peak measured in the same process.
+//
+//   train_bench --model a|b --train lora|full [--dtype float32|bfloat16] [--steps 4] [--warmup 1]
+//               [--batch 4] [--padding_free] [--plan FILE]
+//
+// Model a: Qwen2-style, hidden 512, 8 layers, 8 heads, 2 KV heads, intermediate 1408, vocabulary
+// 151,936 (tied head). Model b: hidden 256, 4 layers, 4 heads, 2 KV heads, intermediate 704,
+// vocabulary 4,096. Examples are 32..1024 tokens long (uniform), the first quarter an untrained
+// prompt. One configuration per process, so the peak resident memory (VmHWM) is that
+// configuration's own. --plan writes the lengths of every step's examples, in the order the
+// Trainer draws them, for bench/reference_train.py to train the same batches.
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <ctime>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "lathe/runtime.h"
+#include "lathe/trainer.h"
+
+using namespace lathe;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Options {
+  std::string model = "a", train = "lora", dtype = "float32", plan;
+  int64_t steps = 4, warmup = 1, batch = 4;
+  bool padding_free = false;
+};
+
+Options parse_options(int argc, char** argv) {
+  Options options;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw std::runtime_error(flag + " needs a value");
+      return argv[++i];
+    };
+    if (flag == "--model") options.model = value();
+    else if (flag == "--train") options.train = value();
+    else if (flag == "--dtype") options.dtype = value();
+    else if (flag == "--steps") options.steps = std::stoll(value());
+    else if (flag == "--warmup") options.warmup = std::stoll(value());
+    else if (flag == "--batch") options.batch = std::stoll(value());
+    else if (flag == "--plan") options.plan = value();
+    else if (flag == "--padding_free") options.padding_free = true;
+    else throw std::runtime_error("unknown option " + flag);
+  }
+  if (options.model != "a" && options.model != "b") throw std::runtime_error("--model is a or b");
+  if (options.train != "lora" && options.train != "full") throw std::runtime_error("--train is lora or full");
+  if (options.dtype != "float32" && options.dtype != "bfloat16") throw std::runtime_error("--dtype is float32 or bfloat16");
+  return options;
+}
+
+ModelConfig model_config(const std::string& name) {
+  ModelConfig config;
+  config.model_type = "qwen2";
+  config.attention_bias = true;
+  config.max_position_embeddings = 4096;
+  config.head_dim = 64;
+  config.num_key_value_heads = 2;
+  if (name == "a") {
+    config.vocab_size = 151936;
+    config.hidden_size = 512;
+    config.intermediate_size = 1408;
+    config.num_hidden_layers = 8;
+    config.num_attention_heads = 8;
+    config.tie_word_embeddings = true;
+  } else {
+    config.vocab_size = 4096;
+    config.hidden_size = 256;
+    config.intermediate_size = 704;
+    config.num_hidden_layers = 4;
+    config.num_attention_heads = 4;
+    config.tie_word_embeddings = false;
+  }
+  return config;
+}
+
+// splitmix64: the same lengths are easy to reproduce anywhere.
+uint64_t mix(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+std::vector<Example> synthetic_dataset(int64_t count, int64_t vocab) {
+  std::vector<Example> examples;
+  for (int64_t i = 0; i < count; ++i) {
+    const auto length = 32 + static_cast<int64_t>(mix(static_cast<uint64_t>(i)) % 993);
+    const auto prompt = length / 4;
+    Example example;
+    for (int64_t t = 0; t < length; ++t) {
+      const auto id = static_cast<int32_t>(mix(static_cast<uint64_t>(i) << 20 | static_cast<uint64_t>(t)) % vocab);
+      example.input_ids.push_back(id);
+      example.labels.push_back(t < prompt ? kIgnoreIndex : id);
+    }
+    examples.push_back(std::move(example));
+  }
+  return examples;
+}
+
+// The Trainer's order for epoch 0 (seed + epoch, std::shuffle over example indices); the per-step
+// token counts it reports are checked against this plan, so a change in the Trainer's order shows.
+std::vector<std::vector<std::size_t>> step_plan(std::size_t examples, int64_t batch, int64_t seed) {
+  std::vector<std::size_t> order(examples);
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  std::mt19937_64 rng(static_cast<uint64_t>(seed));
+  std::shuffle(order.begin(), order.end(), rng);
+  std::vector<std::vector<std::size_t>> steps;
+  for (std::size_t start = 0; start < order.size(); start += static_cast<std::size_t>(batch)) {
+    steps.emplace_back(order.begin() + static_cast<std::ptrdiff_t>(start),
+                       order.begin() + static_cast<std::ptrdiff_t>(std::min(order.size(), start + batch)));
+  }
+  return steps;
+}
+
+int64_t resident_peak_kib() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6));
+  }
+  return 0;
+}
+
+// Times every optimizer step and reads the memory peak at the end of the last one (before the
+// final checkpoint is written).
+// CPU seconds too: on a machine shared with other work, the process's CPU time per step still
+// measures the work done (waiting is passive, so idle threads do not spin).
+double process_cpu_seconds() {
+  timespec now{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
+  return static_cast<double>(now.tv_sec) + 1e-9 * static_cast<double>(now.tv_nsec);
+}
+
+class StepTimer : public Callback {
+ public:
+  void on_step_begin(const Arguments&, S& state, C&, const X&) override {
+    tokens_before_ = state.trained_tokens;
+    cpu_start_ = process_cpu_seconds();
+    start_ = std::chrono::steady_clock::now();
+  }
+  void on_step_end(const Arguments&, S& state, C&, const X&) override {
+    seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
+    cpu_seconds.push_back(process_cpu_seconds() - cpu_start_);
+    tokens.push_back(state.trained_tokens - tokens_before_);
+    if (state.global_step >= state.max_steps) peak_kib = resident_peak_kib();
+  }
+  std::vector<double> seconds, cpu_seconds;
+  std::vector<int64_t> tokens;
+  int64_t peak_kib = 0;
+
+ private:
+  std::chrono::steady_clock::time_point start_;
+  double cpu_start_ = 0;
+  int64_t tokens_before_ = 0;
+};
+
+// Best of a few square matrix products: the machine's attainable GEMM rate in this dtype now.
+double gemm_peak_flops(torch::Dtype dtype) {
+  const int64_t n = 2048;
+  auto a = torch::randn({n, n}).to(dtype), b = torch::randn({n, n}).to(dtype);
+  auto c = torch::mm(a, b);
+  double best = 0;
+  for (int repeat = 0; repeat < 5; ++repeat) {
+    const auto start = std::chrono::steady_clock::now();
+    torch::mm_out(c, a, b);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    best = std::max(best, 2.0 * n * n * n / seconds);
+  }
+  return best;
+}
+
+// Model FLOPs per trained step: (6 full | 4 LoRA) x N per real token, N = every parameter except the
+// input embedding (the output head counts, tied or not), plus causal attention: per sequence of L
+// tokens, QK^T and AV cost 2 x 2 x d_attn x L^2 / 2 per layer forward, x3 with backward.
+double step_model_flops(const ModelConfig& config, const std::vector<int64_t>& lengths, bool full) {
+  const double hidden = static_cast<double>(config.hidden_size), layers = static_cast<double>(config.num_hidden_layers);
+  const double q = static_cast<double>(config.num_attention_heads * config.head_dim);
+  const double kv = static_cast<double>(config.num_key_value_heads * config.head_dim);
+  const double per_layer = hidden * (q + 2 * kv) + (q + 2 * kv) /* biases */ + q * hidden +
+                           3 * hidden * static_cast<double>(config.intermediate_size) + 2 * hidden /* norms */;
+  const double n = layers * per_layer + hidden + static_cast<double>(config.vocab_size) * hidden;
+  double flops = 0;
+  for (auto length : lengths) {
+    const double l = static_cast<double>(length);
+    flops += (full ? 6 : 4) * n * l + 3 * layers * 2 * q * l * l;
+  }
+  return flops;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  configure_runtime(argc, argv);
+  const Options options = parse_options(argc, argv);
+  const ModelConfig config = model_config(options.model);
+  const int64_t steps = options.warmup + options.steps;
+  const int64_t seed = 42;
+
+  auto examples = synthetic_dataset(steps * options.batch, config.vocab_size);
+  const auto plan = step_plan(examples.size(), options.batch, seed);
+  std::vector<int64_t> planned_tokens;
+  nlohmann::json plan_json = nlohmann::json::array();
+  for (const auto& step : plan) {
+    int64_t sum = 0;
+    nlohmann::json lengths = nlohmann::json::array();
+    for (auto index : step) {
+      sum += examples[index].size();
+      lengths.push_back({examples[index].size(), examples[index].size() / 4});
+    }
+    planned_tokens.push_back(sum);
+    plan_json.push_back(lengths);
+  }
+  if (!options.plan.empty()) std::ofstream(options.plan) << plan_json.dump() << "\n";
+
+  Arguments arguments;
+  arguments.model = "random-init";
+  arguments.train_type = options.train;
+  arguments.torch_dtype = options.dtype;
+  arguments.per_device_train_batch_size = options.batch;
+  arguments.padding_free = options.padding_free;
+  arguments.max_length = 1024;
+  arguments.num_train_epochs = 1;
+  arguments.seed = seed;
+  arguments.save_steps = 1'000'000;
+  arguments.save_only_model = true;
+  arguments.add_version = false;
+  const fs::path run_dir = fs::temp_directory_path() / fmt::format("lathe-train-bench-{}", getpid());
+  arguments.output_dir = run_dir.string();
+
+  // As `lathe sft`: frozen base weights in bfloat16 for adapters, float32 master weights with
+  // bfloat16 autocast for full training.
+  const bool bf16_base = options.dtype == "bfloat16" && options.train != "full";
+  CausalLM model(config, bf16_base ? torch::kBFloat16 : torch::kFloat32);
+  auto tuner = tuner_registry().factory(arguments.train_type)(arguments);
+  tuner->prepare_model(arguments, model);
+  auto timer = std::make_shared<StepTimer>();
+  fs::create_directories(run_dir);
+  {
+    TrainerSetup setup{arguments, model, tuner, std::move(examples), nullptr, {}, run_dir, {}, {timer}, 0};
+    Trainer trainer(std::move(setup));
+    trainer.train();
+  }
+  fs::remove_all(run_dir);
+  if (timer->tokens != planned_tokens) {
+    fmt::print(stderr, "train_bench: the Trainer's batches differ from the plan (its shuffle changed?)\n");
+    return 1;
+  }
+
+  double seconds = 0, cpu_seconds = 0, flops = 0;
+  int64_t tokens = 0;
+  for (int64_t step = options.warmup; step < steps; ++step) {
+    seconds += timer->seconds[step];
+    cpu_seconds += timer->cpu_seconds[step];
+    tokens += timer->tokens[step];
+    std::vector<int64_t> lengths;
+    for (const auto& pair : plan_json[step]) lengths.push_back(pair[0].get<int64_t>());
+    flops += step_model_flops(config, lengths, options.train == "full");
+  }
+  const double peak = gemm_peak_flops(options.dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat32);
+  nlohmann::json result{{"impl", "lathe"},
+                        {"model", options.model},
+                        {"train", options.train},
+                        {"dtype", options.dtype},
+                        {"batch", options.batch},
+                        {"padding_free", options.padding_free},
+                        {"threads", compute_threads()},
+                        {"steps", options.steps},
+                        {"tokens_per_s", static_cast<double>(tokens) / seconds},
+                        {"ms_per_step", 1000.0 * seconds / static_cast<double>(options.steps)},
+                        {"tokens_per_cpu_s", static_cast<double>(tokens) / cpu_seconds},
+                        {"peak_rss_mib", static_cast<double>(timer->peak_kib) / 1024.0},
+                        {"model_tflops_per_s", flops / seconds / 1e12},
+                        {"gemm_peak_tflops_per_s", peak / 1e12},
+                        {"mfu", flops / seconds / peak}};
+  fmt::print("{}\n", result.dump());
+  return 0;
+}
