@@ -19,6 +19,9 @@ struct EngineOptions {
   // Text of a token sequence; needed for stop strings (SamplingParams::stop). The engine calls it
   // from its own thread.
   std::function<std::string(const std::vector<int32_t>&)> decode;
+  // true: a request's max_new_tokens shrinks to the positions left after its prompt, and only a
+  // prompt that leaves no room is rejected (batch callers); false: a request that does not fit is.
+  bool fit_max_new_tokens = false;
 };
 
 // Streaming: called from the engine thread with each new token (and its log-probability when

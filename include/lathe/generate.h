@@ -42,15 +42,34 @@ struct Generation {
   std::string finish_reason;          // "stop" (stop token / string, or the callback said so) | "length" | "abort"
   std::vector<TokenLogprob> logprobs; // one per id when SamplingParams::logprobs
   std::string stop_string;            // the stop string that ended it, if any
+  // With EngineOptions::decode: the generated text, without a final stop token and cut before the
+  // stop string.
+  std::string text;
 };
 
-// Picks the next token from one row of logits, given the tokens seen so far.
+// Picks the next token from one row of logits, given the tokens seen so far. The order follows
+// Hugging Face's processors and warpers: repetition penalty (over the whole history), presence and
+// frequency penalties (over the generated part), temperature, top-k, top-p (on the top-k
+// renormalised), min-p. Greedy (temperature 0 or top_k 1) takes the argmax of the penalised logits.
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& params);
+  // history: the prompt then the generated tokens; the first prompt_length are the prompt.
+  int32_t next(const torch::Tensor& logits_row, const std::vector<int32_t>& history, std::size_t prompt_length);
+  // As above, with the whole history counted as generated (presence / frequency penalties).
   int32_t next(const torch::Tensor& logits_row, const std::vector<int32_t>& history);
 
+  // The pieces of next(), public for tests: the penalised logits (float32, CPU) ...
+  torch::Tensor penalized(const torch::Tensor& logits_row, const std::vector<int32_t>& history,
+                          std::size_t prompt_length) const;
+  // ... and the distribution sampled from (temperature and filters applied, renormalised).
+  torch::Tensor distribution(const torch::Tensor& penalized_logits) const;
+  bool greedy() const { return params_.temperature <= 0.0 || params_.top_k == 1; }
+
  private:
+  // Tokens kept, most likely first: their probabilities (not renormalised) and vocabulary ids.
+  std::pair<torch::Tensor, torch::Tensor> kept(const torch::Tensor& penalized_logits) const;
+
   SamplingParams params_;
   std::mt19937_64 rng_;
 };

@@ -89,6 +89,11 @@ struct KVCache {
   void clear();
   // Keeps only the given batch rows (finished sequences leave a batch).
   void select_rows(const torch::Tensor& rows);
+  // Adds the rows of `other` after these, left-padding the shorter side to a common length with zero
+  // keys and values, which the caller's padding mask must block (sequences joining a batch).
+  void append_rows(const KVCache& other);
+  // Drops the first `count` positions of every row (columns that have become padding in all rows).
+  void drop_front(int64_t count);
   // Appends this step's keys and values of `layer`; returns the views of everything cached.
   std::pair<torch::Tensor, torch::Tensor> append(size_t layer, const torch::Tensor& k, const torch::Tensor& v);
 

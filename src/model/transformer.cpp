@@ -290,6 +290,48 @@ void KVCache::select_rows(const torch::Tensor& rows) {
 }
 
 namespace {
+// `a`'s rows then `b`'s, each right-aligned in a zeroed [rows, heads, length, head_dim] tensor.
+torch::Tensor stack_left_padded(const torch::Tensor& a, const torch::Tensor& b, int64_t length) {
+  auto sizes = a.sizes().vec();
+  sizes[0] = a.size(0) + b.size(0);
+  sizes[2] = length;
+  auto stacked = torch::zeros(sizes, a.options());
+  stacked.narrow(0, 0, a.size(0)).narrow(2, length - a.size(2), a.size(2)).copy_(a);
+  stacked.narrow(0, a.size(0), b.size(0)).narrow(2, length - b.size(2), b.size(2)).copy_(b);
+  return stacked;
+}
+}  // namespace
+
+void KVCache::append_rows(const KVCache& other) {
+  if (other.length() == 0) return;
+  if (length() == 0) {
+    *this = other;
+    return;
+  }
+  TORCH_CHECK(keys.size() == other.keys.size(), "append_rows: caches of ", keys.size(), " and ",
+              other.keys.size(), " layers");
+  const auto common = std::max(length(), other.length());
+  for (size_t layer = 0; layer < keys.size(); ++layer) {
+    key_buffers_[layer] = stack_left_padded(keys[layer], other.keys[layer], common);
+    value_buffers_[layer] = stack_left_padded(values[layer], other.values[layer], common);
+    keys[layer] = key_buffers_[layer];
+    values[layer] = value_buffers_[layer];
+  }
+}
+
+void KVCache::drop_front(int64_t count) {
+  if (count <= 0) return;
+  const auto kept = length() - count;
+  TORCH_CHECK(kept >= 0, "drop_front: ", count, " positions of a cache of ", length());
+  for (size_t layer = 0; layer < keys.size(); ++layer) {
+    key_buffers_[layer] = keys[layer].narrow(2, count, kept).clone();
+    value_buffers_[layer] = values[layer].narrow(2, count, kept).clone();
+    keys[layer] = key_buffers_[layer];
+    values[layer] = value_buffers_[layer];
+  }
+}
+
+namespace {
 // Writes `step` after the first `length` positions of `buffer`, growing it (doubling) when full.
 torch::Tensor append_along_sequence(torch::Tensor& buffer, int64_t length, const torch::Tensor& step) {
   const auto needed = length + step.size(2);
