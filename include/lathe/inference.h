@@ -25,10 +25,14 @@ struct InferenceModel {
   std::vector<int32_t> encode_prompt(const Conversation& conversation) const;
   // Response text without the final stop token.
   std::string decode_response(std::vector<int32_t> ids) const;
+  // The template's and agent template's stop words that are not one token (e.g. ReAct's
+  // "Observation:"): generation stops at these strings.
+  std::vector<std::string> stop_strings() const;
   SamplingParams sampling(const Arguments& arguments) const;
 };
 
-// Loads --model (and, later, --adapters) with --template / --system / --torch_dtype.
+// Loads --model (and, later, --adapters) with --template / --system / --torch_dtype; the chat
+// template gets --agent_template (default: the chat template's own, make_agent_template).
 InferenceModel load_inference_model(const Arguments& arguments);
 
 }  // namespace lathe

@@ -4,6 +4,7 @@
 // (prefix, system, prompts, separators, tool results); loss scales and labels are built from the
 // tags (plugins.md §3).
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -13,6 +14,7 @@
 namespace lathe {
 
 class Tokenizer;
+class AgentTemplate;  // lathe/plugin/agent_template.h
 
 enum class ContextType : uint8_t { Response, Suffix, Other };
 
@@ -53,6 +55,9 @@ struct TemplateSpec {
   std::optional<std::string> default_system;
   std::vector<std::string> stop_words;
   std::string agent_template = "react_en";
+  // The turn tool results form when the agent template writes them as their own turn
+  // (ToolResultPlacement::ToolTurn), with {{QUERY}}; the user prompt when absent.
+  std::optional<std::string> tool_prompt;
   // SWIFT's response_prefix: written after the generation prompt (qwen3_nothink: an empty think
   // block, as Qwen3's template does for enable_thinking=false).
   std::string response_prefix;
@@ -89,6 +94,15 @@ class Template {
 
   const TemplateSpec& spec() const { return spec_; }
 
+  // The agent template that presents Conversation::tools in the system text, writes tool_call
+  // messages (RESPONSE) and tool_response messages (OTHER). Callers build it with
+  // make_agent_template(arguments, spec().name) (lathe/plugin/agent_template.h). Without one,
+  // tool messages render as plain text and a conversation with tools is an error.
+  void set_agent_template(std::shared_ptr<const AgentTemplate> agent);
+  const std::shared_ptr<const AgentTemplate>& agent_template() const { return agent_; }
+  // The spec's stop words, then the agent template's (e.g. "Observation:").
+  std::vector<std::string> stop_words() const;
+
   // add_generation_prompt: the conversation ends with a user turn and the rendering stops where
   // the assistant's answer would begin. `system` overrides the default system (not a message).
   std::vector<Context> render(const Conversation& conversation, bool add_generation_prompt,
@@ -102,6 +116,7 @@ class Template {
 
  private:
   TemplateSpec spec_;
+  std::shared_ptr<const AgentTemplate> agent_;
 };
 
 }  // namespace lathe

@@ -8,6 +8,7 @@
 #include "common/format.h"
 #include "lathe/files.h"
 #include "lathe/generate.h"
+#include "lathe/plugin/agent_template.h"
 #include "lathe/plugin/loss_scale.h"
 #include "lathe/plugin/tuner.h"
 #include "lathe/trainer.h"
@@ -126,7 +127,8 @@ int run_training(const Args& args, bool pretraining) {
   auto tokenizer = Tokenizer::from_file(arguments.model);
   auto model = load_pretrained(arguments.model, weight_dtype(arguments));
   if (arguments.max_length <= 0) arguments.max_length = model->config().max_position_embeddings;
-  const auto chat_template = Template::for_model(arguments.model, arguments.template_name);
+  auto chat_template = Template::for_model(arguments.model, arguments.template_name);
+  chat_template.set_agent_template(make_agent_template(arguments, chat_template.spec().name));
   LossScalePipeline loss_scale(arguments.loss_scale, arguments);
   ExampleEncoder encoder(chat_template, tokenizer,
                          [&](const std::vector<Context>& contexts, const Conversation& conversation) {

@@ -4,6 +4,7 @@
 
 #include "common/format.h"
 #include "lathe/files.h"
+#include "lathe/plugin/agent_template.h"
 #include "lathe/tuner.h"
 
 namespace lathe {
@@ -34,13 +35,13 @@ static std::vector<int64_t> generation_config_eos(const fs::path& dir) {
   return ids;
 }
 
-static std::vector<int32_t> stop_tokens(const Tokenizer& tokenizer, const TemplateSpec& spec,
+static std::vector<int32_t> stop_tokens(const Tokenizer& tokenizer, const Template& chat_template,
                                         const ModelConfig& config, const fs::path& dir) {
   std::vector<int32_t> ids;
   auto add = [&](int64_t id) {
     if (id >= 0 && std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(static_cast<int32_t>(id));
   };
-  for (const auto& word : spec.stop_words) {
+  for (const auto& word : chat_template.stop_words()) {
     if (auto id = tokenizer.token_to_id(word)) add(*id);
   }
   for (auto id : config.eos_token_ids) add(id);
@@ -59,7 +60,8 @@ InferenceModel load_inference_model(const Arguments& arguments) {
   for (const auto& adapter : arguments.adapters) load_adapter(model, adapter, /*trainable=*/false);
   model->eval();
   auto chat_template = Template::for_model(dir.string(), arguments.template_name);
-  auto stops = stop_tokens(tokenizer, chat_template.spec(), model->config(), dir);
+  chat_template.set_agent_template(make_agent_template(arguments, chat_template.spec().name));
+  auto stops = stop_tokens(tokenizer, chat_template, model->config(), dir);
   return InferenceModel{model, std::move(tokenizer), std::move(chat_template), std::move(stops), arguments.system};
 }
 
@@ -74,6 +76,14 @@ std::string InferenceModel::decode_response(std::vector<int32_t> ids) const {
   return tokenizer.decode(ids, /*skip_special_tokens=*/false);
 }
 
+std::vector<std::string> InferenceModel::stop_strings() const {
+  std::vector<std::string> words;
+  for (const auto& word : chat_template.stop_words()) {
+    if (!tokenizer.token_to_id(word)) words.push_back(word);
+  }
+  return words;
+}
+
 SamplingParams InferenceModel::sampling(const Arguments& arguments) const {
   SamplingParams params;
   params.max_new_tokens = arguments.max_new_tokens;
@@ -83,6 +93,7 @@ SamplingParams InferenceModel::sampling(const Arguments& arguments) const {
   params.repetition_penalty = arguments.repetition_penalty;
   params.seed = static_cast<uint64_t>(arguments.seed);
   params.stop_token_ids = stop_token_ids;
+  params.stop = stop_strings();
   return params;
 }
 

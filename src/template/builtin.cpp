@@ -70,6 +70,10 @@ TemplateSpec llama3() {
   spec.chat_sep = "<|eot_id|>";
   spec.suffix = "<|eot_id|>";
   spec.stop_words = {"<|eot_id|>", "<|end_of_text|>"};
+  // Llama 3.1 writes tool results in an "ipython" turn.
+  spec.tool_prompt =
+      "<|start_header_id|>ipython<|end_header_id|>\n\n{{QUERY}}<|eot_id|>"
+      "<|start_header_id|>assistant<|end_header_id|>\n\n";
   return spec;
 }
 

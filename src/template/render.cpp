@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "common/format.h"
+#include "lathe/plugin/agent_template.h"
 #include "lathe/template.h"
 #include "lathe/tokenizer.h"
 
@@ -131,6 +132,24 @@ std::string apply_think_blocks(std::string_view content, bool after_last_query, 
   return std::string(parts.answer);
 }
 
+bool has_tools(const nlohmann::json& tools) {
+  return !tools.is_null() && !(tools.is_structured() && tools.empty()) &&
+         !(tools.is_string() && tools.get_ref<const std::string&>().empty());
+}
+
+// A tool_call message's content: {"name": ..., "arguments": ...} (arguments may be JSON text).
+ToolCall parse_tool_call_message(const Message& message, std::size_t index) {
+  auto content = nlohmann::json::parse(message.content, nullptr, false);
+  if (content.is_discarded() || !content.is_object() || !content.contains("name") ||
+      !content["name"].is_string()) {
+    fail("message {}: a tool_call message must hold JSON {{\"name\": ..., \"arguments\": ...}}, "
+         "got '{}'",
+         index, message.content);
+  }
+  nlohmann::json arguments = content.contains("arguments") ? content["arguments"] : nlohmann::json::object();
+  return ToolCall{content["name"].get<std::string>(), std::move(arguments)};
+}
+
 std::string join_contents(const std::vector<const Message*>& messages) {
   std::string text;
   for (const Message* message : messages) {
@@ -142,10 +161,11 @@ std::string join_contents(const std::vector<const Message*>& messages) {
 
 class Renderer {
  public:
-  explicit Renderer(const TemplateSpec& spec) : spec_(spec) {}
+  Renderer(const TemplateSpec& spec, const AgentTemplate* agent) : spec_(spec), agent_(agent) {}
 
   std::vector<Context> run(const Conversation& conversation, bool add_generation_prompt,
                            const std::optional<std::string>& system_override) {
+    first_message_ = conversation.messages.data();
     Rounds parsed = split_rounds(conversation);
     const std::vector<Round>& rounds = parsed.rounds;
     if (add_generation_prompt && !rounds.back().response.empty()) {
@@ -155,6 +175,14 @@ class Renderer {
     }
     std::optional<std::string> system = parsed.system;
     if (!system) system = system_override ? system_override : spec_.default_system;
+    if (has_tools(conversation.tools)) {
+      if (!agent_) {
+        fail("template '{}': the conversation has tools but no agent template was given to "
+             "present them",
+             spec_.name);
+      }
+      system = agent_->format_system(conversation.tools, system.value_or(""));
+    }
     if (system && system->empty()) system.reset();  // an empty system means none
 
     bool system_in_query = false;
@@ -177,19 +205,28 @@ class Renderer {
     }
     for (int r = 0; r < static_cast<int>(rounds.size()); ++r) {
       const Round& round = rounds[r];
-      std::string query = join_contents(round.query);
-      if (r == 0 && system_in_query) {
-        query = fill(*spec_.system_in_query, {{"{{SYSTEM}}", *system}, {"{{QUERY}}", query}});
+      if (is_agent_tool_round(round)) {
+        add_tool_results(round);
+      } else {
+        std::string query = join_contents(round.query);
+        if (r == 0 && system_in_query) {
+          query = fill(*spec_.system_in_query, {{"{{SYSTEM}}", *system}, {"{{QUERY}}", query}});
+        }
+        add(fill(spec_.prompt, {{"{{QUERY}}", query}, {"{{EOS}}", spec_.eos_token}}),
+            ContextType::Other);
       }
-      add(fill(spec_.prompt, {{"{{QUERY}}", query}, {"{{EOS}}", spec_.eos_token}}),
-          ContextType::Other);
       bool last = r + 1 == static_cast<int>(rounds.size());
       if (round.response.empty()) {
         if (last && add_generation_prompt) add(spec_.response_prefix, ContextType::Other);
         continue;
       }
       add_response(round, r, /*after_last_query=*/r >= last_user_round, last);
-      add(fill_eos(last ? spec_.suffix : spec_.chat_sep), ContextType::Suffix, r);
+      // ReAct-style results continue the assistant's text: no end of turn before them.
+      bool results_follow_in_turn = !last && is_agent_tool_round(rounds[r + 1]) &&
+                                    agent_->result_placement() == ToolResultPlacement::AssistantTurn;
+      if (!results_follow_in_turn) {
+        add(fill_eos(last ? spec_.suffix : spec_.chat_sep), ContextType::Suffix, r);
+      }
     }
     return std::move(contexts_);
   }
@@ -204,12 +241,53 @@ class Renderer {
     return fill(pattern, {{"{{EOS}}", spec_.eos_token}});
   }
 
+  std::size_t index_of(const Message& message) const {
+    return static_cast<std::size_t>(&message - first_message_);
+  }
+
+  // Tool results are written by the agent template only when one is given; without one they
+  // are plain queries.
+  bool is_agent_tool_round(const Round& round) const {
+    return agent_ && !round.query_from_user && round.query.front()->role != "user";
+  }
+
+  // Tool results never carry loss (OTHER): in the assistant's turn (ReAct), or as their own turn
+  // through the tool prompt (the user prompt unless the template has one).
+  void add_tool_results(const Round& round) {
+    std::vector<std::string> results;
+    for (const Message* message : round.query) results.push_back(message->content);
+    std::string text = agent_->format_tool_responses(results);
+    if (agent_->result_placement() == ToolResultPlacement::ToolTurn) {
+      text = fill(spec_.tool_prompt.value_or(spec_.prompt),
+                  {{"{{QUERY}}", text}, {"{{EOS}}", spec_.eos_token}});
+    }
+    add(std::move(text), ContextType::Other);
+  }
+
+  // The text of response message `i`; a run of tool_call messages is written at once by the agent
+  // template (it carries the first call's loss override). Returns the index after the run.
+  std::size_t response_text(const Round& round, std::size_t i, std::string& text) const {
+    const Message& message = *round.response[i];
+    if (message.role != "tool_call" || !agent_) {
+      text = message.content;
+      return i + 1;
+    }
+    std::vector<ToolCall> calls;
+    std::size_t end = i;
+    for (; end < round.response.size() && round.response[end]->role == "tool_call"; ++end) {
+      calls.push_back(parse_tool_call_message(*round.response[end], index_of(*round.response[end])));
+    }
+    text = agent_->format_tool_calls(calls);
+    return end;
+  }
+
   // One RESPONSE context per message, so that each keeps its own loss override; the messages
   // of one answer (text, then tool calls) are joined by newlines.
   void add_response(const Round& round, int r, bool after_last_query, bool last_round) {
-    for (std::size_t i = 0; i < round.response.size(); ++i) {
+    for (std::size_t i = 0, next = 0; i < round.response.size(); i = next) {
       const Message& message = *round.response[i];
-      std::string text = message.content;
+      std::string text;
+      next = response_text(round, i, text);
       if (spec_.think_blocks && message.role == "assistant") {
         // Tool calls that follow belong to this answer (Qwen3 writes them inside the message).
         bool final = last_round && std::none_of(round.response.begin() + i + 1,
@@ -218,7 +296,7 @@ class Renderer {
                                                 });
         text = apply_think_blocks(text, after_last_query, final);
       }
-      if (i + 1 < round.response.size()) text += '\n';
+      if (next < round.response.size()) text += '\n';
       if (text.empty()) continue;
       contexts_.push_back(
           Context{std::move(text), ContextType::Response, r, message.loss, message.loss_scale});
@@ -226,6 +304,8 @@ class Renderer {
   }
 
   const TemplateSpec& spec_;
+  const AgentTemplate* agent_;
+  const Message* first_message_ = nullptr;
   std::vector<Context> contexts_;
 };
 
@@ -239,7 +319,21 @@ Template::Template(TemplateSpec spec) : spec_(std::move(spec)) {
 
 std::vector<Context> Template::render(const Conversation& conversation, bool add_generation_prompt,
                                       const std::optional<std::string>& system) const {
-  return Renderer(spec_).run(conversation, add_generation_prompt, system);
+  return Renderer(spec_, agent_.get()).run(conversation, add_generation_prompt, system);
+}
+
+void Template::set_agent_template(std::shared_ptr<const AgentTemplate> agent) {
+  agent_ = std::move(agent);
+}
+
+std::vector<std::string> Template::stop_words() const {
+  std::vector<std::string> words = spec_.stop_words;
+  if (agent_) {
+    for (std::string& word : agent_->stop_words()) {
+      if (std::find(words.begin(), words.end(), word) == words.end()) words.push_back(std::move(word));
+    }
+  }
+  return words;
 }
 
 std::string Template::render_text(const Conversation& conversation, bool add_generation_prompt,

@@ -4,7 +4,7 @@
 //
 // Usage: node render_chat_template.js TOKENIZER_CONFIG.json < cases.json > rendered.json
 // cases.json: [{"name", "messages": [{"role", "content"}], "add_generation_prompt",
-//               "enable_thinking" (optional)}]
+//               "enable_thinking" (optional), "tools" (optional)}]
 // rendered.json: [{"name", "text"}] in the same order.
 'use strict';
 const fs = require('fs');
@@ -38,6 +38,7 @@ function main() {
     };
     // Left undefined unless the case sets it: Qwen3's template tests `enable_thinking is defined`.
     if (c.enable_thinking !== undefined) variables.enable_thinking = c.enable_thinking;
+    if (c.tools !== undefined) variables.tools = c.tools;
     return { name: c.name, text: template.render(variables) };
   });
   process.stdout.write(JSON.stringify(rendered));

