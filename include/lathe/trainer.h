@@ -2,6 +2,7 @@
 // The training loop (issue 3): gradient accumulation with the num_items_in_batch rule, clipping,
 // the optimizer and schedule from the plugins, evaluation, logging, checkpoints, resume.
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -35,6 +36,9 @@ struct TrainerSetup {
   std::vector<std::filesystem::path> files_to_copy;  // tokenizer/config files copied into checkpoints
   std::vector<std::shared_ptr<Callback>> extra_callbacks;
   int32_t pad_token_id = 0;
+  // Generation metrics (--predict_with_generate): token ids -> text, and the ids that end a response.
+  std::function<std::string(const std::vector<int32_t>&)> decode;
+  std::vector<int32_t> stop_token_ids;
 };
 
 class Trainer {
@@ -42,7 +46,8 @@ class Trainer {
   explicit Trainer(TrainerSetup setup);
   ~Trainer();
   TrainingResult train();
-  // Mean eval loss and token accuracy over the eval examples.
+  // eval_loss (mean over label tokens) and eval_<key> for every key of the --metric plugins (acc
+  // by default, nlg with --predict_with_generate).
   std::map<std::string, double> evaluate();
 
   struct Impl;

@@ -74,6 +74,15 @@ int64_t count_parameters(CausalLM& model, bool trainable_only) {
   return count;
 }
 
+// The template's stop words as token ids: where a generated response ends.
+std::vector<int32_t> stop_token_ids(const Tokenizer& tokenizer, const Template& chat_template) {
+  std::vector<int32_t> ids;
+  for (const auto& word : chat_template.spec().stop_words) {
+    if (auto id = tokenizer.token_to_id(word)) ids.push_back(*id);
+  }
+  return ids;
+}
+
 // The embedded default shows what the model answers before and after training.
 void show_answers(const char* when, CausalLM& model, const Tokenizer& tokenizer, const Template& chat_template) {
   const std::vector<std::string> questions{"who are you?", "Who created you?", "你是谁？", "谁开发了你？"};
@@ -85,9 +94,7 @@ void show_answers(const char* when, CausalLM& model, const Tokenizer& tokenizer,
   }
   SamplingParams params;
   params.max_new_tokens = 40;
-  for (const auto& word : chat_template.spec().stop_words) {
-    if (auto id = tokenizer.token_to_id(word)) params.stop_token_ids.push_back(*id);
-  }
+  params.stop_token_ids = stop_token_ids(tokenizer, chat_template);
   const bool training = model->is_training();
   model->eval();
   auto answers = generate(model, prompts, params);
@@ -171,6 +178,8 @@ int run_training(const Args& args, bool pretraining) {
 
   TrainerSetup setup{arguments, model, tuner, std::move(train), stream, std::move(eval), run_dir,
                      files_to_copy(arguments.model), {}, static_cast<int32_t>(model->config().pad_token_id.value_or(0))};
+  setup.decode = [&tokenizer](const std::vector<int32_t>& ids) { return tokenizer.decode(ids, /*skip_special_tokens=*/true); };
+  setup.stop_token_ids = stop_token_ids(tokenizer, chat_template);
   if (embedded) show_answers("before", model, tokenizer, chat_template);
   Trainer trainer(std::move(setup));
   trainer.train();

@@ -136,8 +136,9 @@ class LogCallback : public Callback {
 
 }  // namespace
 
-std::vector<std::shared_ptr<Callback>> default_callbacks(const Arguments& arguments, RunLog& log) {
-  std::vector<std::shared_ptr<Callback>> callbacks{std::make_shared<FlowCallback>(), std::make_shared<LogCallback>(log)};
+std::vector<NamedCallback> default_callbacks(const Arguments& arguments, RunLog& log) {
+  std::vector<NamedCallback> callbacks{{"flow", "built-in", std::make_shared<FlowCallback>()},
+                                       {"logging", "built-in", std::make_shared<LogCallback>(log)}};
   auto names = arguments.callbacks;
   // graceful_exit is always on; early_stop joins when asked for by --early_stop_interval.
   for (const char* automatic : {"graceful_exit"}) {
@@ -146,7 +147,10 @@ std::vector<std::shared_ptr<Callback>> default_callbacks(const Arguments& argume
   if (arguments.early_stop_interval > 0 && std::find(names.begin(), names.end(), "early_stop") == names.end()) {
     names.push_back("early_stop");
   }
-  for (const auto& name : names) callbacks.push_back(callback_registry().factory(name)(arguments));
+  for (const auto& name : names) {
+    const auto& entry = callback_registry().get(name);
+    callbacks.push_back({name, entry.origin, entry.factory(arguments)});
+  }
   return callbacks;
 }
 

@@ -36,9 +36,16 @@ class RunLog {
   double last_loss_ = 0, last_rate_ = 0;
 };
 
+// A callback with where it came from, so that an exception it throws can name it.
+struct NamedCallback {
+  std::string name;
+  std::string origin;  // "built-in" or the plugin file that registered it
+  std::shared_ptr<Callback> callback;
+};
+
 // The trainer's own callbacks: the flow (when to log, evaluate, save), the progress display and
 // the logging.jsonl writer, then those named by --callbacks.
-std::vector<std::shared_ptr<Callback>> default_callbacks(const Arguments& arguments, RunLog& log);
+std::vector<NamedCallback> default_callbacks(const Arguments& arguments, RunLog& log);
 
 // Peak resident memory of this process in GiB.
 double peak_memory_gib();

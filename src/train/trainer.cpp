@@ -15,6 +15,8 @@
 
 #include "common/format.h"
 #include "lathe/files.h"
+#include "lathe/generate.h"
+#include "lathe/plugin/metric.h"
 #include "train/checkpoint.h"
 #include "train/run_log.h"
 
@@ -50,15 +52,65 @@ std::string loss_name(const Arguments& arguments) {
              : "loss_scale";
 }
 
+std::vector<std::string> metric_names(const Arguments& arguments) {
+  if (!arguments.metric.empty()) return arguments.metric;
+  return {arguments.predict_with_generate ? "nlg" : "acc"};
+}
+
+using Event = void (Callback::*)(const Arguments&, TrainerState&, TrainerControl&, const CallbackContext&);
+
+const char* event_name(Event event) {
+  static const std::pair<Event, const char*> names[] = {
+      {&Callback::on_init_end, "on_init_end"},
+      {&Callback::on_train_begin, "on_train_begin"},
+      {&Callback::on_train_end, "on_train_end"},
+      {&Callback::on_epoch_begin, "on_epoch_begin"},
+      {&Callback::on_epoch_end, "on_epoch_end"},
+      {&Callback::on_step_begin, "on_step_begin"},
+      {&Callback::on_substep_end, "on_substep_end"},
+      {&Callback::on_pre_optimizer_step, "on_pre_optimizer_step"},
+      {&Callback::on_optimizer_step, "on_optimizer_step"},
+      {&Callback::on_step_end, "on_step_end"},
+      {&Callback::on_evaluate, "on_evaluate"},
+      {&Callback::on_save, "on_save"},
+      {&Callback::on_log, "on_log"},
+  };
+  for (const auto& [known, name] : names) {
+    if (known == event) return name;
+  }
+  return "an event";
+}
+
+// The span [start, end) of the last trained run of labels: the last response, whose prompt is
+// everything before it.
+std::pair<std::size_t, std::size_t> last_response_span(const std::vector<int32_t>& labels) {
+  std::size_t end = labels.size();
+  while (end > 0 && labels[end - 1] == kIgnoreIndex) --end;
+  std::size_t start = end;
+  while (start > 0 && labels[start - 1] != kIgnoreIndex) --start;
+  return {start, end};
+}
+
+// Positions whose logits are computed at once in evaluation: [1, chunk, vocab] stays small
+// whatever the sequence length and the eval set's size.
+constexpr int64_t kLogitChunk = 512;
+
 }  // namespace
+
+struct NamedMetric {
+  std::string name, origin;
+  std::shared_ptr<Metric> metric;
+};
 
 struct Trainer::Impl {
   TrainerSetup setup;
   Arguments& arguments = setup.arguments;
   TrainerState state;
   TrainerControl control;
-  std::vector<std::shared_ptr<Callback>> callbacks;
+  std::vector<NamedCallback> callbacks;
   LossFunction loss_function;
+  std::string loss_label;  // "loss 'name' (origin)", for errors
+  std::vector<NamedMetric> metrics;
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   std::shared_ptr<LRScheduler> scheduler;
   std::vector<torch::Tensor> trainable;
@@ -76,13 +128,37 @@ struct Trainer::Impl {
   CallbackContext context() {
     return CallbackContext{setup.model.get(), optimizer.get(), scheduler.get(), nullptr, nullptr, {}};
   }
-  template <class Event>
+  // A throwing callback stops the run with an error naming it; checkpoints already written stay
+  // as they are (each is renamed into place only once complete).
   void emit(Event event, const CallbackContext& extra) {
-    for (auto& callback : callbacks) ((*callback).*event)(arguments, state, control, extra);
+    for (auto& named : callbacks) {
+      try {
+        ((*named.callback).*event)(arguments, state, control, extra);
+      } catch (const std::exception& error) {
+        fail("callback '{}' ({}) failed in {} at step {}: {}; {}", named.name, named.origin, event_name(event),
+             state.global_step, error.what(), checkpoint_note());
+      }
+    }
   }
-  template <class Event>
-  void emit(Event event) {
-    emit(event, context());
+  void emit(Event event) { emit(event, context()); }
+
+  std::string checkpoint_note() const {
+    return last_checkpoint.empty() ? "no checkpoint was saved" : "the last checkpoint is " + last_checkpoint.string();
+  }
+
+  void select_plugins() {
+    const auto name = loss_name(arguments);
+    const auto& loss = loss_registry().get(name);
+    loss_function = loss.factory(arguments);
+    loss_label = fmt::format("loss '{}' ({})", name, loss.origin);
+    for (const auto& metric_name : metric_names(arguments)) {
+      const auto& entry = metric_registry().get(metric_name);
+      metrics.push_back({metric_name, entry.origin, entry.factory(arguments)});
+    }
+    callbacks = default_callbacks(arguments, log);
+    for (std::size_t i = 0; i < setup.extra_callbacks.size(); ++i) {
+      callbacks.push_back({fmt::format("extra #{}", i + 1), "the program", setup.extra_callbacks[i]});
+    }
   }
 
   void plan_data() {
@@ -170,7 +246,11 @@ struct Trainer::Impl {
       hidden = setup.model->forward({batch.input_ids, batch.position_ids, batch.attention_mask, nullptr});
     }
     ModelOutputs outputs(*setup.model, hidden);
-    return loss_function(outputs, batch.labels, batch.loss_scale, num_items);
+    try {
+      return loss_function(outputs, batch.labels, batch.loss_scale, num_items);
+    } catch (const std::exception& error) {
+      fail("{} failed in step {}: {}; {}", loss_label, state.global_step + 1, error.what(), checkpoint_note());
+    }
   }
 
   struct StepOutcome {
@@ -300,6 +380,60 @@ struct Trainer::Impl {
     emit(&Callback::on_log, extra);
   }
 
+  // Runs `body` and names the metric plugin in any error it throws.
+  template <class Body>
+  auto with_metric(const NamedMetric& named, Body&& body) {
+    try {
+      return body();
+    } catch (const std::exception& error) {
+      fail("metric '{}' ({}) failed at step {}: {}", named.name, named.origin, state.global_step, error.what());
+    }
+  }
+
+  // The metric's preprocess_logits on logits of at most kLogitChunk positions of one row at a
+  // time, the results joined back into [batch, seq, ...].
+  torch::Tensor preprocess_in_chunks(const NamedMetric& named, const torch::Tensor& hidden, const torch::Tensor& labels) {
+    std::vector<torch::Tensor> rows;
+    for (int64_t row = 0; row < hidden.size(0); ++row) {
+      std::vector<torch::Tensor> pieces;
+      for (int64_t start = 0; start < hidden.size(1); start += kLogitChunk) {
+        auto logits = setup.model->logits(hidden.slice(0, row, row + 1).slice(1, start, start + kLogitChunk));
+        auto piece = with_metric(named, [&] {
+          return named.metric->preprocess_logits(logits, labels.slice(0, row, row + 1).slice(1, start, start + kLogitChunk));
+        });
+        if (!piece.defined()) return {};
+        pieces.push_back(piece);
+      }
+      rows.push_back(torch::cat(pieces, 1));
+    }
+    return torch::cat(rows, 0);
+  }
+
+  // Greedy responses to the prompts of the eval rows (everything before each row's last
+  // response) and the responses the data holds, as text.
+  EvalPrediction generate_eval_responses() {
+    if (!setup.decode) fail("a generation metric needs the tokenizer (this trainer was set up without one)");
+    SamplingParams params;
+    params.max_new_tokens = arguments.max_new_tokens;
+    params.stop_token_ids = setup.stop_token_ids;
+    EvalPrediction prediction;
+    std::vector<std::vector<int32_t>> prompts;
+    for (const auto& example : setup.eval) {
+      const auto [start, end] = last_response_span(example.labels);
+      if (start == end) continue;
+      prompts.emplace_back(example.input_ids.begin(), example.input_ids.begin() + static_cast<std::ptrdiff_t>(start));
+      prediction.references.push_back(setup.decode(
+          {example.labels.begin() + static_cast<std::ptrdiff_t>(start), example.labels.begin() + static_cast<std::ptrdiff_t>(end)}));
+    }
+    const auto batch_size = static_cast<std::size_t>(std::max<int64_t>(1, arguments.per_device_eval_batch_size));
+    for (std::size_t start = 0; start < prompts.size(); start += batch_size) {
+      const std::vector<std::vector<int32_t>> group(prompts.begin() + static_cast<std::ptrdiff_t>(start),
+                                                    prompts.begin() + static_cast<std::ptrdiff_t>(std::min(prompts.size(), start + batch_size)));
+      for (const auto& generation : generate(setup.model, group, params)) prediction.generated.push_back(setup.decode(generation.ids));
+    }
+    return prediction;
+  }
+
   void run_evaluation(Trainer& trainer) {
     if (setup.eval.empty()) return;
     auto metrics = trainer.evaluate();
@@ -316,12 +450,10 @@ struct Trainer::Impl {
 
 Trainer::Trainer(TrainerSetup setup) : impl_(std::make_unique<Impl>(std::move(setup))) {
   auto& s = *impl_;
-  s.loss_function = loss_registry().factory(loss_name(s.arguments))(s.arguments);
+  s.select_plugins();
   s.plan_data();
   s.build_optimizer();
   s.setup.model->set_gradient_checkpointing(s.arguments.gradient_checkpointing);
-  s.callbacks = default_callbacks(s.arguments, s.log);
-  s.callbacks.insert(s.callbacks.end(), s.setup.extra_callbacks.begin(), s.setup.extra_callbacks.end());
   s.emit(&Callback::on_init_end);
 }
 
@@ -397,8 +529,10 @@ std::map<std::string, double> Trainer::evaluate() {
   auto& s = *impl_;
   torch::NoGradGuard no_grad;
   s.setup.model->eval();
+  // One EvalPrediction per metric: each keeps what its own preprocess_logits returns.
+  std::vector<EvalPrediction> predictions(s.metrics.size());
   double loss_sum = 0;
-  int64_t tokens = 0, correct = 0;
+  int64_t tokens = 0;
   const auto batch_size = static_cast<std::size_t>(std::max<int64_t>(1, s.arguments.per_device_eval_batch_size));
   for (std::size_t start = 0; start < s.setup.eval.size(); start += batch_size) {
     std::vector<const Example*> examples;
@@ -411,20 +545,34 @@ std::map<std::string, double> Trainer::evaluate() {
     }
     auto shifted = shift_tokens(hidden, batch.labels, torch::Tensor());
     if (shifted.targets.numel() == 0) continue;
-    auto weight = s.setup.model->output_weight();
-    loss_sum += chunked_token_cross_entropy(shifted.hidden, weight, shifted.targets).sum().item<double>();
+    loss_sum += chunked_token_cross_entropy(shifted.hidden, s.setup.model->output_weight(), shifted.targets).sum().item<double>();
     tokens += shifted.targets.numel();
-    // Argmax chunk by chunk: the full [tokens, vocab] logits never exist.
-    const int64_t chunk = 512;
-    for (int64_t row = 0; row < shifted.hidden.size(0); row += chunk) {
-      auto logits = s.setup.model->logits(shifted.hidden.slice(0, row, row + chunk));
-      correct += (logits.argmax(-1) == shifted.targets.slice(0, row, row + chunk)).sum().item<int64_t>();
+    for (std::size_t m = 0; m < s.metrics.size(); ++m) {
+      if (s.metrics[m].metric->needs_generation()) continue;
+      auto preprocessed = s.preprocess_in_chunks(s.metrics[m], hidden, batch.labels);
+      if (!preprocessed.defined()) continue;
+      predictions[m].predictions.push_back(preprocessed);
+      predictions[m].labels.push_back(batch.labels);
+    }
+  }
+  std::map<std::string, double> results;
+  if (tokens > 0) {
+    results["eval_loss"] = loss_sum / static_cast<double>(tokens);
+    std::optional<EvalPrediction> generated;
+    for (std::size_t m = 0; m < s.metrics.size(); ++m) {
+      const auto& named = s.metrics[m];
+      if (named.metric->needs_generation()) {
+        if (!generated) generated = s.generate_eval_responses();
+        predictions[m].generated = generated->generated;
+        predictions[m].references = generated->references;
+      }
+      for (const auto& [key, value] : s.with_metric(named, [&] { return named.metric->compute(predictions[m]); })) {
+        results["eval_" + key] = value;
+      }
     }
   }
   s.setup.model->train();
-  if (tokens == 0) return {};
-  return {{"eval_loss", loss_sum / static_cast<double>(tokens)},
-          {"eval_token_acc", static_cast<double>(correct) / static_cast<double>(tokens)}};
+  return results;
 }
 
 fs::path make_run_dir(const Arguments& arguments) {

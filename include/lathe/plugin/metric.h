@@ -30,7 +30,9 @@ class Metric {
   virtual ~Metric() = default;
   // True when the evaluation must generate responses (then predictions/labels stay empty).
   virtual bool needs_generation() const { return false; }
-  // Reduces one batch's logits [batch, seq, vocab]; the default keeps the argmax ids.
+  // Reduces logits [batch, seq, vocab] to what compute needs; the default keeps the argmax ids.
+  // The trainer calls it on slices of positions ([1, up to 512, vocab] with the matching labels)
+  // and joins the results along dims 1 then 0, so it must work position by position.
   virtual torch::Tensor preprocess_logits(const torch::Tensor& logits, const torch::Tensor& /*labels*/) {
     return logits.argmax(-1);
   }
