@@ -2,11 +2,13 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <future>
 #include <iostream>
 
 #include "cli/arguments.h"
 #include "common/format.h"
 #include "lathe/dataset.h"
+#include "lathe/engine.h"
 #include "lathe/files.h"
 #include "lathe/inference.h"
 
@@ -31,6 +33,16 @@ json messages_json(const Conversation& conversation) {
   return messages;
 }
 
+json logprobs_json(const std::vector<TokenLogprob>& logprobs) {
+  json entries = json::array();
+  for (const auto& entry : logprobs) {
+    json top = json::array();
+    for (const auto& [token, logprob] : entry.top) top.push_back({{"id", token}, {"logprob", logprob}});
+    entries.push_back({{"id", entry.token}, {"logprob", entry.logprob}, {"top_logprobs", top}});
+  }
+  return entries;
+}
+
 int run_batch(const Arguments& arguments, InferenceModel& loaded) {
   if (arguments.result_path.empty()) fail("--result_path is required with --val_dataset");
   struct Pending {
@@ -48,24 +60,25 @@ int run_batch(const Arguments& arguments, InferenceModel& loaded) {
     });
   }
   const auto params = loaded.sampling(arguments);
-  const auto batch_size = static_cast<std::size_t>(std::max<int64_t>(1, arguments.max_batch_size));
+  GenerationEngine engine(loaded.model, loaded.engine_options(arguments));
+  std::vector<std::future<Generation>> pending;
+  for (const auto& row : rows) pending.push_back(engine.submit(loaded.encode_prompt(row.conversation), params));
   std::string output;
-  for (std::size_t start = 0; start < rows.size(); start += batch_size) {
-    const std::size_t end = std::min(rows.size(), start + batch_size);
-    std::vector<std::vector<int32_t>> prompts;
-    for (std::size_t i = start; i < end; ++i) prompts.push_back(loaded.encode_prompt(rows[i].conversation));
-    auto generations = generate(loaded.model, prompts, params);
-    for (std::size_t i = start; i < end; ++i) {
-      auto& generation = generations[i - start];
-      if (!generation.ids.empty() && generation.finish_reason == "stop") generation.ids.pop_back();
-      json result = {{"messages", messages_json(rows[i].conversation)},
-                     {"response", loaded.tokenizer.decode(generation.ids)},
-                     {"response_ids", generation.ids},
-                     {"finish_reason", generation.finish_reason}};
-      if (rows[i].label) result["labels"] = *rows[i].label;
-      output += result.dump() + "\n";
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    auto generation = pending[i].get();
+    auto& ids = generation.ids;
+    if (!ids.empty() && generation.finish_reason == "stop" && generation.stop_string.empty()) ids.pop_back();
+    json result = {{"messages", messages_json(rows[i].conversation)},
+                   {"response", generation.text},
+                   {"response_ids", ids},
+                   {"finish_reason", generation.finish_reason}};
+    if (rows[i].label) result["labels"] = *rows[i].label;
+    if (params.logprobs) result["logprobs"] = logprobs_json(generation.logprobs);
+    output += result.dump() + "\n";
+    const auto done = i + 1;
+    if (done % static_cast<std::size_t>(engine.max_batch_size()) == 0 || done == rows.size()) {
+      fmt::print(stderr, "lathe infer: {}/{} rows\n", done, rows.size());
     }
-    fmt::print(stderr, "lathe infer: {}/{} rows\n", end, rows.size());
   }
   write_file_atomic(arguments.result_path, output);
   fmt::print(stderr, "lathe infer: results written to {}\n", arguments.result_path);
@@ -77,32 +90,30 @@ void print_chat_help() {
              "'exit' or 'quit' leaves.\n");
 }
 
-std::string answer(InferenceModel& loaded, const Conversation& conversation, const SamplingParams& params,
-                   bool stream) {
+std::string answer(InferenceModel& loaded, GenerationEngine& engine, const Conversation& conversation,
+                   const SamplingParams& params, bool stream) {
   Tokenizer::StreamDecoder decoder(loaded.tokenizer);
-  std::string text;
   const auto& stops = loaded.stop_token_ids;
-  auto on_token = [&](std::size_t, int32_t token) {
-    if (std::find(stops.begin(), stops.end(), token) != stops.end()) return true;
-    auto piece = decoder.push(token);
-    text += piece;
-    if (stream) {
-      fmt::print("{}", piece);
+  StreamCallback print_token;
+  if (stream) {
+    print_token = [&](const TokenLogprob& token) {
+      if (std::find(stops.begin(), stops.end(), token.token) != stops.end()) return true;
+      fmt::print("{}", decoder.push(token.token));
       std::fflush(stdout);
-    }
-    return true;
-  };
-  generate(loaded.model, {loaded.encode_prompt(conversation)}, params, on_token);
-  auto rest = decoder.finish();
-  text += rest;
-  fmt::print("{}\n", stream ? rest : text);
-  return text;
+      return true;
+    };
+  }
+  auto generation = engine.submit(loaded.encode_prompt(conversation), params, print_token).get();
+  // Streamed text may run into a stop string; the conversation keeps the text cut before it.
+  fmt::print("{}\n", stream ? decoder.finish() : generation.text);
+  return generation.text;
 }
 
 int run_chat(const Arguments& arguments, InferenceModel& loaded) {
   const bool interactive = isatty(STDIN_FILENO);
   if (interactive) print_chat_help();
   const auto params = loaded.sampling(arguments);
+  GenerationEngine engine(loaded.model, loaded.engine_options(arguments));
   Conversation conversation;
   std::string line;
   while (true) {
@@ -120,7 +131,7 @@ int run_chat(const Arguments& arguments, InferenceModel& loaded) {
     if (line.empty()) continue;
     conversation.messages.push_back({"user", line, {}, {}});
     if (interactive) fmt::print(">>> ");
-    auto response = answer(loaded, conversation, params, arguments.stream);
+    auto response = answer(loaded, engine, conversation, params, arguments.stream);
     conversation.messages.push_back({"assistant", std::move(response), {}, {}});
   }
   return 0;

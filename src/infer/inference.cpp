@@ -90,11 +90,27 @@ SamplingParams InferenceModel::sampling(const Arguments& arguments) const {
   params.temperature = arguments.temperature;
   params.top_k = arguments.top_k;
   params.top_p = arguments.top_p;
+  params.min_p = arguments.min_p;
   params.repetition_penalty = arguments.repetition_penalty;
+  params.presence_penalty = arguments.presence_penalty;
+  params.frequency_penalty = arguments.frequency_penalty;
   params.seed = static_cast<uint64_t>(arguments.seed);
   params.stop_token_ids = stop_token_ids;
   params.stop = stop_strings();
+  params.stop.insert(params.stop.end(), arguments.stop.begin(), arguments.stop.end());
+  params.logprobs = arguments.logprobs;
+  params.top_logprobs = arguments.top_logprobs;
   return params;
+}
+
+EngineOptions InferenceModel::engine_options(const Arguments& arguments) const {
+  EngineOptions options;
+  options.max_batch_size = std::max<int64_t>(1, arguments.max_batch_size);
+  options.decode = [tokenizer = &tokenizer](const std::vector<int32_t>& ids) {
+    return tokenizer->decode(ids, /*skip_special_tokens=*/false);
+  };
+  options.fit_max_new_tokens = true;
+  return options;
 }
 
 }  // namespace lathe
