@@ -1,14 +1,19 @@
 // `lathe tokenize`: encode lines of text to token ids, or decode ids back to text, with the
-// tokenizer of a model folder (only its tokenizer.json is read).
+// tokenizer of a model folder (only its tokenizer.json is read); or (--render) show the text a
+// chat template and agent template make of dataset rows.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include <iostream>
+#include <optional>
 #include <string>
 
 #include "cli/commands.h"
 #include "common/format.h"
+#include "lathe/dataset.h"
+#include "lathe/plugin.h"
+#include "lathe/plugin/agent_template.h"
 #include "lathe/tokenizer.h"
 
 namespace lathe::cli {
@@ -17,7 +22,22 @@ namespace {
 constexpr const char* kDescription =
     "Encode: reads UTF-8 lines from standard input and prints, for each, one JSON array of token ids.\n"
     "Decode (--decode): reads one JSON array of ids per line and prints, for each, the text as one\n"
-    "JSON string (so that newlines and other control characters in the text survive on one line).";
+    "JSON string (so that newlines and other control characters in the text survive on one line).\n"
+    "Render (--render): reads one dataset row (JSON) per line and prints, for each, the text the chat\n"
+    "template (--template, --agent_template, --system) renders for it, as one JSON string.";
+
+std::string json_string(const std::string& text) {
+  return nlohmann::json(text).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+// One dataset row as the training text (without a generation prompt).
+std::string render_line(const Template& chat_template, const Arguments& arguments, const std::string& line,
+                        std::size_t line_number) {
+  const auto row = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (!row.is_object()) fail("standard input, line {}: expected a JSON dataset row, got: {}", line_number, line);
+  const auto conversation = to_conversation(row, RowLocation{"standard input", static_cast<int64_t>(line_number)});
+  return json_string(chat_template.render_text(conversation, /*add_generation_prompt=*/false, arguments.system));
+}
 
 std::string decode_line(const Tokenizer& tokenizer, const std::string& line, std::size_t line_number,
                         bool skip_special_tokens) {
@@ -29,8 +49,7 @@ std::string decode_line(const Tokenizer& tokenizer, const std::string& line, std
                      });
   if (!valid) fail("standard input, line {}: expected a JSON array of token ids, got: {}", line_number, line);
   for (const auto& id : ids) tokens.push_back(id.get<int32_t>());
-  return nlohmann::json(tokenizer.decode(tokens, skip_special_tokens))
-      .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return json_string(tokenizer.decode(tokens, skip_special_tokens));
 }
 
 }  // namespace
@@ -48,6 +67,15 @@ int run_tokenize(const Args& args) {
   app.add_flag("--decode", decode, "read JSON arrays of ids, print each decoded text as a JSON string");
   app.add_option("--skip_special_tokens", skip_special_tokens, "leave special tokens out of decoded text")
       ->default_str("false");
+  bool render = false;
+  Arguments arguments;
+  std::vector<std::string> external_plugins;
+  app.add_flag("--render", render, "read dataset rows, print each rendered by the chat template as a JSON string");
+  app.add_option("--template", arguments.template_name, "chat template for --render (default: from the model folder)");
+  app.add_option("--agent_template,--tools_prompt", arguments.agent_template,
+                 "tools format for --render (default: the chat template's own, else react_en)");
+  app.add_option("--system", arguments.system, "system prompt for --render, replacing the template's default");
+  app.add_option("--external_plugins", external_plugins, "plugin libraries or C++ files to load first");
   std::vector<std::string> reversed(args.rbegin(), args.rend());
   try {
     app.parse(reversed);
@@ -55,11 +83,19 @@ int run_tokenize(const Args& args) {
     return app.exit(error);
   }
 
+  load_external_plugins(external_plugins);
   const Tokenizer tokenizer = Tokenizer::from_file(model_dir);
+  std::optional<Template> chat_template;
+  if (render) {
+    chat_template = Template::for_model(model_dir, arguments.template_name);
+    chat_template->set_agent_template(make_agent_template(arguments, chat_template->spec().name));
+  }
   std::ios::sync_with_stdio(false);
   std::string line, output;
   for (std::size_t line_number = 1; std::getline(std::cin, line); ++line_number) {
-    if (decode) {
+    if (render) {
+      output = render_line(*chat_template, arguments, line, line_number);
+    } else if (decode) {
       output = decode_line(tokenizer, line, line_number, skip_special_tokens);
     } else {
       output = nlohmann::json(tokenizer.encode(line, add_special_tokens)).dump();
