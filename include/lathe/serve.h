@@ -1,0 +1,68 @@
+#pragma once
+// `lathe deploy`: an OpenAI-compatible HTTP server (cpp-httplib) in front of a generation engine.
+// Routes: POST /v1/chat/completions, POST /v1/completions (streaming as server-sent events ending
+// in `data: [DONE]`), GET /v1/models, GET /health. Every failure a client can cause is answered
+// with a 4xx status and an OpenAI error body {"error": {"message", "type", "param", "code"}};
+// nothing a request does stops the server.
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lathe/arguments.h"
+#include "lathe/engine.h"
+#include "lathe/generate.h"
+#include "lathe/inference.h"
+#include "lathe/plugin/agent_template.h"
+
+namespace lathe {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 8000;                   // 0: any free port (OpenAIServer::bind returns it)
+  std::string api_key;               // empty: no authentication; else "Authorization: Bearer KEY"
+  std::string served_model_name;     // the one name /v1/models lists and requests may ask for
+  int64_t max_body_bytes = 8 << 20;  // larger bodies get 413
+  int threads = 32;                  // HTTP worker threads (a streaming request holds one)
+};
+
+// --host, --port, --api_key, --max_body_bytes, and --served_model_name (default: the name of the
+// --model folder).
+ServerOptions server_options(const Arguments& arguments);
+
+// How the server generates: GenerationEngine::submit in `lathe deploy`; tests may stand in.
+using SubmitFunction =
+    std::function<std::future<Generation>(std::vector<int32_t> prompt, SamplingParams params, StreamCallback on_token)>;
+inline SubmitFunction submit_to(GenerationEngine& engine) {
+  return [&engine](std::vector<int32_t> prompt, SamplingParams params, StreamCallback on_token) {
+    return engine.submit(std::move(prompt), std::move(params), std::move(on_token));
+  };
+}
+
+class OpenAIServer {
+ public:
+  // `model` gives the tokenizer, chat template, stop tokens and context length; `defaults` the
+  // sampling settings a request does not name (from the command line); `agent` (the chat
+  // template's, which also presents the tools) parses tool calls out of responses. All must
+  // outlive the server.
+  OpenAIServer(const InferenceModel& model, SamplingParams defaults, std::shared_ptr<const AgentTemplate> agent,
+               SubmitFunction submit, ServerOptions options);
+  ~OpenAIServer();
+  OpenAIServer(const OpenAIServer&) = delete;
+  OpenAIServer& operator=(const OpenAIServer&) = delete;
+
+  // Binds the listening socket; returns the port (the free one picked for port 0). Errors: lathe::Error.
+  int bind();
+  // Serves on the bound socket until stop(); returns then.
+  void serve();
+  // Thread-safe; makes serve() return.
+  void stop();
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace lathe

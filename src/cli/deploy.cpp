@@ -1,0 +1,59 @@
+// `lathe deploy`: serves a model over an OpenAI-compatible HTTP API until SIGINT or SIGTERM.
+#include <fmt/format.h>
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
+#include <thread>
+
+#include "cli/arguments.h"
+#include "lathe/engine.h"
+#include "lathe/inference.h"
+#include "lathe/serve.h"
+
+namespace lathe::cli {
+
+int run_deploy(const Args& args) {
+  CLI::App app("Serve a model with an OpenAI-compatible API: /v1/chat/completions, /v1/completions, "
+               "/v1/models, /health. --port 0 picks a free port; the address is printed on stdout.",
+               "deploy");
+  Arguments arguments;
+  add_options(app, arguments, {OptionGroup::Model, OptionGroup::Generation, OptionGroup::Serving});
+  if (int code = parse(app, args); code >= 0) return code;
+  const auto options = server_options(arguments);
+  // Signals go to the thread that waits for them, not to whichever thread is running; so the
+  // mask is set before any thread starts.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  auto loaded = load_inference_model(arguments);
+  EngineOptions engine_options;
+  engine_options.max_batch_size = std::max<int64_t>(1, arguments.max_batch_size);
+  engine_options.decode = [&loaded](const std::vector<int32_t>& ids) { return loaded.tokenizer.decode(ids); };
+  GenerationEngine engine(loaded.model, engine_options);
+  auto agent = loaded.chat_template.agent_template();
+  OpenAIServer server(loaded, loaded.sampling(arguments), agent, submit_to(engine), options);
+  const int port = server.bind();
+
+  std::atomic<bool> signalled{false};
+  std::thread waiter([&] {
+    int signal = 0;
+    sigwait(&stop_signals, &signal);
+    signalled = true;
+    server.stop();
+  });
+  fmt::print("listening on http://{}:{}\n", options.host, port);
+  std::fflush(stdout);
+  fmt::print(stderr, "lathe deploy: serving '{}' (batch {}); stop with Ctrl-C\n", options.served_model_name,
+             engine_options.max_batch_size);
+  server.serve();
+  if (!signalled) kill(getpid(), SIGTERM);  // wakes the waiter (the signal is blocked, so it only pends)
+  waiter.join();
+  fmt::print(stderr, "lathe deploy: stopped\n");
+  return 0;
+}
+
+}  // namespace lathe::cli
