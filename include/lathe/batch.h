@@ -1,6 +1,7 @@
 #pragma once
 // Collation: examples -> tensors. Padded batches (right padding, causal + padding mask), or packed
-// rows (sequences end to end, attention kept within each sequence, positions restarting at 0).
+// rows (sequences end to end, attention kept within each sequence by their lengths, positions
+// restarting at 0).
 #include <torch/types.h>
 
 #include <cstdint>
@@ -14,8 +15,11 @@ struct Batch {
   torch::Tensor input_ids;       // int64 [B, T]
   torch::Tensor labels;          // int64 [B, T], -100 ignored (shifted by the loss)
   torch::Tensor loss_scale;      // float32 [B, T] or undefined
-  torch::Tensor attention_mask;  // bool [B, 1, T, T]
+  torch::Tensor attention_mask;  // bool [B, 1, T, T]; undefined for packed rows (see below)
   torch::Tensor position_ids;    // int64 [B, T]
+  // Packed: the lengths of the sequences laid end to end in the single row, for
+  // ForwardInputs::sequence_lengths (attention per sequence, no [T, T] mask). Empty when padded.
+  std::vector<int64_t> sequence_lengths;
   int64_t tokens = 0;            // real (non-padding) tokens
   int64_t label_tokens = 0;      // non-ignored shifted labels: this batch's share of num_items_in_batch
 };

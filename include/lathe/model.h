@@ -104,11 +104,16 @@ struct KVCache {
 // attention_mask: bool [batch, 1, query_len, key_len], true where a query may attend a key
 // (key_len includes what is already in the cache). Undefined means plain causal attention over
 // the cache plus the new tokens. position_ids: int64 [batch, query_len].
+// sequence_lengths (padding-free packing, training without a cache): row 0 holds sequences of
+// these lengths end to end and no attention_mask is given; each sequence attends causally within
+// itself, computed one sequence at a time, so attention costs sum(L^2) and no [total, total] mask
+// exists. Positions are still taken from position_ids (packed_position_ids restarts them).
 struct ForwardInputs {
   torch::Tensor input_ids;
   torch::Tensor position_ids;
   torch::Tensor attention_mask;
   KVCache* cache = nullptr;
+  std::vector<int64_t> sequence_lengths;
 };
 
 class CausalLMImpl : public torch::nn::Module {

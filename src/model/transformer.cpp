@@ -9,6 +9,7 @@
 #include <cmath>
 #include <limits>
 #include <numbers>
+#include <numeric>
 #include <set>
 
 #include "common/format.h"
@@ -105,6 +106,22 @@ torch::Tensor inverse_frequencies(const ModelConfig& config) {
   return torch::where(medium, smoothed, scaled);
 }
 
+// Which keys each query may see: `blocked` (bool [batch|1, 1, seq, keys], true where a query must
+// not look; undefined = none), or, when sequence_lengths is set, packed sequences in one row that
+// each attend causally within themselves.
+struct KeyVisibility {
+  torch::Tensor blocked;
+  std::vector<int64_t> sequence_lengths;
+};
+
+// The default mask: causal over the cache plus the new tokens; none for a single new token.
+torch::Tensor causal_blocked(int64_t past, int64_t seq, const torch::Device& device) {
+  if (seq == 1) return {};
+  const auto queries = torch::arange(past, past + seq, torch::TensorOptions(torch::kInt64).device(device));
+  const auto keys = torch::arange(past + seq, torch::TensorOptions(torch::kInt64).device(device));
+  return keys.view({1, 1, 1, -1}).gt(queries.view({1, 1, -1, 1}));
+}
+
 class AttentionImpl : public torch::nn::Module {
  public:
   AttentionImpl(const ModelConfig& config, const torch::TensorOptions& options)
@@ -121,9 +138,8 @@ class AttentionImpl : public torch::nn::Module {
     }
   }
 
-  // blocked: bool [batch|1, 1, seq, keys], true where a query must not look; undefined = none.
-  torch::Tensor forward(const torch::Tensor& x, const Rotary& rotary, const torch::Tensor& blocked, KVCache* cache,
-                        size_t layer) {
+  torch::Tensor forward(const torch::Tensor& x, const Rotary& rotary, const KeyVisibility& visibility,
+                        KVCache* cache, size_t layer) {
     const auto batch = x.size(0), seq = x.size(1);
     auto q = q_proj(x).view({batch, seq, heads_, head_dim_});
     auto k = k_proj(x).view({batch, seq, kv_heads_, head_dim_});
@@ -135,8 +151,29 @@ class AttentionImpl : public torch::nn::Module {
     q = apply_rotary(q.transpose(1, 2), rotary);
     k = apply_rotary(k.transpose(1, 2), rotary);
     if (cache) std::tie(k, v) = cache->append(layer, k, v);
-    const auto keys = k.size(2);
+    if (visibility.sequence_lengths.empty()) return o_proj(attend(q, k, v, visibility.blocked));
 
+    // Packed sequences: each one's slice attends on its own, the contexts laid back end to end.
+    std::vector<torch::Tensor> contexts;
+    contexts.reserve(visibility.sequence_lengths.size());
+    int64_t start = 0;
+    for (const auto length : visibility.sequence_lengths) {
+      contexts.push_back(attend(q.narrow(2, start, length), k.narrow(2, start, length), v.narrow(2, start, length),
+                                causal_blocked(0, length, x.device())));
+      start += length;
+    }
+    return o_proj(contexts.size() == 1 ? contexts[0] : torch::cat(contexts, 1));
+  }
+
+  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  RMSNorm q_norm{nullptr}, k_norm{nullptr};
+
+ private:
+  // q [batch, heads, seq, head_dim], k and v [batch, kv_heads, keys, head_dim] -> the attention
+  // context [batch, seq, heads * head_dim].
+  torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                       const torch::Tensor& blocked) {
+    const auto batch = q.size(0), seq = q.size(2), keys = k.size(2);
     // Grouped-query attention without repeating k/v: the query heads sharing a kv head are
     // stacked along the sequence axis, [batch, kv_heads, groups * seq, head_dim].
     const auto groups = heads_ / kv_heads_;
@@ -148,17 +185,12 @@ class AttentionImpl : public torch::nn::Module {
                    .view({batch, kv_heads_, groups * seq, keys});
     }
     const auto probabilities = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
-    const auto context = torch::matmul(probabilities, v)  // [batch, kv_heads, groups * seq, head_dim]
-                             .view({batch, heads_, seq, head_dim_})
-                             .transpose(1, 2)
-                             .reshape({batch, seq, heads_ * head_dim_});
-    return o_proj(context);
+    return torch::matmul(probabilities, v)  // [batch, kv_heads, groups * seq, head_dim]
+        .view({batch, heads_, seq, head_dim_})
+        .transpose(1, 2)
+        .reshape({batch, seq, heads_ * head_dim_});
   }
 
-  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
-  RMSNorm q_norm{nullptr}, k_norm{nullptr};
-
- private:
   int64_t heads_, kv_heads_, head_dim_;
 };
 TORCH_MODULE(Attention);
@@ -184,9 +216,9 @@ class DecoderLayerImpl : public torch::nn::Module {
     post_attention_layernorm =
         register_module("post_attention_layernorm", RMSNorm(config.hidden_size, config.rms_norm_eps, options));
   }
-  torch::Tensor forward(const torch::Tensor& x, const Rotary& rotary, const torch::Tensor& blocked, KVCache* cache,
-                        size_t layer) {
-    const auto h = x + self_attn(input_layernorm(x), rotary, blocked, cache, layer);
+  torch::Tensor forward(const torch::Tensor& x, const Rotary& rotary, const KeyVisibility& visibility,
+                        KVCache* cache, size_t layer) {
+    const auto h = x + self_attn(input_layernorm(x), rotary, visibility, cache, layer);
     return h + mlp(post_attention_layernorm(h));
   }
   Attention self_attn{nullptr};
@@ -213,14 +245,6 @@ class DecoderImpl : public torch::nn::Module {
   RMSNorm norm{nullptr};
 };
 TORCH_MODULE(Decoder);
-
-// The default mask: causal over the cache plus the new tokens; none for a single new token.
-torch::Tensor causal_blocked(int64_t past, int64_t seq, const torch::Device& device) {
-  if (seq == 1) return {};
-  const auto queries = torch::arange(past, past + seq, torch::TensorOptions(torch::kInt64).device(device));
-  const auto keys = torch::arange(past + seq, torch::TensorOptions(torch::kInt64).device(device));
-  return keys.view({1, 1, 1, -1}).gt(queries.view({1, 1, -1, 1}));
-}
 
 void initialise_like_transformers(torch::nn::Module& module) {
   torch::NoGradGuard no_grad;
@@ -365,7 +389,7 @@ namespace {
 // Hand-written because libtorch's C++ API has no torch.utils.checkpoint.
 struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
   static torch::Tensor forward(torch::autograd::AutogradContext* context, const torch::Tensor& x,
-                               const torch::Tensor& cos, const torch::Tensor& sin, const torch::Tensor& blocked,
+                               const torch::Tensor& cos, const torch::Tensor& sin, const KeyVisibility& visibility,
                                int64_t layer_address, int64_t layer) {
     auto* decoder_layer = reinterpret_cast<DecoderLayerImpl*>(layer_address);
     at::Generator generator = at::detail::getDefaultCPUGenerator();
@@ -375,10 +399,13 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
     }
     context->saved_data["layer_address"] = layer_address;
     context->saved_data["layer"] = layer;
+    // The mask needs no gradient and may be undefined (packed rows), so it is kept as plain data.
+    if (visibility.blocked.defined()) context->saved_data["blocked"] = visibility.blocked;
+    context->saved_data["sequence_lengths"] = visibility.sequence_lengths;
     context->saved_data["autocast"] = at::autocast::is_cpu_enabled();
-    context->save_for_backward({x, cos, sin, blocked});
+    context->save_for_backward({x, cos, sin});
     torch::NoGradGuard no_grad;
-    return decoder_layer->forward(x, Rotary{cos, sin}, blocked, nullptr, static_cast<size_t>(layer));
+    return decoder_layer->forward(x, Rotary{cos, sin}, visibility, nullptr, static_cast<size_t>(layer));
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* context,
@@ -400,7 +427,10 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
       const bool autocast = context->saved_data["autocast"].toBool();
       const bool was_autocast = at::autocast::is_cpu_enabled();
       at::autocast::set_cpu_enabled(autocast);
-      output = decoder_layer->forward(x, Rotary{saved[1], saved[2]}, saved[3], nullptr, layer);
+      const auto blocked = context->saved_data.find("blocked");
+      const KeyVisibility visibility{blocked == context->saved_data.end() ? torch::Tensor() : blocked->second.toTensor(),
+                                     context->saved_data["sequence_lengths"].toIntVector()};
+      output = decoder_layer->forward(x, Rotary{saved[1], saved[2]}, visibility, nullptr, layer);
       at::autocast::set_cpu_enabled(was_autocast);
     }
     {
@@ -472,15 +502,20 @@ torch::Tensor CausalLMImpl::forward(const ForwardInputs& inputs) {
   TORCH_CHECK(position_ids.sizes() == input_ids.sizes(), "position_ids ", position_ids.sizes(),
               " must match input_ids ", input_ids.sizes());
 
-  torch::Tensor blocked;
-  if (inputs.attention_mask.defined()) {
+  KeyVisibility visibility{{}, inputs.sequence_lengths};
+  if (!inputs.sequence_lengths.empty()) {
+    const auto total = std::accumulate(inputs.sequence_lengths.begin(), inputs.sequence_lengths.end(), int64_t{0});
+    TORCH_CHECK(batch == 1 && total == seq && inputs.cache == nullptr && !inputs.attention_mask.defined(),
+                "sequence_lengths (summing to ", total, ") need one packed row of that length [1, ", total,
+                "] without a cache or attention_mask, got input_ids ", input_ids.sizes());
+  } else if (inputs.attention_mask.defined()) {
     const auto& mask = inputs.attention_mask;
     TORCH_CHECK(mask.dim() == 4 && mask.size(1) == 1 && mask.size(2) == seq && mask.size(3) == past + seq &&
                     (mask.size(0) == batch || mask.size(0) == 1),
                 "attention_mask must be [batch, 1, ", seq, ", ", past + seq, "], got ", mask.sizes());
-    blocked = mask.to(torch::kBool).logical_not();
+    visibility.blocked = mask.to(torch::kBool).logical_not();
   } else {
-    blocked = causal_blocked(past, seq, device);
+    visibility.blocked = causal_blocked(past, seq, device);
   }
 
   auto hidden = embed(input_ids);
@@ -492,9 +527,9 @@ torch::Tensor CausalLMImpl::forward(const ForwardInputs& inputs) {
     // The recomputation must be part of the graph even when the input needs no gradient (frozen
     // embeddings under LoRA), or the layer's own trainable parameters would get none.
     if (checkpoint && !hidden.requires_grad()) hidden = hidden.detach().requires_grad_(true);
-    hidden = checkpoint ? CheckpointedLayer::apply(hidden, rotary.cos, rotary.sin, blocked,
+    hidden = checkpoint ? CheckpointedLayer::apply(hidden, rotary.cos, rotary.sin, visibility,
                                                    reinterpret_cast<int64_t>(layer.get()), static_cast<int64_t>(i))
-                        : layer->forward(hidden, rotary, blocked, inputs.cache, i);
+                        : layer->forward(hidden, rotary, visibility, inputs.cache, i);
   }
   return impl->model->norm(hidden);
 }

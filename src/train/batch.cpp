@@ -69,8 +69,8 @@ Batch collate_packed(const std::vector<const Example*>& examples) {
     place(*example, 0, offset, batch, true);
     offset += example->size();
   }
-  batch.attention_mask = packed_causal_mask(lengths);
   batch.position_ids = packed_position_ids(lengths);
+  batch.sequence_lengths = std::move(lengths);
   return batch;
 }
 

@@ -243,7 +243,8 @@ struct Trainer::Impl {
     torch::Tensor hidden;
     {
       AutocastScope autocast(arguments.torch_dtype == "bfloat16");
-      hidden = setup.model->forward({batch.input_ids, batch.position_ids, batch.attention_mask, nullptr});
+      hidden = setup.model->forward(
+          {batch.input_ids, batch.position_ids, batch.attention_mask, nullptr, batch.sequence_lengths});
     }
     ModelOutputs outputs(*setup.model, hidden);
     try {

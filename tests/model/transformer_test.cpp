@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <cstdlib>
+#include <functional>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -334,6 +335,76 @@ TEST(Batching, PackedRowEqualsSeparateSequences) {
     EXPECT_LE(max_abs_diff(packed.slice(0, start, start + length), alone), 1e-4f) << "sequence at " << start;
     start += length;
   }
+}
+
+// Padding-free packing: sequence_lengths instead of a mask. Logits and every parameter's gradient
+// (of a fixed random projection of the logits) equal those of each sequence run alone and of the
+// same row under the packed [total, total] mask, in float32.
+struct LogitsAndGradients {
+  torch::Tensor logits;
+  std::vector<torch::Tensor> gradients;
+};
+
+LogitsAndGradients logits_and_gradients(CausalLM& model, const std::function<torch::Tensor()>& logits_of,
+                                        const torch::Tensor& projection) {
+  for (auto& p : model->parameters()) p.mutable_grad() = torch::Tensor();
+  const auto logits = logits_of();
+  (logits * projection).sum().backward();
+  LogitsAndGradients result{logits.detach()};
+  for (auto& p : model->parameters()) result.gradients.push_back(p.grad().clone());
+  return result;
+}
+
+// Largest difference relative to the reference's scale (at least 1), so the bound means the same
+// for logits of several units and for gradients summed over many positions.
+double relative_difference(const torch::Tensor& actual, const torch::Tensor& expected) {
+  const auto scale = std::max(1.0, expected.abs().max().item<double>());
+  return (actual - expected).abs().max().item<double>() / scale;
+}
+
+TEST(Batching, PaddingFreeRowEqualsSequencesAloneAndTheMaskWithGradients) {
+  const std::vector<int64_t> lengths{5, 9, 1, 4};
+  const int64_t total = 19;
+  for (const auto& [name, config] : tiny_models()) {
+    auto model = random_model(config, 8);
+    const auto ids = random_ids(1, total, 21);
+    const auto positions = packed_position_ids(lengths);
+    torch::manual_seed(5);
+    const auto projection = torch::randn({1, total, kVocab});
+
+    const auto padding_free = logits_and_gradients(model, [&] {
+      return model->logits(model->forward({ids, positions, {}, nullptr, lengths}));
+    }, projection);
+    const auto masked = logits_and_gradients(model, [&] {
+      return model->logits(model->forward({ids, positions, packed_causal_mask(lengths)}));
+    }, projection);
+    const auto alone = logits_and_gradients(model, [&] {
+      std::vector<torch::Tensor> pieces;
+      int64_t start = 0;
+      for (const auto length : lengths) {
+        pieces.push_back(model->logits(model->forward({ids.slice(1, start, start + length)})));
+        start += length;
+      }
+      return torch::cat(pieces, 1);
+    }, projection);
+
+    for (const auto* reference : {&masked, &alone}) {
+      const char* against = reference == &masked ? "mask" : "alone";
+      EXPECT_LE(relative_difference(padding_free.logits, reference->logits), 1e-5) << name << " vs " << against;
+      for (size_t i = 0; i < padding_free.gradients.size(); ++i)
+        EXPECT_LE(relative_difference(padding_free.gradients[i], reference->gradients[i]), 1e-5)
+            << name << " vs " << against << ", parameter " << i;
+    }
+  }
+}
+
+TEST(Batching, SequenceLengthsMustDescribeOnePackedRow) {
+  auto model = random_model(tiny_models()[0].second, 8);
+  torch::NoGradGuard no_grad;
+  const auto ids = random_ids(1, 6, 3);
+  EXPECT_THROW(model->forward({ids, {}, {}, nullptr, {2, 3}}), c10::Error);                      // sums to 5
+  EXPECT_THROW(model->forward({random_ids(2, 6, 3), {}, {}, nullptr, {2, 4}}), c10::Error);      // two rows
+  EXPECT_THROW(model->forward({ids, {}, packed_causal_mask({2, 4}), nullptr, {2, 4}}), c10::Error);  // both
 }
 
 // --------------------------------------------------------------------------------------------

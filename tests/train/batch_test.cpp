@@ -42,8 +42,9 @@ TEST(Collate, PackedKeepsSequencesApart) {
   // The first token of each sequence is never a target (it would be predicted across the boundary).
   EXPECT_TRUE(torch::equal(batch.labels, torch::tensor({-100, 2, 3, -100, 5}, torch::kLong).view({1, 5})));
   EXPECT_TRUE(torch::equal(batch.position_ids, torch::tensor({0, 1, 2, 0, 1}, torch::kLong).view({1, 5})));
-  EXPECT_FALSE(batch.attention_mask[0][0][3][2].item<bool>());
-  EXPECT_TRUE(batch.attention_mask[0][0][4][3].item<bool>());
+  // Attention is kept within each sequence by their lengths; no [total, total] mask is built.
+  EXPECT_EQ(batch.sequence_lengths, (std::vector<int64_t>{3, 2}));
+  EXPECT_FALSE(batch.attention_mask.defined());
   EXPECT_EQ(batch.label_tokens, 3);
 }
 

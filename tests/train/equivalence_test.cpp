@@ -39,7 +39,8 @@ std::vector<Example> examples() {
 }
 
 torch::Tensor loss_of(CausalLM& model, const Batch& batch, int64_t num_items) {
-  auto hidden = model->forward({batch.input_ids, batch.position_ids, batch.attention_mask, nullptr});
+  auto hidden =
+      model->forward({batch.input_ids, batch.position_ids, batch.attention_mask, nullptr, batch.sequence_lengths});
   ModelOutputs outputs(*model, hidden);
   Arguments arguments;
   return loss_registry().factory("cross_entropy")(arguments)(outputs, batch.labels, batch.loss_scale, num_items);
@@ -109,7 +110,7 @@ TEST(Equivalence, PackedEqualsPadded) {
 TEST(Equivalence, GradientCheckpointingGivesTheSameGradients) {
   auto data = examples();
   std::vector<const Example*> all{&data[0], &data[1], &data[2], &data[3]};
-  auto batch = collate_padded(all, 0);
+  for (const auto& batch : {collate_padded(all, 0), collate_packed(all)})
   for (bool frozen_embedding : {false, true}) {
     auto model = tiny_model();
     model->train();
