@@ -10,27 +10,12 @@
 #include <string>
 #include <vector>
 
+#include "benchmark_model.h"
 #include "lathe/generate.h"
 #include "lathe/model.h"
 #include "lathe/runtime.h"
 
 using namespace lathe;
-
-static ModelConfig benchmark_config() {
-  ModelConfig config;
-  config.model_type = "qwen2";
-  config.vocab_size = 151936;
-  config.hidden_size = 512;
-  config.intermediate_size = 1408;
-  config.num_hidden_layers = 8;
-  config.num_attention_heads = 8;
-  config.num_key_value_heads = 2;
-  config.head_dim = 64;
-  config.max_position_embeddings = 4096;
-  config.attention_bias = true;
-  config.tie_word_embeddings = true;
-  return config;
-}
 
 static double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
