@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "lathe/arguments.h"
+#include "lathe/engine.h"
 #include "lathe/generate.h"
 #include "lathe/model.h"
 #include "lathe/template.h"
@@ -28,7 +29,11 @@ struct InferenceModel {
   // The template's and agent template's stop words that are not one token (e.g. ReAct's
   // "Observation:"): generation stops at these strings.
   std::vector<std::string> stop_strings() const;
+  // Sampling settings from the arguments, with the stop tokens and stop strings above.
   SamplingParams sampling(const Arguments& arguments) const;
+  // --max_batch_size, text through this tokenizer (for stop strings and Generation::text; the
+  // InferenceModel must outlive the engine), and max_new_tokens shortened to fit the context.
+  EngineOptions engine_options(const Arguments& arguments) const;
 };
 
 // Loads --model (and, later, --adapters) with --template / --system / --torch_dtype; the chat

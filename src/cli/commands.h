@@ -13,7 +13,8 @@ int run_sft(const Args& args);
 int run_pt(const Args& args);
 int run_plugins(const Args& args);
 int run_export(const Args& args);
-int run_deploy(const Args& args);
 int run_eval(const Args& args);
+int run_deploy(const Args& args);
+int run_sample(const Args& args);
 
 }  // namespace lathe::cli

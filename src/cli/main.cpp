@@ -24,6 +24,7 @@ constexpr Command kCommands[] = {
     {"infer", "chat with a model, or answer a dataset in batch", lathe::cli::run_infer},
     {"export", "merge LoRA adapters into a full model folder", lathe::cli::run_export},
     {"eval", "score a model on a dataset with metric plugins (generation-based nlg by default)", lathe::cli::run_eval},
+    {"sample", "sample responses per query, keep the best by ORM / PRM rewards", lathe::cli::run_sample},
     {"deploy", "serve a model with an OpenAI-compatible HTTP API", lathe::cli::run_deploy},
     {"plugins", "list the registered plugins of every kind", lathe::cli::run_plugins},
     {"tokenize", "encode lines of text to token ids (or --decode ids to text)", lathe::cli::run_tokenize},

@@ -1,0 +1,386 @@
+// `lathe sample`: N responses per dataset query, scored by outcome and/or process reward models,
+// the best kept as new SFT rows (rejection sampling), written incrementally and resumable.
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <httplib.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <set>
+
+#include "cli/arguments.h"
+#include "common/format.h"
+#include "lathe/dataset.h"
+#include "lathe/files.h"
+#include "lathe/inference.h"
+#include "lathe/plugin/orm.h"
+#include "lathe/plugin/prm.h"
+
+namespace lathe::cli {
+namespace {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+struct Query {
+  json row;                    // as read from the dataset
+  Conversation prompt;         // the row up to its last user message
+  std::optional<std::string> answer;  // the row's final assistant message, if any
+  std::string id;
+};
+
+struct Response {
+  std::string text;
+  std::optional<int64_t> tokens;
+};
+
+// 64-bit FNV-1a of the row's JSON text: stable across runs and builds, which resuming relies on.
+std::string row_id(const json& row) {
+  uint64_t hash = 14695981039346656037ULL;
+  for (unsigned char c : row.dump()) hash = (hash ^ c) * 1099511628211ULL;
+  return fmt::format("{:016x}", hash);
+}
+
+std::vector<Query> read_queries(const Arguments& arguments) {
+  if (arguments.dataset.empty()) fail("--dataset is required (the queries to sample responses for)");
+  int64_t begin = 0, end = std::numeric_limits<int64_t>::max();
+  if (!arguments.data_range.empty()) {
+    begin = arguments.data_range[0];
+    end = arguments.data_range[1];
+    if (begin < 0 || end < begin) fail("--data_range {} {}: expected 0 <= BEGIN <= END", begin, end);
+  }
+  std::vector<Query> queries;
+  int64_t index = 0;
+  for (const auto& file : arguments.dataset) {
+    for_each_row(file, [&](const json& row, const RowLocation& where) {
+      const int64_t position = index++;
+      if (position < begin || position >= end) return;
+      auto prompt = to_conversation(row, where);
+      std::optional<std::string> answer;
+      if (!prompt.messages.empty() && prompt.messages.back().role == "assistant") {
+        answer = prompt.messages.back().content;
+        prompt.messages.pop_back();
+      }
+      if (prompt.messages.empty() || prompt.messages.back().role != "user") {
+        fail("{}: the row must end with a user message (or a user message and its answer)", where.describe());
+      }
+      queries.push_back({row, std::move(prompt), std::move(answer), row_id(row)});
+    });
+  }
+  return queries;
+}
+
+// Generates with this process's model, `n` samples per prompt in batches of --max_batch_size.
+// Seeds are seed + query_index * n + sample, so a resumed run draws what the first run would have.
+class LocalSampler {
+ public:
+  explicit LocalSampler(const Arguments& arguments) : arguments_(arguments), loaded_(load_inference_model(arguments)) {}
+
+  std::vector<Response> sample(const Query& query, std::size_t query_index, int64_t n) {
+    const auto prompt = loaded_.encode_prompt(query.prompt);
+    const auto batch = std::max<int64_t>(1, arguments_.max_batch_size);
+    auto params = loaded_.sampling(arguments_);
+    std::vector<Response> responses;
+    for (int64_t start = 0; start < n; start += batch) {
+      const auto count = std::min(batch, n - start);
+      params.seed = static_cast<uint64_t>(arguments_.seed) + query_index * static_cast<uint64_t>(n) + start;
+      const std::vector<std::vector<int32_t>> prompts(static_cast<std::size_t>(count), prompt);
+      for (const auto& generation : generate(loaded_.model, prompts, params)) {
+        responses.push_back({loaded_.decode_response(generation.ids), static_cast<int64_t>(generation.ids.size())});
+      }
+    }
+    return responses;
+  }
+
+ private:
+  const Arguments& arguments_;
+  InferenceModel loaded_;
+};
+
+json messages_json(const Conversation& conversation) {
+  json messages = json::array();
+  for (const auto& message : conversation.messages) messages.push_back({{"role", message.role}, {"content", message.content}});
+  return messages;
+}
+
+// Asks an OpenAI-compatible server (a running `lathe deploy`, vLLM, ...) for n chat completions.
+class ClientSampler {
+ public:
+  explicit ClientSampler(const Arguments& arguments) : arguments_(arguments) {
+    const auto& base = arguments.engine_kwargs_base_url;
+    if (base.empty()) fail("--sampler_engine client needs --engine_kwargs_base_url (e.g. http://127.0.0.1:8000/v1)");
+    const auto scheme_end = base.find("://");
+    if (scheme_end == std::string::npos || (!base.starts_with("http://") && !base.starts_with("https://"))) {
+      fail("--engine_kwargs_base_url {}: expected http://host:port/v1", base);
+    }
+    const auto path_start = base.find('/', scheme_end + 3);
+    origin_ = base.substr(0, path_start);
+    path_ = (path_start == std::string::npos ? "" : base.substr(path_start));
+    while (path_.ends_with("/")) path_.pop_back();
+    path_ += "/chat/completions";
+    key_ = arguments.engine_kwargs_api_key;
+    if (const char* from_environment = std::getenv("LATHE_API_KEY"); key_.empty() && from_environment) key_ = from_environment;
+  }
+
+  std::vector<Response> sample(const Query& query, std::size_t query_index, int64_t n) {
+    httplib::Client client(origin_);
+    client.set_connection_timeout(10);
+    client.set_read_timeout(3600);
+    if (!key_.empty()) client.set_bearer_token_auth(key_);
+    json body = {{"model", arguments_.engine_kwargs_model},
+                 {"messages", messages_json(query.prompt)},
+                 {"n", n},
+                 {"temperature", arguments_.temperature},
+                 {"max_tokens", arguments_.max_new_tokens},
+                 {"seed", arguments_.seed + static_cast<int64_t>(query_index) * n}};
+    const auto url = origin_ + path_;
+    auto result = client.Post(path_, body.dump(), "application/json");
+    if (!result) fail("sample client: cannot reach {}: {}", url, httplib::to_string(result.error()));
+    if (result->status != 200) fail("sample client: {} answered HTTP {}: {}", url, result->status, result->body.substr(0, 300));
+    const auto reply = json::parse(result->body, nullptr, false);
+    if (!reply.is_object() || !reply.contains("choices") || !reply["choices"].is_array()) {
+      fail("sample client: {} did not answer a chat completion (no choices): {}", url, result->body.substr(0, 300));
+    }
+    std::vector<Response> responses;
+    for (const auto& choice : reply["choices"]) {
+      const json::json_pointer content("/message/content");
+      if (!choice.contains(content) || !choice[content].is_string()) fail("sample client: {}: a choice has no message.content", url);
+      responses.push_back({choice[content].get<std::string>(), std::nullopt});
+    }
+    return responses;
+  }
+
+ private:
+  const Arguments& arguments_;
+  std::string origin_, path_, key_;
+};
+
+// The scores of one query's responses; empty vectors for a reward model that is not used.
+struct Scores {
+  std::vector<double> orm, prm;
+};
+
+class Scorer {
+ public:
+  explicit Scorer(const Arguments& arguments) {
+    if (!arguments.orm_model.empty()) orm_ = orm_registry().factory(arguments.orm_model)(arguments);
+    if (!arguments.prm_model.empty()) prm_ = prm_registry().factory(arguments.prm_model)(arguments);
+  }
+  bool active() const { return orm_ || prm_; }
+
+  Scores score(const Query& query, const std::vector<Response>& responses) const {
+    Scores scores;
+    if (orm_) {
+      // ORMs find the reference in the row's "solution" / "answer" / "response" column
+      // (reference_answer in orm.h). A messages-format row keeps it as its final assistant
+      // message instead, so that message is offered as "solution" when the row has none of them.
+      json row = query.row;
+      const bool has_reference = row.contains("solution") || row.contains("answer") || row.contains("response");
+      if (!has_reference && query.answer) row["solution"] = *query.answer;
+      std::vector<RewardInput> inputs;
+      for (const auto& response : responses) inputs.push_back({response.text, row, response.tokens});
+      scores.orm = orm_->score(inputs);
+    }
+    if (prm_) {
+      std::vector<PrmInput> inputs;
+      for (const auto& response : responses) {
+        auto conversation = query.prompt;
+        conversation.messages.push_back({"assistant", response.text, {}, {}});
+        inputs.push_back({std::move(conversation), query.answer});
+      }
+      // A PRM gives one reward, or one per step; a response's score is the mean of its list.
+      for (const auto& steps : prm_->score(inputs)) {
+        scores.prm.push_back(steps.empty() ? 0.0 : std::accumulate(steps.begin(), steps.end(), 0.0) / steps.size());
+      }
+    }
+    for (const auto* list : {&scores.orm, &scores.prm}) {
+      if (!list->empty() && list->size() != responses.size()) {
+        fail("--{}: {} scores for {} responses", list == &scores.orm ? "orm_model" : "prm_model", list->size(), responses.size());
+      }
+    }
+    return scores;
+  }
+
+ private:
+  std::shared_ptr<OutcomeRewardModel> orm_;
+  std::shared_ptr<ProcessRewardModel> prm_;
+};
+
+// Min-max normalised to [0, 1]; when all are equal, none is worse than another: all 1.
+std::vector<double> min_max_normalised(const std::vector<double>& values) {
+  if (values.empty()) return values;
+  const auto [low, high] = std::minmax_element(values.begin(), values.end());
+  std::vector<double> normalised;
+  for (double value : values) normalised.push_back(*high > *low ? (value - *low) / (*high - *low) : 1.0);
+  return normalised;
+}
+
+// The original row with its answer replaced by `response`: the last assistant message of a
+// "messages" row (appended when it has none), else the "response" column.
+json with_response(const Query& query, const std::string& response) {
+  json row = query.row;
+  if (row.contains("messages") && row["messages"].is_array()) {
+    auto& messages = row["messages"];
+    if (!messages.empty() && messages.back().value("role", "") == "assistant") {
+      messages.back()["content"] = response;
+    } else {
+      messages.push_back({{"role", "assistant"}, {"content", response}});
+    }
+  } else {
+    row["response"] = response;
+  }
+  row["id"] = query.id;
+  return row;
+}
+
+// The rows to write for one query. With reward models: responses kept when the ORM judges them
+// good (score > 0; ORMs such as math give 1 right / 0 wrong, so normalising them would keep a
+// query where every answer is wrong) and their min-max normalised PRM score is above
+// --prm_threshold; ranked by prm + 10 * orm; each row also carries the worst response of all N as
+// rejected_response. Without reward models every response is an SFT row.
+std::vector<json> rows_for(const Query& query, const std::vector<Response>& responses, const Scores& scores,
+                           const Arguments& arguments, bool scored) {
+  std::vector<json> rows;
+  if (!scored) {
+    for (const auto& response : responses) rows.push_back(with_response(query, response.text));
+    return rows;
+  }
+  const auto prm = min_max_normalised(scores.prm);
+  std::vector<double> combined(responses.size(), 0.0);
+  std::vector<std::size_t> kept;
+  for (std::size_t i = 0; i < responses.size(); ++i) {
+    const double orm = scores.orm.empty() ? 0.0 : scores.orm[i];
+    combined[i] = (prm.empty() ? 0.0 : prm[i]) + 10.0 * orm;
+    const bool orm_ok = scores.orm.empty() || orm > 0;
+    const bool prm_ok = prm.empty() || prm[i] > arguments.prm_threshold;
+    if (orm_ok && prm_ok) kept.push_back(i);
+  }
+  if (kept.empty()) return rows;
+  std::stable_sort(kept.begin(), kept.end(), [&](std::size_t a, std::size_t b) { return combined[a] > combined[b]; });
+  const auto worst = std::min_element(combined.begin(), combined.end()) - combined.begin();
+  const auto keep = std::min<std::size_t>(kept.size(), static_cast<std::size_t>(std::max<int64_t>(0, arguments.n_best_to_keep)));
+  for (std::size_t k = 0; k < keep; ++k) {
+    auto row = with_response(query, responses[kept[k]].text);
+    row["rejected_response"] = responses[worst].text;
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+// The output jsonl, opened for appending. On opening, a last line cut short by an interruption
+// is dropped, and the ids already written are collected so that those queries are skipped.
+class OutputFile {
+ public:
+  explicit OutputFile(const fs::path& path) : path_(path) {
+    fs::create_directories(path.parent_path());
+    if (fs::exists(path)) recover();
+    fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd_ < 0) fail("{}: cannot open for writing: {}", path.string(), std::strerror(errno));
+  }
+  ~OutputFile() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  OutputFile(const OutputFile&) = delete;
+  OutputFile& operator=(const OutputFile&) = delete;
+
+  bool done(const std::string& id) const { return done_.count(id) > 0; }
+
+  // One write call for all rows of a query, so that an interruption leaves whole queries, or a
+  // cut last line that the next run drops.
+  void append(const std::vector<json>& rows) {
+    std::string text;
+    // A response may end inside a multi-byte character (max_new_tokens cut it): such bytes are
+    // written as U+FFFD rather than failing the run.
+    for (const auto& row : rows) text += row.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+    for (std::size_t written = 0; written < text.size();) {
+      const auto n = ::write(fd_, text.data() + written, text.size() - written);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) fail("{}: write failed: {}", path_.string(), std::strerror(errno));
+      written += static_cast<std::size_t>(n);
+    }
+    ::fsync(fd_);
+  }
+
+ private:
+  void recover() {
+    const auto text = read_file(path_);
+    std::size_t complete = 0;  // bytes up to the end of the last whole, valid line
+    for (std::size_t start = 0; start < text.size();) {
+      const auto newline = text.find('\n', start);
+      if (newline == std::string::npos) break;
+      const auto row = json::parse(text.substr(start, newline - start), nullptr, false);
+      if (row.is_discarded()) break;
+      if (row.is_object() && row.contains("id") && row["id"].is_string()) done_.insert(row["id"].get<std::string>());
+      complete = newline + 1;
+      start = newline + 1;
+    }
+    if (complete < text.size()) {
+      fmt::print(stderr, "lathe sample: {}: dropping {} bytes of an interrupted last write\n", path_.string(), text.size() - complete);
+      fs::resize_file(path_, complete);
+    }
+  }
+
+  fs::path path_;
+  int fd_ = -1;
+  std::set<std::string> done_;
+};
+
+fs::path output_file(const Arguments& arguments) {
+  const std::string name = arguments.data_range.empty()
+                               ? "sample.jsonl"
+                               : fmt::format("sample_{}_{}.jsonl", arguments.data_range[0], arguments.data_range[1]);
+  return fs::path(arguments.output_dir) / name;
+}
+
+template <typename Sampler>
+int sample_all(const Arguments& arguments, const std::vector<Query>& queries, Sampler& sampler) {
+  const Scorer scorer(arguments);
+  OutputFile output(output_file(arguments));
+  std::size_t written = 0, skipped = 0;
+  for (std::size_t i = 0; i < queries.size(); ++i) {
+    if (output.done(queries[i].id)) {
+      ++skipped;
+      continue;
+    }
+    const auto responses = sampler.sample(queries[i], i, arguments.num_return_sequences);
+    const auto scores = scorer.score(queries[i], responses);
+    const auto rows = rows_for(queries[i], responses, scores, arguments, scorer.active());
+    output.append(rows);
+    written += rows.size();
+    fmt::print(stderr, "lathe sample: query {}/{}: {} of {} responses kept\n", i + 1, queries.size(), rows.size(), responses.size());
+  }
+  fmt::print(stderr, "lathe sample: {} rows written to {} ({} queries done before were skipped)\n", written,
+             output_file(arguments).string(), skipped);
+  return 0;
+}
+
+}  // namespace
+
+int run_sample(const Args& args) {
+  CLI::App app("Generate --num_return_sequences responses per --dataset query, score them with --orm_model and/or "
+               "--prm_model, and write the best --n_best_to_keep (with rejected_response and id) as jsonl rows to "
+               "--output_dir/sample.jsonl (sample_BEGIN_END.jsonl with --data_range). A rerun skips the queries "
+               "already written.",
+               "sample");
+  Arguments arguments;
+  arguments.output_dir = "sample_output";
+  arguments.temperature = 1.0;  // N greedy samples would all be the same response
+  add_options(app, arguments, {OptionGroup::Model, OptionGroup::Generation, OptionGroup::Data, OptionGroup::Reward,
+                               OptionGroup::Sampling});
+  app.add_option("--output_dir", arguments.output_dir, "where sample.jsonl is written")->capture_default_str();
+  if (int code = parse(app, args); code >= 0) return code;
+  if (arguments.num_return_sequences < 1) fail("--num_return_sequences {}: expected at least 1", arguments.num_return_sequences);
+  const auto queries = read_queries(arguments);
+  if (arguments.sampler_engine == "client") {
+    ClientSampler sampler(arguments);
+    return sample_all(arguments, queries, sampler);
+  }
+  LocalSampler sampler(arguments);
+  return sample_all(arguments, queries, sampler);
+}
+
+}  // namespace lathe::cli
