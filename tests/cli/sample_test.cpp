@@ -252,3 +252,54 @@ TEST_F(Sample, ResumingAfterAnInterruptedWriteLeavesNoDuplicates) {
 
 }  // namespace
 }  // namespace lathe::testing
+
+namespace lathe::testing {
+namespace {
+
+// The last \boxed{...} of a text (no nesting: the answers here are digits).
+std::string boxed(const std::string& text) {
+  const auto open = text.rfind("\\boxed{");
+  if (open == std::string::npos) return {};
+  const auto close = text.find('}', open);
+  return close == std::string::npos ? std::string() : text.substr(open + 7, close - open - 7);
+}
+
+// Issue 5: a tiny model trained here on a synthetic arithmetic set, then sampled hot enough to
+// make mistakes; the built-in math ORM keeps only the correct answers.
+TEST(SampleTrained, MathOrmKeepsOnlyCorrectAnswersOfATrainedModel) {
+  TempDir dir("sample-trained");
+  write_tiny_model(dir / "model");
+  std::vector<nlohmann::json> sums;
+  for (auto [a, b] : std::vector<std::pair<int, int>>{{2, 3}, {4, 4}, {1, 2}, {3, 6}}) {
+    const auto answer = "\\boxed{" + std::to_string(a + b) + "}";
+    sums.push_back({{"query", std::to_string(a) + " + " + std::to_string(b) + " = ?"}, {"response", answer}});
+  }
+  write_jsonl(dir / "sums.jsonl", sums);
+  auto train = run_lathe({"sft", "--model", (dir / "model").string(), "--dataset", (dir / "sums.jsonl").string(),
+                          "--train_type", "full", "--learning_rate", "1e-2", "--lr_scheduler_type", "constant",
+                          "--max_steps", "60", "--per_device_train_batch_size", "4", "--save_steps", "60",
+                          "--logging_steps", "60", "--output_dir", (dir / "trained").string(), "--add_version", "false"});
+  ASSERT_EQ(train.exit_code, 0) << train.err;
+
+  auto sample = run_lathe({"sample", "--model", (dir / "trained" / "checkpoint-60").string(), "--dataset",
+                           (dir / "sums.jsonl").string(), "--output_dir", (dir / "out").string(),
+                           "--num_return_sequences", "8", "--n_best_to_keep", "8", "--temperature", "1.5",
+                           "--max_new_tokens", "8", "--orm_model", "math"});
+  ASSERT_EQ(sample.exit_code, 0) << sample.err;
+  const auto rows = read_jsonl(dir / "out" / "sample.jsonl");
+  ASSERT_FALSE(rows.empty()) << "the trained model answers some sums right";
+  int rejected_wrong = 0;
+  for (const auto& row : rows) {
+    const auto expected = boxed(row.at("response").get<std::string>());
+    const auto& original = *std::find_if(sums.begin(), sums.end(), [&](const auto& s) { return s["query"] == row["query"]; });
+    EXPECT_EQ(expected, boxed(original["response"].get<std::string>())) << "kept: " << row.dump();
+    if (boxed(row.at("rejected_response").get<std::string>()) != expected) ++rejected_wrong;
+  }
+  ::testing::Test::RecordProperty("kept_of_32", static_cast<int>(rows.size()));
+  ::testing::Test::RecordProperty("rejected_wrong", rejected_wrong);
+  EXPECT_LT(rows.size(), 4u * 8u) << "sampling at temperature 1.5 gets some wrong, and those are dropped";
+  EXPECT_GT(rejected_wrong, 0) << "the rejected response of a query with mistakes is a wrong one";
+}
+
+}  // namespace
+}  // namespace lathe::testing
