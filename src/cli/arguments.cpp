@@ -87,7 +87,7 @@ void add_output_options(CLI::App& app, Arguments& a) {
 }
 
 void add_evaluation_options(CLI::App& app, Arguments& a) {
-  app.add_option("--metric", a.metric, "metric plugins for evaluation (default acc; nlg with --predict_with_generate)");
+  app.add_option("--metric", a.metric, "metric plugins (sft: acc, or nlg with --predict_with_generate; lathe eval: nlg)");
   app.add_option("--predict_with_generate", a.predict_with_generate, "evaluate generated responses (nlg) instead of next-token predictions")->capture_default_str();
   app.add_option("--acc_strategy", a.acc_strategy, "acc metric: token | seq")->capture_default_str();
 }
