@@ -14,7 +14,7 @@
 // message saying so, instead of crashing on mismatched types.
 
 // Bumped whenever a public header changes in a way that breaks binary compatibility.
-#define LATHE_PLUGIN_ABI_VERSION 1
+#define LATHE_PLUGIN_ABI_VERSION 2  // 2: Arguments, Template, ForwardInputs and Batch grew
 
 #define LATHE_PLUGIN()                                                          \
   static void lathe_plugin_body();                                              \
