@@ -176,7 +176,7 @@ void add_options(CLI::App& app, Arguments& a, std::initializer_list<OptionGroup>
         app.add_option("--logprobs", a.logprobs, "record each generated token's log-probability")->capture_default_str();
         app.add_option("--top_logprobs", a.top_logprobs, "and this many likeliest alternatives")->capture_default_str();
         app.add_option("--stream", a.stream, "stream tokens as they are generated")->capture_default_str();
-        app.add_option("--max_batch_size", a.max_batch_size, "rows generated together in batch mode")->capture_default_str();
+        app.add_option("--max_batch_size", a.max_batch_size, "sequences decoded together (deploy: concurrent requests; more wait their turn)")->capture_default_str();
         break;
       case OptionGroup::Data:
         app.add_option("--dataset", a.dataset, "training datasets (.jsonl/.json/.csv; path#N samples N rows)");

@@ -30,12 +30,15 @@ int run_deploy(const Args& args) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   auto loaded = load_inference_model(arguments);
-  EngineOptions engine_options;
-  engine_options.max_batch_size = std::max<int64_t>(1, arguments.max_batch_size);
-  engine_options.decode = [&loaded](const std::vector<int32_t>& ids) { return loaded.tokenizer.decode(ids); };
+  auto engine_options = loaded.engine_options(arguments);
+  // A request's explicit max_tokens past the context is the client's error (400), not shortened.
+  engine_options.fit_max_new_tokens = false;
   GenerationEngine engine(loaded.model, engine_options);
   auto agent = loaded.chat_template.agent_template();
-  OpenAIServer server(loaded, loaded.sampling(arguments), agent, submit_to(engine), options);
+  auto defaults = loaded.sampling(arguments);
+  // Without --seed, a request without "seed" samples afresh each time, as OpenAI's API does.
+  if (app.count("--seed") == 0) defaults.seed.reset();
+  OpenAIServer server(loaded, defaults, agent, submit_to(engine), options);
   const int port = server.bind();
 
   std::atomic<bool> signalled{false};

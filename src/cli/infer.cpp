@@ -74,7 +74,8 @@ int run_batch(const Arguments& arguments, InferenceModel& loaded) {
                    {"finish_reason", generation.finish_reason}};
     if (rows[i].label) result["labels"] = *rows[i].label;
     if (params.logprobs) result["logprobs"] = logprobs_json(generation.logprobs);
-    output += result.dump() + "\n";
+    // A response cut by max_new_tokens may end inside a UTF-8 character.
+    output += result.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
     const auto done = i + 1;
     if (done % static_cast<std::size_t>(engine.max_batch_size()) == 0 || done == rows.size()) {
       fmt::print(stderr, "lathe infer: {}/{} rows\n", done, rows.size());

@@ -16,6 +16,7 @@
 #include "cli/arguments.h"
 #include "common/format.h"
 #include "lathe/dataset.h"
+#include "lathe/engine.h"
 #include "lathe/files.h"
 #include "lathe/inference.h"
 #include "lathe/plugin/orm.h"
@@ -74,24 +75,27 @@ std::vector<Query> read_queries(const Arguments& arguments) {
   return queries;
 }
 
-// Generates with this process's model, `n` samples per prompt in batches of --max_batch_size.
-// Seeds are seed + query_index * n + sample, so a resumed run draws what the first run would have.
+// Generates with this process's model on the generation engine (--max_batch_size sequences at a
+// time). Seeds are seed + query_index * n + sample, so a resumed run draws what the first run would have.
 class LocalSampler {
  public:
-  explicit LocalSampler(const Arguments& arguments) : arguments_(arguments), loaded_(load_inference_model(arguments)) {}
+  explicit LocalSampler(const Arguments& arguments)
+      : arguments_(arguments),
+        loaded_(load_inference_model(arguments)),
+        engine_(loaded_.model, loaded_.engine_options(arguments)) {}
 
   std::vector<Response> sample(const Query& query, std::size_t query_index, int64_t n) {
     const auto prompt = loaded_.encode_prompt(query.prompt);
-    const auto batch = std::max<int64_t>(1, arguments_.max_batch_size);
     auto params = loaded_.sampling(arguments_);
+    std::vector<std::future<Generation>> pending;
+    for (int64_t i = 0; i < n; ++i) {
+      params.seed = static_cast<uint64_t>(arguments_.seed) + query_index * static_cast<uint64_t>(n) + i;
+      pending.push_back(engine_.submit(prompt, params));
+    }
     std::vector<Response> responses;
-    for (int64_t start = 0; start < n; start += batch) {
-      const auto count = std::min(batch, n - start);
-      params.seed = static_cast<uint64_t>(arguments_.seed) + query_index * static_cast<uint64_t>(n) + start;
-      const std::vector<std::vector<int32_t>> prompts(static_cast<std::size_t>(count), prompt);
-      for (const auto& generation : generate(loaded_.model, prompts, params)) {
-        responses.push_back({loaded_.decode_response(generation.ids), static_cast<int64_t>(generation.ids.size())});
-      }
+    for (auto& future : pending) {
+      const auto generation = future.get();
+      responses.push_back({generation.text, static_cast<int64_t>(generation.ids.size())});
     }
     return responses;
   }
@@ -99,6 +103,7 @@ class LocalSampler {
  private:
   const Arguments& arguments_;
   InferenceModel loaded_;
+  GenerationEngine engine_;  // after loaded_: its decoder reads loaded_'s tokenizer
 };
 
 json messages_json(const Conversation& conversation) {
@@ -230,6 +235,16 @@ json with_response(const Query& query, const std::string& response) {
     } else {
       messages.push_back({{"role", "assistant"}, {"content", response}});
     }
+  } else if (row.contains("conversations") && row["conversations"].is_array()) {
+    // ShareGPT rows are read from "conversations" first, so the answer must be replaced there.
+    auto& turns = row["conversations"];
+    static const std::set<std::string> answer_roles{"gpt", "assistant", "bot", "model"};
+    const bool ends_with_answer = !turns.empty() && answer_roles.count(turns.back().value("from", "")) > 0;
+    if (ends_with_answer) {
+      turns.back()["value"] = response;
+    } else {
+      turns.push_back({{"from", "gpt"}, {"value", response}});
+    }
   } else {
     row["response"] = response;
   }
@@ -302,7 +317,7 @@ class OutputFile {
       if (n < 0) fail("{}: write failed: {}", path_.string(), std::strerror(errno));
       written += static_cast<std::size_t>(n);
     }
-    ::fsync(fd_);
+    if (::fsync(fd_) != 0) fail("{}: cannot flush to disk: {}", path_.string(), std::strerror(errno));
   }
 
  private:
@@ -313,7 +328,12 @@ class OutputFile {
       const auto newline = text.find('\n', start);
       if (newline == std::string::npos) break;
       const auto row = json::parse(text.substr(start, newline - start), nullptr, false);
-      if (row.is_discarded()) break;
+      // Only an unfinished last line (no newline yet) can come from an interrupted write; a bad
+      // whole line is damage this command did not cause, and the rows after it must not be lost.
+      if (row.is_discarded()) {
+        fail("{}: line {}: not a JSON row; fix or remove it before resuming", path_.string(),
+             std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(start), '\n') + 1);
+      }
       if (row.is_object() && row.contains("id") && row["id"].is_string()) done_.insert(row["id"].get<std::string>());
       complete = newline + 1;
       start = newline + 1;

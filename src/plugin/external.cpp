@@ -103,17 +103,21 @@ fs::path compile_plugin(const fs::path& source) {
   const fs::path library = cache_dir() / fmt::format("{}-{:016x}.so", source.stem().string(), key);
   if (fs::exists(library, ec)) return library;
   fs::create_directories(cache_dir());
-  const auto command = fmt::format("{} {} -shared -o {} {} {}", compiler(), flags, quoted(library.string() + ".tmp"),
+  // Several processes may compile the same plugin at once (parallel tests, jobs sharing a cache):
+  // each writes its own temporary file, and the atomic rename lets the last one win.
+  const auto temporary = fmt::format("{}.{}.tmp", library.string(), ::getpid());
+  const auto command = fmt::format("{} {} -shared -o {} {} {}", compiler(), flags, quoted(temporary),
                                    quoted(source.string()), link);
   fmt::print(stderr, "lathe: compiling plugin {}\n", source.string());
   std::string output;
   const int status = run_capturing(command, output);
+  if (status != 0) fs::remove(temporary, ec);
   if (status == 127 || (status != 0 && output.find("not found") != std::string::npos && output.size() < 200)) {
     fail("{}: cannot compile the plugin: the compiler '{}' was not found (install g++, or set CXX)", source.string(),
          compiler());
   }
   if (status != 0) fail("{}: the plugin does not compile:\n{}", source.string(), output);
-  fs::rename(library.string() + ".tmp", library);
+  fs::rename(temporary, library);
   return library;
 }
 

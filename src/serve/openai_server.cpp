@@ -47,7 +47,7 @@ int64_t unix_time() {
 void send_error(httplib::Response& response, int status, const std::string& message, const std::string& param = "",
                 const std::string& code = "") {
   response.status = status;
-  response.set_content(serve::error_body(status, message, param, code).dump(), "application/json");
+  response.set_content(serve::error_body(status, message, param, code).dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
 }
 
 // Runs a handler; whatever it throws becomes an error answer, never a crash.
@@ -131,7 +131,7 @@ struct OpenAIServer::State {
     http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& response) {
       json model = {{"id", options.served_model_name}, {"object", "model"}, {"created", unix_time()},
                     {"owned_by", "lathe"}, {"max_model_len", context_limit}};
-      response.set_content(json{{"object", "list"}, {"data", json::array({model})}}.dump(), "application/json");
+      response.set_content(json{{"object", "list"}, {"data", json::array({model})}}.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
     });
     http.Post("/v1/chat/completions", [this](const httplib::Request& request, httplib::Response& response) {
       guarded(response, [&] { complete(accept(request.body, true), response); });
@@ -242,7 +242,7 @@ struct OpenAIServer::State {
     }
     json body = {{"id", job.id}, {"object", job.chat ? "chat.completion" : "text_completion"}, {"created", job.created},
                  {"model", options.served_model_name}, {"choices", choices}, {"usage", usage(job, completion_tokens)}};
-    response.set_content(body.dump(), "application/json");
+    response.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
   }
 
   void stream(std::shared_ptr<Job> job, httplib::Response& response) {
@@ -262,8 +262,15 @@ struct OpenAIServer::State {
     response.set_chunked_content_provider(
         "text/event-stream",
         [this, job, queue, futures](size_t, httplib::DataSink& sink) {
-          if (!write_events(*job, *queue, *futures, sink)) {
-            queue->cancelled = true;  // the client went away: the engine frees the slots
+          // httplib runs this outside its own exception handling: nothing may escape.
+          bool written = false;
+          try {
+            written = write_events(*job, *queue, *futures, sink);
+          } catch (...) {
+            written = false;
+          }
+          if (!written) {
+            queue->cancelled = true;  // the client went away (or writing failed): the engine frees the slots
             return false;
           }
           sink.done();
@@ -306,7 +313,7 @@ struct OpenAIServer::State {
   bool write_events(const Job& job, StreamQueue& queue, std::vector<std::future<Generation>>& futures,
                     httplib::DataSink& sink) const {
     auto send = [&](const json& event) {
-      const std::string line = "data: " + event.dump() + "\n\n";
+      const std::string line = "data: " + event.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
       return sink.is_writable() && sink.write(line.data(), line.size());
     };
     const bool with_tools = job.chat && !job.request.tools.empty();
@@ -334,6 +341,8 @@ struct OpenAIServer::State {
     int64_t completion_tokens = 0;
     std::size_t open = choices.size();
     while (open > 0) {
+      // Text may be held back (tools, a possible stop string): notice a client that left anyway.
+      if (!sink.is_writable()) return false;
       std::deque<std::pair<std::size_t, TokenLogprob>> tokens;
       {
         std::unique_lock lock(queue.mutex);

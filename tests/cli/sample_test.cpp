@@ -291,8 +291,9 @@ TEST(SampleTrained, MathOrmKeepsOnlyCorrectAnswersOfATrainedModel) {
   int rejected_wrong = 0;
   for (const auto& row : rows) {
     const auto expected = boxed(row.at("response").get<std::string>());
-    const auto& original = *std::find_if(sums.begin(), sums.end(), [&](const auto& s) { return s["query"] == row["query"]; });
-    EXPECT_EQ(expected, boxed(original["response"].get<std::string>())) << "kept: " << row.dump();
+    const auto original = std::find_if(sums.begin(), sums.end(), [&](const auto& s) { return s["query"] == row["query"]; });
+    ASSERT_NE(original, sums.end()) << "a written row keeps its query: " << row.dump();
+    EXPECT_EQ(expected, boxed((*original)["response"].get<std::string>())) << "kept: " << row.dump();
     if (boxed(row.at("rejected_response").get<std::string>()) != expected) ++rejected_wrong;
   }
   ::testing::Test::RecordProperty("kept_of_32", static_cast<int>(rows.size()));
