@@ -1,6 +1,7 @@
 // Cross entropy through the output head, one chunk of rows at a time (architecture.md: "the loss
 // never needs the full logits"). Forward keeps only the per-row logsumexp; backward recomputes
-// each chunk's logits, which costs one more matmul but no [N, V] tensor in either direction.
+// each chunk's logits, which costs one more matmul but no [N, V] tensor in either direction. A
+// frozen head skips that recomputation (see ChunkedCrossEntropy).
 #include <torch/torch.h>
 
 #include "common/format.h"
@@ -10,7 +11,7 @@ namespace lathe {
 namespace {
 
 constexpr int64_t kIgnoreIndex = -100;
-constexpr int64_t kChunkLogitBytes = int64_t{32} << 20;
+constexpr int64_t kChunkLogitBytes = int64_t{256} << 20;
 
 // Gradients summed over many chunks are kept in at least float32.
 torch::ScalarType accumulate_dtype(torch::ScalarType dtype) {
@@ -53,33 +54,61 @@ void check_inputs(const torch::Tensor& hidden, const torch::Tensor& weight, cons
          low < 0 ? low : high, vocab);
 }
 
+// d loss_i / d logits_i = softmax_i - onehot(target_i), written over the chunk's logits.
+torch::Tensor unit_logit_gradient(Chunk& chunk, const torch::Tensor& chunk_logsumexp) {
+  auto gradient = chunk.logits.sub_(chunk_logsumexp.unsqueeze(1)).exp_();
+  gradient.scatter_add_(1, chunk.targets.unsqueeze(1), torch::full({gradient.size(0), 1}, -1.0, gradient.options()));
+  return gradient.masked_fill_(~chunk.valid.unsqueeze(1), 0);
+}
+
+// When only the hidden rows need a gradient (a frozen head: LoRA, or a tied embedding that is not
+// trained), forward also computes d loss_i / d hidden_i while each chunk's logits are at hand, and
+// backward only scales those rows by the incoming per-row gradient: two head matmuls per chunk
+// instead of three, and one softmax instead of two. The weight's gradient cannot be taken early,
+// because it sums rows under scales that backward learns only later.
 class ChunkedCrossEntropy : public torch::autograd::Function<ChunkedCrossEntropy> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* context, const torch::Tensor& hidden,
-                               const torch::Tensor& weight, const torch::Tensor& targets, int64_t chunk_tokens) {
+                               const torch::Tensor& weight, const torch::Tensor& targets, int64_t chunk_tokens,
+                               bool hidden_gradient_in_forward) {
     const auto rows = hidden.size(0);
     auto losses = torch::zeros({rows}, hidden.options().dtype(accumulate_dtype(weight.scalar_type())));
     auto logsumexp = torch::empty_like(losses);
+    torch::Tensor unit_grad_hidden;
+    if (hidden_gradient_in_forward) unit_grad_hidden = torch::empty_like(hidden);
     for (int64_t begin = 0; begin < rows; begin += chunk_tokens) {
       const auto end = std::min(rows, begin + chunk_tokens);
-      const auto chunk = chunk_logits(hidden, weight, targets, begin, end);
+      auto chunk = chunk_logits(hidden, weight, targets, begin, end);
       const auto chunk_lse = chunk.logits.logsumexp(1);
       const auto target_logit = chunk.logits.gather(1, chunk.targets.unsqueeze(1)).squeeze(1);
       logsumexp.slice(0, begin, end).copy_(chunk_lse);
       losses.slice(0, begin, end).copy_((chunk_lse - target_logit).masked_fill(~chunk.valid, 0));
+      if (hidden_gradient_in_forward)
+        unit_grad_hidden.slice(0, begin, end)
+            .copy_(unit_logit_gradient(chunk, chunk_lse).to(weight.scalar_type()).mm(weight));
     }
-    context->save_for_backward({hidden, weight, targets, logsumexp});
+    if (hidden_gradient_in_forward) {
+      context->save_for_backward({unit_grad_hidden});
+    } else {
+      context->save_for_backward({hidden, weight, targets, logsumexp});
+    }
     context->saved_data["chunk_tokens"] = chunk_tokens;
+    context->saved_data["hidden_gradient_in_forward"] = hidden_gradient_in_forward;
     return losses;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* context,
                                                  torch::autograd::variable_list output_grads) {
     const auto saved = context->get_saved_variables();
+    const auto& grad_losses = output_grads[0];
+    if (context->saved_data["hidden_gradient_in_forward"].toBool()) {
+      const auto& unit_grad_hidden = saved[0];
+      auto grad_hidden = unit_grad_hidden * grad_losses.to(unit_grad_hidden.scalar_type()).unsqueeze(1);
+      return {grad_hidden, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    }
     const auto &hidden = saved[0], &weight = saved[1], &targets = saved[2], &logsumexp = saved[3];
     const auto chunk_tokens = context->saved_data["chunk_tokens"].toInt();
     const bool want_hidden = context->needs_input_grad(0), want_weight = context->needs_input_grad(1);
-    const auto& grad_losses = output_grads[0];
 
     const auto rows = hidden.size(0);
     const auto accumulate = accumulate_dtype(weight.scalar_type());
@@ -89,18 +118,14 @@ class ChunkedCrossEntropy : public torch::autograd::Function<ChunkedCrossEntropy
 
     for (int64_t begin = 0; begin < rows && (want_hidden || want_weight); begin += chunk_tokens) {
       const auto end = std::min(rows, begin + chunk_tokens);
-      const auto chunk = chunk_logits(hidden, weight, targets, begin, end);
-      // d loss_i / d logits_i = softmax_i - onehot(target_i), scaled by the incoming gradient.
-      auto grad_logits = (chunk.logits - logsumexp.slice(0, begin, end).unsqueeze(1)).exp_();
-      grad_logits.scatter_add_(1, chunk.targets.unsqueeze(1),
-                               torch::full({end - begin, 1}, -1.0, grad_logits.options()));
-      const auto row_scale = grad_losses.slice(0, begin, end).to(accumulate).masked_fill(~chunk.valid, 0);
-      grad_logits.mul_(row_scale.unsqueeze(1));
+      auto chunk = chunk_logits(hidden, weight, targets, begin, end);
+      auto grad_logits = unit_logit_gradient(chunk, logsumexp.slice(0, begin, end));
+      grad_logits.mul_(grad_losses.slice(0, begin, end).to(accumulate).unsqueeze(1));
       if (want_hidden) grad_hidden.slice(0, begin, end).copy_(grad_logits.to(weight.scalar_type()).mm(weight));
       if (want_weight) grad_weight.addmm_(grad_logits.t(), chunk.hidden.to(accumulate));
     }
     if (want_weight) grad_weight = grad_weight.to(weight.scalar_type());
-    return {grad_hidden, grad_weight, torch::Tensor(), torch::Tensor()};
+    return {grad_hidden, grad_weight, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -114,7 +139,9 @@ torch::Tensor chunked_token_cross_entropy(const torch::Tensor& hidden, const tor
                                           const torch::Tensor& targets, int64_t chunk_tokens) {
   check_inputs(hidden, weight, targets);
   if (chunk_tokens <= 0) chunk_tokens = default_chunk_tokens(weight.size(0));
-  return ChunkedCrossEntropy::apply(hidden, weight, targets, chunk_tokens);
+  const bool hidden_gradient_in_forward =
+      torch::GradMode::is_enabled() && hidden.requires_grad() && !weight.requires_grad();
+  return ChunkedCrossEntropy::apply(hidden, weight, targets, chunk_tokens, hidden_gradient_in_forward);
 }
 
 }  // namespace lathe
