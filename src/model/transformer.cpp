@@ -263,6 +263,25 @@ void initialise_like_transformers(torch::nn::Module& module) {
 // ---------------------------------------------------------------------------------------------
 // Linear with an adapter hook.
 
+namespace {
+
+// x W^T + b. One row (decoding one sequence) goes through a matrix-vector product: as a GEMM with
+// a single row, OpenBLAS first copies all of W into its packed layout, which for the 151,936 x 512
+// head doubled the memory traffic of every decoded token. Only without autocast (which casts
+// linear's operands but not mv's) and outside autograd, so training keeps torch::linear.
+torch::Tensor project(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  const bool one_row = x.dim() >= 1 && x.numel() == x.size(-1) && x.dtype() == weight.dtype();
+  if (!one_row || torch::GradMode::is_enabled() || at::autocast::is_cpu_enabled())
+    return torch::linear(x, weight, bias);
+  auto sizes = x.sizes().vec();
+  sizes.back() = weight.size(0);
+  auto out = torch::mv(weight, x.reshape({-1}));
+  if (bias.defined()) out.add_(bias);
+  return out.view(sizes);
+}
+
+}  // namespace
+
 LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool bias, const torch::TensorOptions& options)
     : in_features(in_features), out_features(out_features) {
   weight = register_parameter("weight", torch::empty({out_features, in_features}, options));
@@ -278,7 +297,7 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
   return adapter ? adapter->forward(*this, x) : base_forward(x);
 }
 
-torch::Tensor LinearImpl::base_forward(const torch::Tensor& x) { return torch::linear(x, weight, bias); }
+torch::Tensor LinearImpl::base_forward(const torch::Tensor& x) { return project(x, weight, bias); }
 
 void LinearImpl::set_adapter(const std::string& name, std::shared_ptr<LinearAdapter> new_adapter) {
   remove_adapter();
@@ -484,7 +503,7 @@ torch::Tensor CausalLMImpl::output_weight() {
 }
 
 torch::Tensor CausalLMImpl::logits(const torch::Tensor& hidden) {
-  return impl->lm_head ? impl->lm_head(hidden) : torch::linear(hidden, impl->model->embed_tokens->weight);
+  return impl->lm_head ? impl->lm_head(hidden) : project(hidden, impl->model->embed_tokens->weight, {});
 }
 
 torch::Tensor CausalLMImpl::forward(const ForwardInputs& inputs) {

@@ -548,5 +548,19 @@ TEST(Linear, AdapterReplacesTheComputationAndIsNamedUnderTheLayer) {
   EXPECT_LE(max_abs_diff(model->forward({ids}), before), 0.0f);
 }
 
+// Decoding one sequence projects a single row through a matrix-vector product (no packed copy of
+// the weight); it must give what torch::linear gives, bias included.
+TEST(Linear, OneRowOutsideAutogradEqualsTorchLinear) {
+  torch::manual_seed(14);
+  Linear layer(64, 300, /*bias=*/true);
+  for (const auto& x : {torch::randn({1, 1, 64}), torch::randn({64})}) {
+    const auto expected = torch::linear(x, layer->weight, layer->bias);
+    torch::NoGradGuard no_grad;
+    const auto got = layer(x);
+    ASSERT_EQ(got.sizes(), expected.sizes());
+    EXPECT_LE(max_abs_diff(got, expected), 1e-5f);
+  }
+}
+
 }  // namespace
 }  // namespace lathe
