@@ -3,7 +3,7 @@
 // resident memory and model FLOP utilisation against the GEMM peak measured in the same process.
 //
 //   train_bench --model a|b --train lora|full [--dtype float32|bfloat16] [--steps 4] [--warmup 1]
-//               [--batch 4] [--padding_free] [--plan FILE]
+//               [--batch 4] [--padding_free] [--plan FILE] [--trace FILE]
 //
 // Model a: Qwen2-style, hidden 512, 8 layers, 8 heads, 2 KV heads, intermediate 1408, vocabulary
 // 151,936 (tied head). Model b: hidden 256, 4 layers, 4 heads, 2 KV heads, intermediate 704,
@@ -12,6 +12,7 @@
 // configuration's own. --plan writes the lengths of every step's examples, in the order the
 // Trainer draws them, for bench/reference_train.py to train the same batches.
 #include <fmt/format.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -36,7 +37,7 @@ namespace fs = std::filesystem;
 namespace {
 
 struct Options {
-  std::string model = "a", train = "lora", dtype = "float32", plan;
+  std::string model = "a", train = "lora", dtype = "float32", plan, trace;
   int64_t steps = 4, warmup = 1, batch = 4;
   bool padding_free = false;
 };
@@ -56,6 +57,7 @@ Options parse_options(int argc, char** argv) {
     else if (flag == "--warmup") options.warmup = std::stoll(value());
     else if (flag == "--batch") options.batch = std::stoll(value());
     else if (flag == "--plan") options.plan = value();
+    else if (flag == "--trace") options.trace = value();
     else if (flag == "--padding_free") options.padding_free = true;
     else throw std::runtime_error("unknown option " + flag);
   }
@@ -233,6 +235,11 @@ int main(int argc, char** argv) {
   const fs::path run_dir = fs::temp_directory_path() / fmt::format("lathe-train-bench-{}", getpid());
   arguments.output_dir = run_dir.string();
 
+  // The GEMM peak is the better of a measurement before and one after training: one alone was
+  // seen at half the usual bfloat16 rate on this shared machine.
+  const auto gemm_dtype = options.dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
+  const double peak_before = gemm_peak_flops(gemm_dtype);
+
   // As `lathe sft`: frozen base weights in bfloat16 for adapters, float32 master weights with
   // bfloat16 autocast for full training.
   const bool bf16_base = options.dtype == "bfloat16" && options.train != "full";
@@ -244,6 +251,9 @@ int main(int argc, char** argv) {
   {
     TrainerSetup setup{arguments, model, tuner, std::move(examples), nullptr, {}, run_dir, {}, {timer}, 0};
     Trainer trainer(std::move(setup));
+    // --trace: every operator's time, for chrome://tracing or bench/trace_summary.py.
+    std::unique_ptr<torch::autograd::profiler::RecordProfile> trace;
+    if (!options.trace.empty()) trace = std::make_unique<torch::autograd::profiler::RecordProfile>(options.trace);
     trainer.train();
   }
   fs::remove_all(run_dir);
@@ -262,7 +272,7 @@ int main(int argc, char** argv) {
     for (const auto& pair : plan_json[step]) lengths.push_back(pair[0].get<int64_t>());
     flops += step_model_flops(config, lengths, options.train == "full");
   }
-  const double peak = gemm_peak_flops(options.dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat32);
+  const double peak = std::max(peak_before, gemm_peak_flops(gemm_dtype));
   nlohmann::json result{{"impl", "lathe"},
                         {"model", options.model},
                         {"train", options.train},

@@ -2,6 +2,7 @@
 // never needs the full logits"). Forward keeps only the per-row logsumexp; backward recomputes
 // each chunk's logits, which costs one more matmul but no [N, V] tensor in either direction. A
 // frozen head skips that recomputation (see ChunkedCrossEntropy).
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
 #include "common/format.h"
@@ -52,6 +53,17 @@ void check_inputs(const torch::Tensor& hidden, const torch::Tensor& weight, cons
   if (low < 0 || high >= vocab)
     fail("label id {} is outside the model's vocabulary of {} tokens (does the tokenizer match the model?)",
          low < 0 ? low : high, vocab);
+}
+
+// grad_weight (float32 or float64) += grad_logits^T hidden. A bfloat16 head multiplies in bfloat16,
+// as autocast's linear does, and only the sum is kept wide.
+void accumulate_weight_gradient(torch::Tensor& grad_weight, const torch::Tensor& grad_logits,
+                                const torch::Tensor& chunk_hidden) {
+  if (chunk_hidden.scalar_type() == grad_weight.scalar_type()) {
+    grad_weight.addmm_(grad_logits.t(), chunk_hidden);
+  } else {
+    grad_weight.add_(grad_logits.to(chunk_hidden.scalar_type()).t().mm(chunk_hidden));
+  }
 }
 
 // d loss_i / d logits_i = softmax_i - onehot(target_i), written over the chunk's logits.
@@ -122,7 +134,7 @@ class ChunkedCrossEntropy : public torch::autograd::Function<ChunkedCrossEntropy
       auto grad_logits = unit_logit_gradient(chunk, logsumexp.slice(0, begin, end));
       grad_logits.mul_(grad_losses.slice(0, begin, end).to(accumulate).unsqueeze(1));
       if (want_hidden) grad_hidden.slice(0, begin, end).copy_(grad_logits.to(weight.scalar_type()).mm(weight));
-      if (want_weight) grad_weight.addmm_(grad_logits.t(), chunk.hidden.to(accumulate));
+      if (want_weight) accumulate_weight_gradient(grad_weight, grad_logits, chunk.hidden);
     }
     if (want_weight) grad_weight = grad_weight.to(weight.scalar_type());
     return {grad_hidden, grad_weight, torch::Tensor(), torch::Tensor(), torch::Tensor()};
@@ -139,9 +151,16 @@ torch::Tensor chunked_token_cross_entropy(const torch::Tensor& hidden, const tor
                                           const torch::Tensor& targets, int64_t chunk_tokens) {
   check_inputs(hidden, weight, targets);
   if (chunk_tokens <= 0) chunk_tokens = default_chunk_tokens(weight.size(0));
+  // Under bfloat16 autocast (the trainer's --torch_dtype bfloat16 with float32 master weights) the
+  // head is cast once per call, through autograd, so its gradient comes back as autocast's linear
+  // would give it.
+  const bool autocast_head = at::autocast::is_cpu_enabled() && weight.is_floating_point() &&
+                             weight.scalar_type() != at::autocast::get_autocast_cpu_dtype() &&
+                             weight.scalar_type() != torch::kFloat64;
+  const auto head = autocast_head ? weight.to(at::autocast::get_autocast_cpu_dtype()) : weight;
   const bool hidden_gradient_in_forward =
-      torch::GradMode::is_enabled() && hidden.requires_grad() && !weight.requires_grad();
-  return ChunkedCrossEntropy::apply(hidden, weight, targets, chunk_tokens, hidden_gradient_in_forward);
+      torch::GradMode::is_enabled() && hidden.requires_grad() && !head.requires_grad();
+  return ChunkedCrossEntropy::apply(hidden, head, targets, chunk_tokens, hidden_gradient_in_forward);
 }
 
 }  // namespace lathe

@@ -240,12 +240,11 @@ struct Trainer::Impl {
   }
 
   torch::Tensor forward_loss(const Batch& batch, std::optional<int64_t> num_items) {
-    torch::Tensor hidden;
-    {
-      AutocastScope autocast(arguments.torch_dtype == "bfloat16");
-      hidden = setup.model->forward(
-          {batch.input_ids, batch.position_ids, batch.attention_mask, nullptr, batch.sequence_lengths});
-    }
+    // The loss runs under autocast too, as in Hugging Face's Trainer: the output head's matmul
+    // then runs in bfloat16 like every other projection (chunked_token_cross_entropy).
+    AutocastScope autocast(arguments.torch_dtype == "bfloat16");
+    const auto hidden = setup.model->forward(
+        {batch.input_ids, batch.position_ids, batch.attention_mask, nullptr, batch.sequence_lengths});
     ModelOutputs outputs(*setup.model, hidden);
     try {
       return loss_function(outputs, batch.labels, batch.loss_scale, num_items);
@@ -539,11 +538,8 @@ std::map<std::string, double> Trainer::evaluate() {
     std::vector<const Example*> examples;
     for (std::size_t i = start; i < std::min(s.setup.eval.size(), start + batch_size); ++i) examples.push_back(&s.setup.eval[i]);
     auto batch = collate_padded(examples, s.setup.pad_token_id);
-    torch::Tensor hidden;
-    {
-      AutocastScope autocast(s.arguments.torch_dtype == "bfloat16");
-      hidden = s.setup.model->forward({batch.input_ids, batch.position_ids, batch.attention_mask, nullptr});
-    }
+    AutocastScope autocast(s.arguments.torch_dtype == "bfloat16");
+    const auto hidden = s.setup.model->forward({batch.input_ids, batch.position_ids, batch.attention_mask, nullptr});
     auto shifted = shift_tokens(hidden, batch.labels, torch::Tensor());
     if (shifted.targets.numel() == 0) continue;
     loss_sum += chunked_token_cross_entropy(shifted.hidden, s.setup.model->output_weight(), shifted.targets).sum().item<double>();

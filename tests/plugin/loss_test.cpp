@@ -3,6 +3,7 @@
 // the loss registry.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -239,6 +240,31 @@ TEST(ChunkedCrossEntropy, FrozenHeadGradientMatchesFiniteDifferencesInFloat64) {
     flat[i] = original;
     EXPECT_NEAR(analytic[i].item<double>(), (up - down) / (2 * step), 1e-7) << "entry " << i;
   }
+}
+
+// bfloat16 training keeps float32 master weights under autocast: the head's matmul then runs in
+// bfloat16, exactly as if the caller had cast the head itself, and the float32 head still gets its
+// float32 gradient.
+TEST(ChunkedCrossEntropy, UnderAutocastTheHeadMultipliesInBFloat16) {
+  const auto problem = random_problem(37, 16, 50, torch::kFloat32, 11);
+  const auto cast_by_hand = [&] {
+    auto hidden = problem.hidden.detach().clone().requires_grad_(true);
+    auto weight = problem.weight.detach().clone().requires_grad_(true);
+    auto losses = chunked_token_cross_entropy(hidden, weight.to(torch::kBFloat16), problem.targets, 7);
+    (losses * problem.upstream).sum().backward();
+    return Result{losses.detach(), hidden.grad(), weight.grad()};
+  }();
+  at::autocast::set_cpu_enabled(true);
+  at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+  auto losses = chunked_token_cross_entropy(problem.hidden, problem.weight, problem.targets, 7);
+  at::autocast::set_cpu_enabled(false);
+  (losses * problem.upstream).sum().backward();
+  EXPECT_EQ(problem.weight.grad().scalar_type(), torch::kFloat32);
+  EXPECT_LE(max_difference(losses.detach(), cast_by_hand.losses), 0.0);
+  EXPECT_LE(max_difference(problem.hidden.grad(), cast_by_hand.grad_hidden), 0.0);
+  EXPECT_LE(max_difference(problem.weight.grad(), cast_by_hand.grad_weight), 0.0);
+  const auto float32 = run_kernel(problem, 7);
+  EXPECT_GT(max_difference(losses.detach(), float32.losses), 1e-4) << "the matmul did not run in bfloat16";
 }
 
 TEST(ChunkedCrossEntropy, TargetOutsideVocabularyIsAnError) {
