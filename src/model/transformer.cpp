@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <limits>
+#include <map>
 #include <numbers>
 #include <numeric>
 #include <set>
@@ -112,6 +113,12 @@ torch::Tensor inverse_frequencies(const ModelConfig& config) {
 struct KeyVisibility {
   torch::Tensor blocked;
   std::vector<int64_t> sequence_lengths;
+
+  // The additive form attention adds to its scores inside the score GEMM, [batch|1, groups * seq,
+  // keys] for `groups` query heads per kv head, for `blocked` (length < 0) or for a causal packed
+  // sequence of `length`. Built by the first layer that asks and reused by the others.
+  torch::Tensor grouped_bias(int64_t length, int64_t groups, torch::ScalarType dtype, const torch::Device& device) const;
+  mutable std::map<std::pair<int64_t, torch::ScalarType>, torch::Tensor> bias_cache = {};
 };
 
 // The default mask: causal over the cache plus the new tokens; none for a single new token.
@@ -120,6 +127,20 @@ torch::Tensor causal_blocked(int64_t past, int64_t seq, const torch::Device& dev
   const auto queries = torch::arange(past, past + seq, torch::TensorOptions(torch::kInt64).device(device));
   const auto keys = torch::arange(past + seq, torch::TensorOptions(torch::kInt64).device(device));
   return keys.view({1, 1, 1, -1}).gt(queries.view({1, 1, -1, 1}));
+}
+
+torch::Tensor KeyVisibility::grouped_bias(int64_t length, int64_t groups, torch::ScalarType dtype,
+                                          const torch::Device& device) const {
+  auto& bias = bias_cache[{length, dtype}];
+  if (bias.defined()) return bias;
+  const auto mask = length < 0 ? blocked : causal_blocked(0, length, device);
+  if (!mask.defined()) return bias;
+  const auto rows = mask.size(0), seq = mask.size(2), keys = mask.size(3);
+  bias = torch::zeros(mask.sizes(), torch::TensorOptions(dtype).device(device))
+             .masked_fill_(mask, lowest_score(dtype))
+             .expand({rows, groups, seq, keys})
+             .reshape({rows, groups * seq, keys});
+  return bias;
 }
 
 class AttentionImpl : public torch::nn::Module {
@@ -151,7 +172,11 @@ class AttentionImpl : public torch::nn::Module {
     q = apply_rotary(q.transpose(1, 2), rotary);
     k = apply_rotary(k.transpose(1, 2), rotary);
     if (cache) std::tie(k, v) = cache->append(layer, k, v);
-    if (visibility.sequence_lengths.empty()) return o_proj(attend(q, k, v, visibility.blocked));
+    const auto groups = heads_ / kv_heads_;
+    // Under autocast the score GEMM runs in the autocast dtype whatever q's; the bias is built in it.
+    const auto score_dtype = at::autocast::is_cpu_enabled() ? at::autocast::get_autocast_cpu_dtype() : q.scalar_type();
+    if (visibility.sequence_lengths.empty())
+      return o_proj(attend(q, k, v, visibility.grouped_bias(-1, groups, score_dtype, x.device())));
 
     // Packed sequences: each one's slice attends on its own, the contexts laid back end to end.
     std::vector<torch::Tensor> contexts;
@@ -159,7 +184,7 @@ class AttentionImpl : public torch::nn::Module {
     int64_t start = 0;
     for (const auto length : visibility.sequence_lengths) {
       contexts.push_back(attend(q.narrow(2, start, length), k.narrow(2, start, length), v.narrow(2, start, length),
-                                causal_blocked(0, length, x.device())));
+                                visibility.grouped_bias(length, groups, score_dtype, x.device())));
       start += length;
     }
     return o_proj(contexts.size() == 1 ? contexts[0] : torch::cat(contexts, 1));
@@ -169,23 +194,35 @@ class AttentionImpl : public torch::nn::Module {
   RMSNorm q_norm{nullptr}, k_norm{nullptr};
 
  private:
-  // q [batch, heads, seq, head_dim], k and v [batch, kv_heads, keys, head_dim] -> the attention
-  // context [batch, seq, heads * head_dim].
+  // q [batch, heads, seq, head_dim], k and v [batch, kv_heads, keys, head_dim], bias from
+  // KeyVisibility::grouped_bias (or undefined) -> the attention context [batch, seq, heads * head_dim].
   torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                       const torch::Tensor& blocked) {
+                       const torch::Tensor& bias) {
     const auto batch = q.size(0), seq = q.size(2), keys = k.size(2);
     // Grouped-query attention without repeating k/v: the query heads sharing a kv head are
-    // stacked along the sequence axis, [batch, kv_heads, groups * seq, head_dim].
+    // stacked along the sequence axis, [batch * kv_heads, groups * seq, head_dim].
     const auto groups = heads_ / kv_heads_;
-    const auto grouped_q = q.reshape({batch, kv_heads_, groups * seq, head_dim_});
-    auto scores = torch::matmul(grouped_q, k.transpose(2, 3)) * (1.0 / std::sqrt(static_cast<double>(head_dim_)));
-    if (blocked.defined()) {
-      scores = scores.view({batch, kv_heads_, groups, seq, keys})
-                   .masked_fill(blocked.unsqueeze(2), lowest_score(scores.scalar_type()))
-                   .view({batch, kv_heads_, groups * seq, keys});
+    const auto grouped_q = q.reshape({batch * kv_heads_, groups * seq, head_dim_});
+    const auto keys_t = k.reshape({batch * kv_heads_, keys, head_dim_}).transpose(1, 2);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
+    // The scale and the mask go into the score GEMM (alpha and the added input) rather than
+    // through two more passes over [groups * seq, keys] forward and two backward.
+    torch::Tensor scores;
+    if (bias.defined()) {
+      const auto rows_bias = bias.size(0) == 1 ? bias
+                                               : bias.unsqueeze(1)
+                                                     .expand({batch, kv_heads_, groups * seq, keys})
+                                                     .reshape({batch * kv_heads_, groups * seq, keys});
+      scores = torch::baddbmm(rows_bias, grouped_q, keys_t, /*beta=*/1.0, /*alpha=*/scale);
+    } else {
+      scores = torch::bmm(grouped_q * scale, keys_t);
     }
-    const auto probabilities = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
-    return torch::matmul(probabilities, v)  // [batch, kv_heads, groups * seq, head_dim]
+    // bfloat16 softmax accumulates in float32 inside the kernel: the same probabilities as
+    // softmax in float32 and a cast, without the two extra passes. Half has no CPU kernel.
+    const auto probabilities = scores.scalar_type() == torch::kHalf
+                                   ? torch::softmax(scores, -1, torch::kFloat32).to(torch::kHalf)
+                                   : torch::softmax(scores, -1);
+    return torch::bmm(probabilities, v.reshape({batch * kv_heads_, keys, head_dim_}))
         .view({batch, heads_, seq, head_dim_})
         .transpose(1, 2)
         .reshape({batch, seq, heads_ * head_dim_});
