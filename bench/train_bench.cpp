@@ -3,7 +3,7 @@
 // resident memory and model FLOP utilisation against the GEMM peak measured in the same process.
 //
 //   train_bench --model a|b --train lora|full [--dtype float32|bfloat16] [--steps 4] [--warmup 1]
-//               [--batch 4] [--padding_free] [--plan FILE] [--trace FILE]
+//               [--batch 4] [--padded] [--plan FILE] [--trace FILE]
 //
 // Model a: Qwen2-style, hidden 512, 8 layers, 8 heads, 2 KV heads, intermediate 1408, vocabulary
 // 151,936 (tied head). Model b: hidden 256, 4 layers, 4 heads, 2 KV heads, intermediate 704,
@@ -39,7 +39,7 @@ namespace {
 struct Options {
   std::string model = "a", train = "lora", dtype = "float32", plan, trace;
   int64_t steps = 4, warmup = 1, batch = 4;
-  bool padding_free = false;
+  bool padding_free = true;  // as `lathe sft`; --padded for the library default (SWIFT's)
 };
 
 Options parse_options(int argc, char** argv) {
@@ -58,7 +58,7 @@ Options parse_options(int argc, char** argv) {
     else if (flag == "--batch") options.batch = std::stoll(value());
     else if (flag == "--plan") options.plan = value();
     else if (flag == "--trace") options.trace = value();
-    else if (flag == "--padding_free") options.padding_free = true;
+    else if (flag == "--padded") options.padding_free = false;
     else throw std::runtime_error("unknown option " + flag);
   }
   if (options.model != "a" && options.model != "b") throw std::runtime_error("--model is a or b");

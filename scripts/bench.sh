@@ -44,11 +44,13 @@ rm -rf "$out" && mkdir -p "$out"
 lathe_train() { "$build/bench/train_bench" "$@"; }
 reference() { LD_PRELOAD="$tcmalloc" "$python" "$root/bench/reference_train.py" "$@" --threads "$threads"; }
 
-# model train dtype [extra train_bench flags]; the reference trains only float32 (Lathe's default).
+# model train dtype [extra train_bench flags]. Lathe trains padding-free, as `lathe sft` does;
+# --padded gives the library's padded batches for comparison. The reference trains only float32
+# (Lathe's default dtype), padded as Hugging Face's Trainer does.
 configurations=(
   "a lora float32" "a full float32" "b lora float32" "b full float32"
   "a lora bfloat16" "a full bfloat16" "b lora bfloat16" "b full bfloat16"
-  "a lora float32 --padding_free" "b full float32 --padding_free"
+  "a lora float32 --padded" "b full float32 --padded"
 )
 [[ -n $only ]] && IFS=';' read -r -a configurations <<<"$only"
 for run in $(seq 1 "$repeats"); do
