@@ -6,6 +6,7 @@
 
 #include "common/format.h"
 #include "lathe/tuner.h"
+#include "tuner/dropout.h"
 #include "tuner/targets.h"
 
 namespace lathe {
@@ -107,7 +108,7 @@ torch::Tensor LoraAdapter::forward(LinearImpl& base, const torch::Tensor& x) {
   const auto dtype = lora_A.scalar_type();
   const auto base_output = base.base_forward(x);
   const bool dropping = is_training() && dropout > 0;
-  const auto input = dropping ? torch::dropout(x.to(dtype), dropout, true) : x.to(dtype);
+  const auto input = dropping ? inverted_dropout(x.to(dtype), dropout) : x.to(dtype);
   const auto lora_output = torch::linear(torch::linear(input, lora_A), lora_B);
   auto result = base_output.to(dtype);
   if (!use_dora) return (result + lora_output * scaling).to(base_output.scalar_type());
