@@ -2,7 +2,6 @@
 // the best kept as new SFT rows (rejection sampling), written incrementally and resumable.
 #include <fcntl.h>
 #include <fmt/format.h>
-#include <httplib.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -21,6 +20,7 @@
 #include "lathe/inference.h"
 #include "lathe/plugin/orm.h"
 #include "lathe/plugin/prm.h"
+#include "plugin/chat_client.h"
 
 namespace lathe::cli {
 namespace {
@@ -112,56 +112,51 @@ json messages_json(const Conversation& conversation) {
   return messages;
 }
 
-// Asks an OpenAI-compatible server (a running `lathe deploy`, vLLM, ...) for n chat completions.
+std::string client_base(const Arguments& arguments) {
+  if (arguments.engine_kwargs_base_url.empty())
+    fail("--sampler_engine client needs --engine_kwargs_base_url (e.g. http://127.0.0.1:8000/v1)");
+  return arguments.engine_kwargs_base_url;
+}
+
+std::string client_api_key(const Arguments& arguments) {
+  if (!arguments.engine_kwargs_api_key.empty()) return arguments.engine_kwargs_api_key;
+  const char* from_environment = std::getenv("LATHE_API_KEY");
+  return from_environment ? from_environment : "";
+}
+
+// Asks an OpenAI-compatible server (a running `lathe deploy`, vLLM, ...) for n chat completions,
+// at most kChoicesPerRequest per request (OpenAI's own limit, which `lathe deploy` keeps too).
+// Request r asks for the samples from i0 on with seed base + i0: a server that seeds choice j with
+// seed + j (as `lathe deploy` does) then draws what one request for all n would have.
 class ClientSampler {
  public:
-  explicit ClientSampler(const Arguments& arguments) : arguments_(arguments) {
-    const auto& base = arguments.engine_kwargs_base_url;
-    if (base.empty()) fail("--sampler_engine client needs --engine_kwargs_base_url (e.g. http://127.0.0.1:8000/v1)");
-    const auto scheme_end = base.find("://");
-    if (scheme_end == std::string::npos || (!base.starts_with("http://") && !base.starts_with("https://"))) {
-      fail("--engine_kwargs_base_url {}: expected http://host:port/v1", base);
-    }
-    const auto path_start = base.find('/', scheme_end + 3);
-    origin_ = base.substr(0, path_start);
-    path_ = (path_start == std::string::npos ? "" : base.substr(path_start));
-    while (path_.ends_with("/")) path_.pop_back();
-    path_ += "/chat/completions";
-    key_ = arguments.engine_kwargs_api_key;
-    if (const char* from_environment = std::getenv("LATHE_API_KEY"); key_.empty() && from_environment) key_ = from_environment;
-  }
+  static constexpr int64_t kChoicesPerRequest = 64;
+
+  explicit ClientSampler(const Arguments& arguments)
+      : arguments_(arguments),
+        client_(client_base(arguments), client_api_key(arguments), "sample client", "--engine_kwargs_base_url",
+                /*read_timeout_seconds=*/3600) {}
 
   std::vector<Response> sample(const Query& query, std::size_t query_index, int64_t n) {
-    httplib::Client client(origin_);
-    client.set_connection_timeout(10);
-    client.set_read_timeout(3600);
-    if (!key_.empty()) client.set_bearer_token_auth(key_);
-    json body = {{"model", arguments_.engine_kwargs_model},
-                 {"messages", messages_json(query.prompt)},
-                 {"n", n},
-                 {"temperature", arguments_.temperature},
-                 {"max_tokens", arguments_.max_new_tokens},
-                 {"seed", arguments_.seed + static_cast<int64_t>(query_index) * n}};
-    const auto url = origin_ + path_;
-    auto result = client.Post(path_, body.dump(), "application/json");
-    if (!result) fail("sample client: cannot reach {}: {}", url, httplib::to_string(result.error()));
-    if (result->status != 200) fail("sample client: {} answered HTTP {}: {}", url, result->status, result->body.substr(0, 300));
-    const auto reply = json::parse(result->body, nullptr, false);
-    if (!reply.is_object() || !reply.contains("choices") || !reply["choices"].is_array()) {
-      fail("sample client: {} did not answer a chat completion (no choices): {}", url, result->body.substr(0, 300));
-    }
     std::vector<Response> responses;
-    for (const auto& choice : reply["choices"]) {
-      const json::json_pointer content("/message/content");
-      if (!choice.contains(content) || !choice[content].is_string()) fail("sample client: {}: a choice has no message.content", url);
-      responses.push_back({choice[content].get<std::string>(), std::nullopt});
+    const int64_t first_seed = arguments_.seed + static_cast<int64_t>(query_index) * n;
+    for (int64_t begin = 0; begin < n; begin += kChoicesPerRequest) {
+      json body = {{"model", arguments_.engine_kwargs_model},
+                   {"messages", messages_json(query.prompt)},
+                   {"n", std::min(kChoicesPerRequest, n - begin)},
+                   {"temperature", arguments_.temperature},
+                   {"top_p", arguments_.top_p},
+                   {"max_tokens", arguments_.max_new_tokens},
+                   {"seed", first_seed + begin}};
+      if (arguments_.top_k > 0) body["top_k"] = arguments_.top_k;
+      for (auto& content : client_.complete(body)) responses.push_back({std::move(content), std::nullopt});
     }
     return responses;
   }
 
  private:
   const Arguments& arguments_;
-  std::string origin_, path_, key_;
+  ChatCompletionsClient client_;
 };
 
 // The scores of one query's responses; empty vectors for a reward model that is not used.

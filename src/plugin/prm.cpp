@@ -9,8 +9,6 @@
 // bias which samples are kept.
 #include "lathe/plugin/prm.h"
 
-#include <httplib.h>
-
 #include <algorithm>
 #include <cstdlib>
 #include <regex>
@@ -18,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/format.h"
+#include "plugin/chat_client.h"
 
 namespace lathe {
 
@@ -38,31 +37,6 @@ std::string setting(const std::string& given, const char* environment_variable) 
   return value ? value : "";
 }
 
-std::string excerpt(const std::string& text) { return text.size() > 300 ? text.substr(0, 300) + "..." : text; }
-
-struct Endpoint {
-  std::string origin;  // http://host:port
-  std::string path;    // /v1/chat/completions
-  std::string url() const { return origin + path; }
-};
-
-Endpoint chat_endpoint(std::string base) {
-  const std::size_t scheme_end = base.find("://");
-  const std::string scheme = scheme_end == std::string::npos ? "" : base.substr(0, scheme_end);
-  if (scheme != "http" && scheme != "https") {
-    fail("prm client: --prm_api_base '{}' must start with http:// or https://", base);
-  }
-  while (!base.empty() && base.back() == '/') base.pop_back();
-  std::size_t path_start = base.find('/', scheme_end + 3);
-  Endpoint endpoint{base.substr(0, path_start), path_start == std::string::npos ? "" : base.substr(path_start)};
-  if (endpoint.origin.size() == scheme_end + 3) fail("prm client: --prm_api_base '{}' names no host", base);
-  static constexpr std::string_view route = "/chat/completions";
-  if (endpoint.path.size() < route.size() || endpoint.path.compare(endpoint.path.size() - route.size(), route.size(), route) != 0) {
-    endpoint.path += route;
-  }
-  return endpoint;
-}
-
 // The last user message before the final assistant response, and that response.
 std::pair<std::string, std::string> query_and_response(const Conversation& conversation) {
   const auto& messages = conversation.messages;
@@ -76,23 +50,20 @@ std::pair<std::string, std::string> query_and_response(const Conversation& conve
   fail("prm client: the request has no user message before the response to judge");
 }
 
+std::string excerpt(const std::string& text) { return text.size() > 300 ? text.substr(0, 300) + "..." : text; }
+
 class ChatJudge : public ProcessRewardModel {
  public:
-  ChatJudge(Endpoint endpoint, std::string model, std::string key)
-      : endpoint_(std::move(endpoint)), model_(std::move(model)), key_(std::move(key)) {}
+  ChatJudge(ChatCompletionsClient client, std::string model) : client_(std::move(client)), model_(std::move(model)) {}
 
   std::vector<std::vector<double>> score(const std::vector<PrmInput>& inputs) override {
-    httplib::Client client(endpoint_.origin);
-    client.set_connection_timeout(10);
-    client.set_read_timeout(300);
-    if (!key_.empty()) client.set_bearer_token_auth(key_);
     std::vector<std::vector<double>> rewards;
-    for (const auto& input : inputs) rewards.push_back({judge(client, input)});
+    for (const auto& input : inputs) rewards.push_back({judge(input)});
     return rewards;
   }
 
  private:
-  double judge(httplib::Client& client, const PrmInput& input) const {
+  double judge(const PrmInput& input) const {
     auto [query, response] = query_and_response(input.conversation);
     std::string question = "Query:\n" + query + "\n\nResponse:\n" + response;
     if (input.ground_truth) question += "\n\nReference answer:\n" + *input.ground_truth;
@@ -100,31 +71,14 @@ class ChatJudge : public ProcessRewardModel {
                  {"messages", json::array({{{"role", "system"}, {"content", kJudgeInstructions}},
                                            {{"role", "user"}, {"content", question}}})},
                  {"temperature", 0}};
-    auto result = client.Post(endpoint_.path, body.dump(), "application/json");
-    if (!result) fail("prm client: cannot reach {}: {}", endpoint_.url(), httplib::to_string(result.error()));
-    if (result->status != 200) {
-      fail("prm client: {} answered HTTP {}: {}", endpoint_.url(), result->status, excerpt(result->body));
-    }
-    const std::string content = answer_content(result->body);
+    const std::string content = client_.complete(body).front();
     auto reward = parse_judge_reward(content);
-    if (!reward) fail("prm client: the answer of {} has no \"Reward: x\" line: {}", endpoint_.url(), excerpt(content));
+    if (!reward) fail("prm client: the answer of {} has no \"Reward: x\" line: {}", client_.url(), excerpt(content));
     return *reward;
   }
 
-  // choices[0].message.content of a chat-completion reply.
-  std::string answer_content(const std::string& body) const {
-    const json reply = json::parse(body, nullptr, false);
-    const json::json_pointer path("/choices/0/message/content");
-    if (!reply.is_object() || !reply.contains(path) || !reply[path].is_string()) {
-      fail("prm client: {} did not answer a chat completion (choices[0].message.content): {}", endpoint_.url(),
-           excerpt(body));
-    }
-    return reply[path].get<std::string>();
-  }
-
-  Endpoint endpoint_;
+  ChatCompletionsClient client_;
   std::string model_;
-  std::string key_;
 };
 
 }  // namespace
@@ -146,8 +100,9 @@ Registry<PrmFactory>& prm_registry() {
                     std::string base = setting(arguments.prm_api_base, "LATHE_PRM_API_BASE");
                     if (base.empty()) fail("prm client: set --prm_api_base or LATHE_PRM_API_BASE (http://host:port/v1)");
                     if (arguments.prm_api_model.empty()) fail("prm client: set --prm_api_model (the judge model's name)");
-                    return std::make_shared<ChatJudge>(chat_endpoint(base), arguments.prm_api_model,
-                                                       setting(arguments.prm_api_key, "LATHE_PRM_API_KEY"));
+                    ChatCompletionsClient client(base, setting(arguments.prm_api_key, "LATHE_PRM_API_KEY"),
+                                                 "prm client", "--prm_api_base", /*read_timeout_seconds=*/300);
+                    return std::make_shared<ChatJudge>(std::move(client), arguments.prm_api_model);
                   });
     return built_ins;
   }();

@@ -26,6 +26,18 @@ json error_body(int status, const std::string& message, const std::string& param
             {"code", code.empty() ? json(nullptr) : json(code)}}}};
 }
 
+json parse_json(const std::string& text, bool* too_deep) {
+  bool deep = false;
+  // nlohmann's parser keeps its own stack, so only what is built from the value needs the limit.
+  auto limit = [&deep](int depth, json::parse_event_t, json&) {
+    deep = deep || depth >= kMaxJsonDepth;  // the outermost value is depth 0
+    return !deep;
+  };
+  json value = json::parse(text, limit, /*allow_exceptions=*/false);
+  if (too_deep) *too_deep = deep;
+  return deep ? json(json::value_t::discarded) : value;
+}
+
 namespace {
 
 [[noreturn]] void invalid(const std::string& param, const std::string& message) {
@@ -142,7 +154,7 @@ std::vector<Message> tool_call_messages(const json& message, std::size_t index) 
     }
     json arguments = function->value("arguments", json::object());
     if (arguments.is_string()) {
-      json object = json::parse(arguments.get<std::string>(), nullptr, false);
+      json object = parse_json(arguments.get<std::string>());
       if (!object.is_discarded()) arguments = object;
     }
     out.push_back({"tool_call", json{{"name", (*function)["name"]}, {"arguments", arguments}}.dump(), {}, {}});

@@ -32,6 +32,13 @@ class ApiError : public std::runtime_error {
 nlohmann::json error_body(int status, const std::string& message, const std::string& param = "",
                           const std::string& code = "");
 
+// Requests nest a few levels (messages, content parts, tool schemas); deeper JSON is refused before
+// anything walks it recursively (printing a value back in an error message would).
+constexpr int kMaxJsonDepth = 64;
+// The parsed text, or a discarded value when it is not JSON or nests deeper than kMaxJsonDepth
+// (*too_deep tells which, when given).
+nlohmann::json parse_json(const std::string& text, bool* too_deep = nullptr);
+
 // What a /v1/chat/completions or /v1/completions body asks for, checked.
 struct CompletionRequest {
   std::optional<std::string> model;

@@ -142,7 +142,11 @@ struct OpenAIServer::State {
   }
 
   Job accept(const std::string& body_text, bool chat) {
-    json body = json::parse(body_text, nullptr, false);
+    bool too_deep = false;
+    json body = serve::parse_json(body_text, &too_deep);
+    if (too_deep)
+      throw ApiError(400, fmt::format("the request body nests deeper than {} levels", serve::kMaxJsonDepth), "",
+                     "invalid_json");
     if (body.is_discarded()) throw ApiError(400, "the request body is not valid JSON", "", "invalid_json");
     Job job;
     job.chat = chat;

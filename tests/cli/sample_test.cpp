@@ -178,19 +178,41 @@ import os; os.rename(sys.argv[1] + ".tmp", sys.argv[1])
 server.serve_forever()
 )";
 
+// The fake server in a child process, stopped when the test ends however it ends.
+class FakeServer {
+ public:
+  explicit FakeServer(const fs::path& dir) : dir_(dir) {
+    write_file_atomic(dir / "server.py", kFakeServer);
+    pid_ = fork();
+    if (pid_ == 0) {
+      execl("/usr/bin/python3", "python3", (dir / "server.py").c_str(), (dir / "port").c_str(),
+            (dir / "requests.jsonl").c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    for (int i = 0; i < 300 && pid_ > 0 && !fs::exists(dir / "port"); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ~FakeServer() { stop(); }
+  void stop() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGTERM);
+    waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+  bool started() const { return fs::exists(dir_ / "port"); }
+  std::string base() const { return "http://127.0.0.1:" + read_file(dir_ / "port") + "/v1"; }
+  std::vector<json> requests() const { return read_jsonl(dir_ / "requests.jsonl"); }
+
+ private:
+  fs::path dir_;
+  pid_t pid_ = -1;
+};
+
 TEST(SampleClient, MathOrmKeepsOnlyCorrectAnswersFromAServer) {
   TempDir dir("sample-client");
-  write_file_atomic(dir / "server.py", kFakeServer);
-  const pid_t server = fork();
-  if (server == 0) {
-    execl("/usr/bin/python3", "python3", (dir / "server.py").c_str(), (dir / "port").c_str(), (dir / "requests.jsonl").c_str(),
-          static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  ASSERT_GT(server, 0);
-  for (int i = 0; i < 300 && !fs::exists(dir / "port"); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  ASSERT_TRUE(fs::exists(dir / "port")) << "the fake server did not start";
-  const auto base = "http://127.0.0.1:" + read_file(dir / "port") + "/v1";
+  FakeServer server(dir.path());
+  ASSERT_TRUE(server.started()) << "the fake server did not start";
+  const auto base = server.base();
 
   // References: "4" as a response column, \boxed{4} as the assistant message, "6" (never given).
   write_jsonl(dir / "queries.jsonl",
@@ -201,11 +223,10 @@ TEST(SampleClient, MathOrmKeepsOnlyCorrectAnswersFromAServer) {
                            "--engine_kwargs_model", "fake", "--dataset", (dir / "queries.jsonl").string(),
                            "--output_dir", (dir / "out").string(), "--num_return_sequences", "8",
                            "--temperature", "0.7", "--max_new_tokens", "32", "--orm_model", "math"});
-  kill(server, SIGTERM);
-  waitpid(server, nullptr, 0);
+  server.stop();
   ASSERT_EQ(result.exit_code, 0) << result.err;
 
-  const auto requests = read_jsonl(dir / "requests.jsonl");
+  const auto requests = server.requests();
   ASSERT_EQ(requests.size(), 3u);
   EXPECT_EQ(requests[0]["path"], "/v1/chat/completions");
   EXPECT_EQ(requests[0]["body"]["n"], 8);
@@ -300,6 +321,29 @@ TEST(SampleTrained, MathOrmKeepsOnlyCorrectAnswersOfATrainedModel) {
   ::testing::Test::RecordProperty("rejected_wrong", rejected_wrong);
   EXPECT_LT(rows.size(), 4u * 8u) << "sampling at temperature 1.5 gets some wrong, and those are dropped";
   EXPECT_GT(rejected_wrong, 0) << "the rejected response of a query with mistakes is a wrong one";
+}
+
+// OpenAI (and `lathe deploy`) accept at most 64 choices per request: 70 samples are two requests,
+// the second seeded where the first left off, so the server draws what one request would have.
+TEST(SampleClient, AsksAtMost64ChoicesPerRequestWithContinuingSeeds) {
+  TempDir dir("sample-client-many");
+  FakeServer server(dir.path());
+  ASSERT_TRUE(server.started()) << "the fake server did not start";
+  write_jsonl(dir / "queries.jsonl", {{{"query", "2 + 2?"}, {"response", "4"}}});
+  auto result = run_lathe({"sample", "--sampler_engine", "client", "--engine_kwargs_base_url", server.base(),
+                           "--engine_kwargs_model", "fake", "--dataset", (dir / "queries.jsonl").string(),
+                           "--output_dir", (dir / "out").string(), "--num_return_sequences", "70", "--seed", "42",
+                           "--top_p", "0.9", "--orm_model", "math"});
+  server.stop();
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  const auto requests = server.requests();
+  ASSERT_EQ(requests.size(), 2u);
+  EXPECT_EQ(requests[0]["body"]["n"], 64);
+  EXPECT_EQ(requests[0]["body"]["seed"], 42);
+  EXPECT_EQ(requests[1]["body"]["n"], 6);
+  EXPECT_EQ(requests[1]["body"]["seed"], 42 + 64);
+  EXPECT_EQ(requests[1]["body"]["top_p"], 0.9);
+  EXPECT_FALSE(requests[1]["body"].contains("top_k"));
 }
 
 }  // namespace

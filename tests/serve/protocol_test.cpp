@@ -85,6 +85,19 @@ TEST(OpenAIProtocol, ErrorBodiesHaveOpenAIsShape) {
   EXPECT_TRUE(error_body(500, "oops")["error"]["param"].is_null());
 }
 
+TEST(OpenAIProtocol, JsonNestedDeeperThanTheLimitIsRefused) {
+  const auto nested = [](int levels) { return std::string(levels, '[') + std::string(levels, ']'); };
+  bool too_deep = true;
+  EXPECT_FALSE(serve::parse_json(nested(serve::kMaxJsonDepth), &too_deep).is_discarded());
+  EXPECT_FALSE(too_deep);
+  EXPECT_TRUE(serve::parse_json(nested(serve::kMaxJsonDepth + 1), &too_deep).is_discarded());
+  EXPECT_TRUE(too_deep);
+  EXPECT_TRUE(serve::parse_json(nested(100000), &too_deep).is_discarded());
+  EXPECT_TRUE(too_deep);
+  EXPECT_TRUE(serve::parse_json("{\"a\": ", &too_deep).is_discarded());
+  EXPECT_FALSE(too_deep);
+}
+
 TEST(OpenAIProtocol, ToolChoiceSelectsTheToolsPresented) {
   json other = kWeatherTool;
   other["function"]["name"] = "search";

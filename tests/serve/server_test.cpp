@@ -251,6 +251,7 @@ TEST_F(Server, EveryClientMistakeGetsAnOpenAIErrorBody) {
     if (!code.empty()) EXPECT_EQ(error["error"]["code"], code);
   };
   expect_error("/v1/chat/completions", "{\"messages\": [", 400, "", "invalid_json");
+  expect_error("/v1/chat/completions", std::string(1000, '[') + std::string(1000, ']'), 400, "", "invalid_json");
   expect_error("/v1/chat/completions", chat("hi", {{"temperature", "hot"}}).dump(), 400, "temperature");
   expect_error("/v1/chat/completions", json{{"messages", "hi"}}.dump(), 400, "messages");
   expect_error("/v1/chat/completions", chat("hi", {{"model", "gpt-9"}}).dump(), 404, "model", "model_not_found");
