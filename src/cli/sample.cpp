@@ -9,7 +9,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <numeric>
+#include <optional>
 #include <set>
 
 #include "cli/arguments.h"
@@ -247,11 +249,27 @@ json with_response(const Query& query, const std::string& response) {
   return row;
 }
 
+// The rejected response for a row whose response is `chosen`: the lowest-scored response not
+// written as a row, else (every response was written) the lowest-scored one whose text differs
+// from `chosen`; none when all responses read the same (a pair of equal texts teaches nothing).
+std::optional<std::string> worst_other(const std::vector<Response>& responses, const std::vector<double>& combined,
+                                       const std::set<std::size_t>& written, const std::string& chosen) {
+  std::optional<std::size_t> unwritten, different;
+  for (std::size_t i = 0; i < responses.size(); ++i) {
+    if (responses[i].text == chosen) continue;
+    if (!written.count(i) && (!unwritten || combined[i] < combined[*unwritten])) unwritten = i;
+    if (!different || combined[i] < combined[*different]) different = i;
+  }
+  const auto pick = unwritten ? unwritten : different;
+  if (!pick) return std::nullopt;
+  return responses[*pick].text;
+}
+
 // The rows to write for one query. With reward models: responses kept when the ORM judges them
 // good (score > 0; ORMs such as math give 1 right / 0 wrong, so normalising them would keep a
 // query where every answer is wrong) and their min-max normalised PRM score is above
-// --prm_threshold; ranked by prm + 10 * orm; each row also carries the worst response of all N as
-// rejected_response. Without reward models every response is an SFT row.
+// --prm_threshold; ranked by prm + 10 * orm; each row also carries a worse response as
+// rejected_response (see worst_other). Without reward models every response is an SFT row.
 std::vector<json> rows_for(const Query& query, const std::vector<Response>& responses, const Scores& scores,
                            const Arguments& arguments, bool scored) {
   std::vector<json> rows;
@@ -271,41 +289,32 @@ std::vector<json> rows_for(const Query& query, const std::vector<Response>& resp
   }
   if (kept.empty()) return rows;
   std::stable_sort(kept.begin(), kept.end(), [&](std::size_t a, std::size_t b) { return combined[a] > combined[b]; });
-  const auto worst = std::min_element(combined.begin(), combined.end()) - combined.begin();
   const auto keep = std::min<std::size_t>(kept.size(), static_cast<std::size_t>(std::max<int64_t>(0, arguments.n_best_to_keep)));
+  const std::set<std::size_t> written(kept.begin(), kept.begin() + static_cast<std::ptrdiff_t>(keep));
   for (std::size_t k = 0; k < keep; ++k) {
-    auto row = with_response(query, responses[kept[k]].text);
-    row["rejected_response"] = responses[worst].text;
+    const auto& chosen = responses[kept[k]].text;
+    auto row = with_response(query, chosen);
+    if (const auto rejected = worst_other(responses, combined, written, chosen)) row["rejected_response"] = *rejected;
     rows.push_back(std::move(row));
   }
   return rows;
 }
 
-// The output jsonl, opened for appending. On opening, a last line cut short by an interruption
-// is dropped, and the ids already written are collected so that those queries are skipped.
-class OutputFile {
+// A file opened for appending whole records: each append is written and flushed to disk before
+// it returns, so an interruption can only cut the last line.
+class AppendFile {
  public:
-  explicit OutputFile(const fs::path& path) : path_(path) {
-    fs::create_directories(path.parent_path());
-    if (fs::exists(path)) recover();
-    fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd_ < 0) fail("{}: cannot open for writing: {}", path.string(), std::strerror(errno));
+  explicit AppendFile(fs::path path) : path_(std::move(path)) {
+    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd_ < 0) fail("{}: cannot open for writing: {}", path_.string(), std::strerror(errno));
   }
-  ~OutputFile() {
+  ~AppendFile() {
     if (fd_ >= 0) ::close(fd_);
   }
-  OutputFile(const OutputFile&) = delete;
-  OutputFile& operator=(const OutputFile&) = delete;
+  AppendFile(const AppendFile&) = delete;
+  AppendFile& operator=(const AppendFile&) = delete;
 
-  bool done(const std::string& id) const { return done_.count(id) > 0; }
-
-  // One write call for all rows of a query, so that an interruption leaves whole queries, or a
-  // cut last line that the next run drops.
-  void append(const std::vector<json>& rows) {
-    std::string text;
-    // A response may end inside a multi-byte character (max_new_tokens cut it): such bytes are
-    // written as U+FFFD rather than failing the run.
-    for (const auto& row : rows) text += row.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+  void append(const std::string& text) {
     for (std::size_t written = 0; written < text.size();) {
       const auto n = ::write(fd_, text.data() + written, text.size() - written);
       if (n < 0 && errno == EINTR) continue;
@@ -316,31 +325,69 @@ class OutputFile {
   }
 
  private:
-  void recover() {
-    const auto text = read_file(path_);
-    std::size_t complete = 0;  // bytes up to the end of the last whole, valid line
-    for (std::size_t start = 0; start < text.size();) {
-      const auto newline = text.find('\n', start);
-      if (newline == std::string::npos) break;
-      const auto row = json::parse(text.substr(start, newline - start), nullptr, false);
-      // Only an unfinished last line (no newline yet) can come from an interrupted write; a bad
-      // whole line is damage this command did not cause, and the rows after it must not be lost.
-      if (row.is_discarded()) {
-        fail("{}: line {}: not a JSON row; fix or remove it before resuming", path_.string(),
-             std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(start), '\n') + 1);
-      }
-      if (row.is_object() && row.contains("id") && row["id"].is_string()) done_.insert(row["id"].get<std::string>());
-      complete = newline + 1;
-      start = newline + 1;
-    }
-    if (complete < text.size()) {
-      fmt::print(stderr, "lathe sample: {}: dropping {} bytes of an interrupted last write\n", path_.string(), text.size() - complete);
-      fs::resize_file(path_, complete);
-    }
-  }
-
   fs::path path_;
   int fd_ = -1;
+};
+
+// Drops a last line that an interruption cut short (no newline yet); returns the whole lines.
+std::vector<std::string> whole_lines(const fs::path& path) {
+  if (!fs::exists(path)) return {};
+  const auto text = read_file(path);
+  const auto complete = text.rfind('\n') == std::string::npos ? 0 : text.rfind('\n') + 1;
+  if (complete < text.size()) {
+    fmt::print(stderr, "lathe sample: {}: dropping {} bytes of an interrupted last write\n", path.string(),
+               text.size() - complete);
+    fs::resize_file(path, complete);
+  }
+  std::vector<std::string> lines;
+  for (std::size_t start = 0; start < complete;) {
+    const auto newline = text.find('\n', start);
+    lines.push_back(text.substr(start, newline - start));
+    start = newline + 1;
+  }
+  return lines;
+}
+
+// The output jsonl and, beside it, OUTPUT.done with the id of every finished query (also those
+// that kept no response, which the rows alone cannot show). On opening, a cut last line is
+// dropped from both, and the finished ids are collected so that those queries are skipped.
+class OutputFile {
+ public:
+  explicit OutputFile(const fs::path& path) : path_(path), done_path_(path.string() + ".done") {
+    fs::create_directories(path.parent_path());
+    recover();
+    rows_ = std::make_unique<AppendFile>(path_);
+    finished_ = std::make_unique<AppendFile>(done_path_);
+  }
+
+  bool done(const std::string& id) const { return done_.count(id) > 0; }
+
+  // One write call for all rows of a query, then its id in OUTPUT.done.
+  void append(const std::string& id, const std::vector<json>& rows) {
+    std::string text;
+    // A response may end inside a multi-byte character (max_new_tokens cut it): such bytes are
+    // written as U+FFFD rather than failing the run.
+    for (const auto& row : rows) text += row.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+    rows_->append(text);
+    finished_->append(id + "\n");
+    done_.insert(id);
+  }
+
+ private:
+  void recover() {
+    const auto lines = whole_lines(path_);
+    for (std::size_t i = 0; i < lines.size(); ++i) {
+      const auto row = json::parse(lines[i], nullptr, false);
+      // Only an unfinished last line (no newline yet) can come from an interrupted write; a bad
+      // whole line is damage this command did not cause, and the rows after it must not be lost.
+      if (row.is_discarded()) fail("{}: line {}: not a JSON row; fix or remove it before resuming", path_.string(), i + 1);
+      if (row.is_object() && row.contains("id") && row["id"].is_string()) done_.insert(row["id"].get<std::string>());
+    }
+    for (const auto& id : whole_lines(done_path_)) done_.insert(id);
+  }
+
+  fs::path path_, done_path_;
+  std::unique_ptr<AppendFile> rows_, finished_;
   std::set<std::string> done_;
 };
 
@@ -364,7 +411,7 @@ int sample_all(const Arguments& arguments, const std::vector<Query>& queries, Sa
     const auto responses = sampler.sample(queries[i], i, arguments.num_return_sequences);
     const auto scores = scorer.score(queries[i], responses);
     const auto rows = rows_for(queries[i], responses, scores, arguments, scorer.active());
-    output.append(rows);
+    output.append(queries[i].id, rows);
     written += rows.size();
     fmt::print(stderr, "lathe sample: query {}/{}: {} of {} responses kept\n", i + 1, queries.size(), rows.size(), responses.size());
   }

@@ -187,6 +187,23 @@ void GenerationEngine::State::step() {
   if (batch.empty()) clear_batch();
 }
 
+namespace {
+
+// The decoded end of `ids`, at least `bytes` long when the whole text is. A stop string can only be
+// completed by the newest token, so each step decodes a window of the last tokens instead of the
+// whole answer (which made long answers with stop strings quadratic). The window doubles while its
+// tokens decode to too little text (special tokens may decode to nothing).
+std::string decoded_tail(const std::function<std::string(const std::vector<int32_t>&)>& decode,
+                         const std::vector<int32_t>& ids, std::size_t bytes) {
+  for (std::size_t tokens = std::max<std::size_t>(bytes, 1);; tokens *= 2) {
+    if (tokens >= ids.size()) return decode(ids);
+    auto text = decode(std::vector<int32_t>(ids.end() - static_cast<std::ptrdiff_t>(tokens), ids.end()));
+    if (text.size() >= bytes) return text;
+  }
+}
+
+}  // namespace
+
 void GenerationEngine::State::advance(Sequence& sequence, const torch::Tensor& logits_row) const {
   const auto& params = sequence.request.params;
   auto& result = sequence.result;
@@ -218,7 +235,11 @@ void GenerationEngine::State::advance(Sequence& sequence, const torch::Tensor& l
     if (!wants_more && !sequence.finished()) result.finish_reason = "abort";
   }
   if (!sequence.finished() && !params.stop.empty()) {
-    const auto text = options.decode(result.ids);
+    std::size_t longest = 0;
+    for (const auto& stop : params.stop) longest = std::max(longest, stop.size());
+    // 4 more bytes than the longest stop string: the window may start inside a character (up to 3
+    // bytes that decode as one replacement character) or lose a leading space to the decoder.
+    const auto text = decoded_tail(options.decode, result.ids, longest + 4);
     std::size_t earliest = std::string::npos;
     for (const auto& stop : params.stop) {
       const auto at = text.find(stop);

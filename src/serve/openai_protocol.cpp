@@ -220,9 +220,10 @@ CompletionRequest parse_chat_request(const json& body, const SamplingParams& def
   request.conversation = parse_messages(body);
   request.tools = parse_tools(body);
   if (!request.tools.empty()) request.conversation.tools = request.tools;
-  // Chat: logprobs is a flag and top_logprobs the count of alternatives.
-  request.params.logprobs = boolean(body, "logprobs").value_or(false);
-  request.params.top_logprobs = integer(body, "top_logprobs", 0, 20).value_or(0);
+  // Chat: logprobs is a flag and top_logprobs the count of alternatives; the server's --logprobs
+  // and --top_logprobs are the defaults, as for completions.
+  request.params.logprobs = boolean(body, "logprobs").value_or(defaults.logprobs);
+  request.params.top_logprobs = integer(body, "top_logprobs", 0, 20).value_or(request.params.logprobs ? defaults.top_logprobs : 0);
   if (request.params.top_logprobs > 0 && !request.params.logprobs) invalid("top_logprobs", "requires logprobs: true");
   return request;
 }

@@ -219,12 +219,17 @@ TEST(SampleClient, MathOrmKeepsOnlyCorrectAnswersFromAServer) {
               {{{"query", "2 + 2?"}, {"response", "4"}},
                {{"messages", {{{"role", "user"}, {"content", "1 + 3?"}}, {{"role", "assistant"}, {"content", "\\boxed{4}"}}}}},
                {{"query", "3 + 3?"}, {"response", "6"}}});
-  auto result = run_lathe({"sample", "--sampler_engine", "client", "--engine_kwargs_base_url", base,
-                           "--engine_kwargs_model", "fake", "--dataset", (dir / "queries.jsonl").string(),
-                           "--output_dir", (dir / "out").string(), "--num_return_sequences", "8",
-                           "--temperature", "0.7", "--max_new_tokens", "32", "--orm_model", "math"});
+  const std::vector<std::string> arguments{"sample", "--sampler_engine", "client", "--engine_kwargs_base_url", base,
+                                           "--engine_kwargs_model", "fake", "--dataset", (dir / "queries.jsonl").string(),
+                                           "--output_dir", (dir / "out").string(), "--num_return_sequences", "8",
+                                           "--temperature", "0.7", "--max_new_tokens", "32", "--orm_model", "math"};
+  auto result = run_lathe(arguments);
+  // A rerun asks for nothing: every query is finished, also 3 + 3, which kept no response.
+  auto rerun = run_lathe(arguments);
   server.stop();
   ASSERT_EQ(result.exit_code, 0) << result.err;
+  ASSERT_EQ(rerun.exit_code, 0) << rerun.err;
+  EXPECT_EQ(read_file(dir / "out" / "sample.jsonl.done").size(), 3 * 17u) << "one 16-hex-digit id per line";
 
   const auto requests = server.requests();
   ASSERT_EQ(requests.size(), 3u);

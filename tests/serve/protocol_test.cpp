@@ -55,6 +55,22 @@ TEST(OpenAIProtocol, RequestFieldsBecomeSamplingParameters) {
   EXPECT_FALSE(plain.max_tokens_given);
 }
 
+// The server's --logprobs / --top_logprobs are defaults for chat as for completions.
+TEST(OpenAIProtocol, ServerLogprobDefaultsApplyToChatAndCompletions) {
+  SamplingParams defaults;
+  defaults.logprobs = true;
+  defaults.top_logprobs = 3;
+  for (const auto& request : {parse_chat_request(chat_body(), defaults),
+                              parse_completion_request(json{{"prompt", "hi"}}, defaults)}) {
+    EXPECT_TRUE(request.params.logprobs);
+    EXPECT_EQ(request.params.top_logprobs, 3);
+  }
+  const auto declined = parse_chat_request(chat_body({{"logprobs", false}}), defaults);
+  EXPECT_FALSE(declined.params.logprobs);
+  EXPECT_EQ(declined.params.top_logprobs, 0);
+  EXPECT_EQ(parse_chat_request(chat_body({{"top_logprobs", 1}}), defaults).params.top_logprobs, 1);
+}
+
 TEST(OpenAIProtocol, WrongTypesAndValuesAreRejectedNamingTheField) {
   EXPECT_EQ(rejection(chat_body({{"temperature", "hot"}})), std::make_pair(400, std::string("temperature")));
   EXPECT_EQ(rejection(chat_body({{"temperature", 3}})), std::make_pair(400, std::string("temperature")));
