@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 #include "lathe/plugin/loss.h"
 
@@ -144,6 +145,24 @@ TEST(ChunkedCrossEntropy, FrozenBFloat16HeadUnderFloat32Activations) {
   EXPECT_LT(max_difference(problem.hidden.grad(), reference.grad_hidden), 0.05);
 }
 
+// Each entry of `analytic` against the central difference of `objective` when that entry of
+// `tensor` (float64) moves by 1e-6 either way.
+void expect_central_differences(const torch::Tensor& tensor, const torch::Tensor& analytic,
+                                const std::function<double()>& objective) {
+  const double step = 1e-6;
+  auto flat = tensor.detach().view(-1);
+  const auto gradient = analytic.reshape(-1);
+  for (int64_t i = 0; i < flat.numel(); ++i) {
+    const double original = flat[i].item<double>();
+    flat[i] = original + step;
+    const double up = objective();
+    flat[i] = original - step;
+    const double down = objective();
+    flat[i] = original;
+    EXPECT_NEAR(gradient[i].item<double>(), (up - down) / (2 * step), 1e-7) << "entry " << i;
+  }
+}
+
 TEST(ChunkedCrossEntropy, GradientsMatchFiniteDifferencesInFloat64) {
   const auto problem = random_problem(6, 4, 5, torch::kFloat64, 3);
   const auto result = run_kernel(problem, 4);
@@ -153,21 +172,8 @@ TEST(ChunkedCrossEntropy, GradientsMatchFiniteDifferencesInFloat64) {
     const auto losses = chunked_token_cross_entropy(problem.hidden, problem.weight, problem.targets, 4);
     return (losses * problem.upstream.to(torch::kFloat64)).sum().item<double>();
   };
-  const double step = 1e-6;
-  for (const auto& [tensor, analytic] : {std::pair{problem.hidden, result.grad_hidden},
-                                         std::pair{problem.weight, result.grad_weight}}) {
-    auto flat = tensor.detach().view(-1);
-    const auto gradient = analytic.view(-1);
-    for (int64_t i = 0; i < flat.numel(); ++i) {
-      const double original = flat[i].item<double>();
-      flat[i] = original + step;
-      const double up = objective();
-      flat[i] = original - step;
-      const double down = objective();
-      flat[i] = original;
-      EXPECT_NEAR(gradient[i].item<double>(), (up - down) / (2 * step), 1e-7) << "entry " << i;
-    }
-  }
+  expect_central_differences(problem.hidden, result.grad_hidden, objective);
+  expect_central_differences(problem.weight, result.grad_weight, objective);
 }
 
 TEST(ChunkedCrossEntropy, ChunkSizeDoesNotChangeTheResult) {
@@ -224,22 +230,11 @@ TEST(ChunkedCrossEntropy, FrozenHeadGradientMatchesFiniteDifferencesInFloat64) {
   const auto head = problem.weight.detach();
   const auto upstream = problem.upstream.to(torch::kFloat64);
   (chunked_token_cross_entropy(problem.hidden, head, problem.targets, 4) * upstream).sum().backward();
-  const auto analytic = problem.hidden.grad().view(-1);
-  auto flat = problem.hidden.detach().view(-1);
   const auto objective = [&] {
     torch::NoGradGuard no_grad;
     return (chunked_token_cross_entropy(problem.hidden, head, problem.targets, 4) * upstream).sum().item<double>();
   };
-  const double step = 1e-6;
-  for (int64_t i = 0; i < flat.numel(); ++i) {
-    const double original = flat[i].item<double>();
-    flat[i] = original + step;
-    const double up = objective();
-    flat[i] = original - step;
-    const double down = objective();
-    flat[i] = original;
-    EXPECT_NEAR(analytic[i].item<double>(), (up - down) / (2 * step), 1e-7) << "entry " << i;
-  }
+  expect_central_differences(problem.hidden, problem.hidden.grad(), objective);
 }
 
 // bfloat16 training keeps float32 master weights under autocast: the head's matmul then runs in
