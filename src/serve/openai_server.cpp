@@ -251,7 +251,7 @@ struct OpenAIServer::State {
 
   void stream(std::shared_ptr<Job> job, httplib::Response& response) {
     auto queue = std::make_shared<StreamQueue>();
-    auto futures = std::make_shared<std::vector<std::future<Generation>>>();
+    auto futures = std::make_shared<std::vector<std::shared_future<Generation>>>();
     for (std::size_t i = 0; i < static_cast<std::size_t>(job->request.params.n); ++i) {
       futures->push_back(submit(job->prompt, choice_params(*job, i), [queue, i](const TokenLogprob& token) {
         if (queue->cancelled) return false;
@@ -261,7 +261,18 @@ struct OpenAIServer::State {
         }
         queue->ready.notify_one();
         return true;
-      }));
+      }).share());
+    }
+    // What the engine refuses (a prompt token outside the model's vocabulary, parameters it cannot
+    // honour) fails at submission: answered with an error status here, before the stream's 200.
+    for (const auto& future : *futures) {
+      if (future.wait_for(std::chrono::seconds(0)) != std::future_status::ready) continue;
+      try {
+        future.get();
+      } catch (...) {
+        queue->cancelled = true;  // the other choices stop at their next token
+        throw;
+      }
     }
     response.set_chunked_content_provider(
         "text/event-stream",
@@ -314,7 +325,7 @@ struct OpenAIServer::State {
   }
 
   // Writes the events of a streaming request as its tokens arrive; false when the client is gone.
-  bool write_events(const Job& job, StreamQueue& queue, std::vector<std::future<Generation>>& futures,
+  bool write_events(const Job& job, StreamQueue& queue, std::vector<std::shared_future<Generation>>& futures,
                     httplib::DataSink& sink) const {
     auto send = [&](const json& event) {
       const std::string line = "data: " + event.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";

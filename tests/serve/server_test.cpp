@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <future>
 #include <sstream>
 #include <thread>
 
@@ -33,10 +34,11 @@ Shared* shared = nullptr;
 // A server on a free port, serving until the object dies.
 class RunningServer {
  public:
-  explicit RunningServer(ServerOptions options = {}) {
+  // stand_in, when given, answers instead of the shared engine.
+  explicit RunningServer(ServerOptions options = {}, SubmitFunction stand_in = nullptr) {
     options.port = 0;
     options.served_model_name = "tiny";
-    auto engine_submit = submit_to(*shared->engine);
+    auto engine_submit = stand_in ? std::move(stand_in) : submit_to(*shared->engine);
     SubmitFunction counting = [engine_submit](std::vector<int32_t> prompt, SamplingParams params, StreamCallback on_token) {
       if (on_token) {
         on_token = [inner = std::move(on_token)](const TokenLogprob& token) {
@@ -232,6 +234,66 @@ TEST_F(Server, ToolsArePresentedInThePromptAndAnswered) {
   ASSERT_TRUE(streamed);
   EXPECT_EQ(streamed->status, 200);
   EXPECT_NE(streamed->body.find(body["choices"][0]["message"]["content"].dump()), std::string::npos);
+}
+
+// Stands in for the engine: every request is answered with `text` (its tokens streamed too).
+SubmitFunction fixed_answer(const std::string& text) {
+  return [text](std::vector<int32_t>, SamplingParams, StreamCallback on_token) {
+    Generation generation;
+    generation.ids = shared->model->tokenizer.encode(text, /*add_special_tokens=*/false);
+    generation.finish_reason = "stop";
+    if (on_token) {
+      for (const auto id : generation.ids) on_token(TokenLogprob{id, 0.0F, {}});
+    }
+    std::promise<Generation> promise;
+    promise.set_value(std::move(generation));
+    return promise.get_future();
+  };
+}
+
+TEST_F(Server, AToolCallInTheAnswerComesBackAsToolCalls) {
+  const auto& agent = shared->model->chat_template.agent_template();
+  ASSERT_TRUE(agent);
+  RunningServer server({}, fixed_answer(agent->format_tool_calls({{"get_weather", json{{"city", "Paris"}}}})));
+  const json tool = json::parse(R"({"type": "function", "function": {"name": "get_weather",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}})");
+  const json body = server.post("/v1/chat/completions", chat("Weather in Paris?", {{"tools", json::array({tool})}}));
+  const auto& choice = body["choices"][0];
+  EXPECT_EQ(choice["finish_reason"], "tool_calls");
+  EXPECT_TRUE(choice["message"]["content"].is_null());
+  ASSERT_EQ(choice["message"]["tool_calls"].size(), 1U);
+  const auto& call = choice["message"]["tool_calls"][0];
+  EXPECT_EQ(call["type"], "function");
+  EXPECT_EQ(call["function"]["name"], "get_weather");
+  EXPECT_EQ(json::parse(call["function"]["arguments"].get<std::string>()), json({{"city", "Paris"}}));
+  // Without tools in the request the same text is plain content.
+  const json plain = server.post("/v1/chat/completions", chat("Weather in Paris?"));
+  EXPECT_EQ(plain["choices"][0]["finish_reason"], "stop");
+  EXPECT_TRUE(plain["choices"][0]["message"]["content"].is_string());
+  // Streamed, the call arrives in the last chunk with finish_reason tool_calls.
+  auto streamed = server.client().Post(
+      "/v1/chat/completions", chat("Weather in Paris?", {{"tools", json::array({tool})}, {"stream", true}}).dump(),
+      "application/json");
+  ASSERT_TRUE(streamed);
+  EXPECT_EQ(streamed->status, 200);
+  EXPECT_NE(streamed->body.find("\"get_weather\""), std::string::npos) << streamed->body;
+  EXPECT_NE(streamed->body.find("\"finish_reason\":\"tool_calls\""), std::string::npos) << streamed->body;
+}
+
+// A request the engine refuses at submission gets an error status even when it asked to stream.
+TEST_F(Server, AStreamTheEngineRefusesIsAnErrorBeforeTheStream) {
+  SubmitFunction refusing = [](std::vector<int32_t>, SamplingParams, StreamCallback) {
+    std::promise<Generation> promise;
+    promise.set_exception(std::make_exception_ptr(Error("prompt token 999999 at position 0 is outside the vocabulary")));
+    return promise.get_future();
+  };
+  RunningServer server({}, refusing);
+  auto streamed = server.client().Post("/v1/chat/completions", chat("hi", {{"stream", true}}).dump(), "application/json");
+  ASSERT_TRUE(streamed);
+  EXPECT_EQ(streamed->status, 400);
+  const json error = json::parse(streamed->body, nullptr, false);
+  ASSERT_TRUE(error.is_object() && error.contains("error")) << streamed->body;
+  EXPECT_NE(error["error"]["message"].get<std::string>().find("outside the vocabulary"), std::string::npos);
 }
 
 TEST_F(Server, EveryClientMistakeGetsAnOpenAIErrorBody) {
