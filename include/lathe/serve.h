@@ -57,8 +57,10 @@ class OpenAIServer {
   int bind();
   // Serves on the bound socket until stop(); returns then.
   void serve();
-  // Thread-safe; makes serve() return.
+  // Thread-safe; makes serve() return once it is running (before that it has nothing to stop).
   void stop();
+  // Whether serve() is in its listen loop (stop() before that has nothing to stop).
+  bool running() const;
 
  private:
   struct State;

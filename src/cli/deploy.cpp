@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <chrono>
 #include <thread>
 
 #include "cli/arguments.h"
@@ -41,11 +42,14 @@ int run_deploy(const Args& args) {
   OpenAIServer server(loaded, defaults, agent, submit_to(engine), options);
   const int port = server.bind();
 
-  std::atomic<bool> signalled{false};
+  std::atomic<bool> signalled{false}, returned{false};
   std::thread waiter([&] {
     int signal = 0;
     sigwait(&stop_signals, &signal);
     signalled = true;
+    // A signal that comes before serve() has entered its listen loop would find nothing to stop
+    // and be lost: wait for the loop (or for serve() to have returned) first.
+    while (!returned && !server.running()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     server.stop();
   });
   fmt::print("listening on http://{}:{}\n", options.host, port);
@@ -53,6 +57,7 @@ int run_deploy(const Args& args) {
   fmt::print(stderr, "lathe deploy: serving '{}' (batch {}); stop with Ctrl-C\n", options.served_model_name,
              engine_options.max_batch_size);
   server.serve();
+  returned = true;
   if (!signalled) kill(getpid(), SIGTERM);  // wakes the waiter (the signal is blocked, so it only pends)
   waiter.join();
   fmt::print(stderr, "lathe deploy: stopped\n");

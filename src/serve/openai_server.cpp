@@ -444,4 +444,6 @@ void OpenAIServer::serve() { state_->http.listen_after_bind(); }
 
 void OpenAIServer::stop() { state_->http.stop(); }
 
+bool OpenAIServer::running() const { return state_->http.is_running(); }
+
 }  // namespace lathe
