@@ -68,6 +68,22 @@ TEST_F(ExamplePlugins, EarlyStopOnLossStopsWhenTheLossStalls) {
   EXPECT_TRUE(fs::is_directory(run / "checkpoint-3"));
 }
 
+TEST_F(ExamplePlugins, EarlyStopOnLossLetsAnImprovingRunFinish) {
+  // One row and a constant learning rate: the loss falls at every step, so no stop before max_steps.
+  write_jsonl(dir_ / "one.jsonl", {{{"query", "2 + 2?"}, {"response", "4"}}});
+  auto [result, run] = train("improving", {"--external_plugins", example("callback/early_stop_on_loss.cpp").string(),
+                                           "--callbacks", "early_stop_on_loss", "--plugin_args",
+                                           R"({"patience": 2, "min_delta": 0.001})", "--learning_rate", "1e-3",
+                                           "--lr_scheduler_type", "constant", "--max_steps", "6"},
+                             "one.jsonl");
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  const auto logged = rows_with(run, "loss");
+  ASSERT_EQ(logged.size(), 6U) << result.err;
+  for (std::size_t i = 1; i < logged.size(); ++i)
+    EXPECT_LT(logged[i]["loss"].get<double>(), logged[i - 1]["loss"].get<double>() - 0.001) << "step " << i + 1;
+  EXPECT_EQ(result.err.find("early_stop_on_loss: no improvement"), std::string::npos) << result.err;
+}
+
 TEST_F(ExamplePlugins, CustomMetricIsLoggedAsEvalKey) {
   const auto plugin = example("metric/custom_metric.cpp").string();
   auto evaluate = [&](const std::string& output, const std::string& top_k) {

@@ -84,6 +84,26 @@ TEST(Sft, LossFallsAndTheRunFolderHasSwiftsLayout) {
   EXPECT_NE(result.err.find("last_model_checkpoint"), std::string::npos);
 }
 
+// SWIFT's --early_stop_interval through the CLI: with a learning rate of 0 the evaluation loss
+// never improves on the first one, so training stops after the first save and 2 more.
+TEST(Sft, EarlyStopIntervalStopsAfterSavesWithoutABetterMetric) {
+  TempDir dir("sft-early-stop");
+  write_tiny_model(dir / "model");
+  write_jsonl(dir / "train.jsonl", arithmetic_rows(8));
+  auto args = common_arguments(dir);
+  args.insert(args.end(), {"--train_type", "full", "--learning_rate", "0", "--max_steps", "10", "--save_steps", "1",
+                           "--split_dataset_ratio", "0.25", "--early_stop_interval", "2", "--add_version", "false"});
+  auto result = run_lathe(args);
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  std::vector<int64_t> evaluated;
+  for (const auto& row : read_jsonl(dir / "output" / "logging.jsonl")) {
+    if (row.contains("eval_loss")) evaluated.push_back(row["global_step"].get<int64_t>());
+  }
+  EXPECT_EQ(evaluated, (std::vector<int64_t>{1, 2, 3})) << result.err;
+  EXPECT_TRUE(fs::is_directory(dir / "output" / "checkpoint-3"));
+  EXPECT_FALSE(fs::exists(dir / "output" / "checkpoint-4"));
+}
+
 TEST(Sft, ConfigFileGivesArgumentsAndTheCommandLineWins) {
   TempDir dir("sft-config");
   write_tiny_model(dir / "model");
