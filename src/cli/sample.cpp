@@ -426,7 +426,7 @@ int run_sample(const Args& args) {
   CLI::App app("Generate --num_return_sequences responses per --dataset query, score them with --orm_model and/or "
                "--prm_model, and write the best --n_best_to_keep (with rejected_response and id) as jsonl rows to "
                "--output_dir/sample.jsonl (sample_BEGIN_END.jsonl with --data_range). A rerun skips the queries "
-               "already written.",
+               "already finished (listed in sample.jsonl.done beside it, also those that kept nothing).",
                "sample");
   Arguments arguments;
   arguments.output_dir = "sample_output";
