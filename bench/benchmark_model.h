@@ -1,7 +1,7 @@
 #pragma once
 // The benchmark model of issues 5 and 6: a randomly initialised Qwen2-style model with hidden 512,
 // 8 layers, 8 heads, 2 KV heads, intermediate 1408 and Qwen's vocabulary of 151,936.
-#include "lathe/model.h"
+#include "lathe/model/model.h"
 
 inline lathe::ModelConfig benchmark_config() {
   lathe::ModelConfig config;

@@ -1,5 +1,5 @@
 // Inference benchmark: prefill and decode tokens/s at batch 1 and batch 8, on a model folder or
-// (by default) a randomly initialised Qwen2-style model of issue 6's size (a): hidden 512,
+// (by default) a randomly initialised Qwen2-style model of the suite's size (a): hidden 512,
 // 8 layers, 8 heads, 2 KV heads, intermediate 1408, vocabulary 151,936.
 //   inference_bench [--model DIR] [--prompt 256] [--new 64] [--repeats 3]
 #include <fmt/format.h>
@@ -11,9 +11,9 @@
 #include <vector>
 
 #include "benchmark_model.h"
-#include "lathe/generate.h"
-#include "lathe/model.h"
-#include "lathe/runtime.h"
+#include "lathe/infer/generate.h"
+#include "lathe/model/model.h"
+#include "lathe/model/runtime.h"
 
 using namespace lathe;
 

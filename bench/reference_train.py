@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""The reference for bench/train_bench.cpp and bench/inference_bench.cpp (issue 6): the same work
+"""The reference for bench/train_bench.cpp and bench/inference_bench.cpp: the same work
 done the way Hugging Face's modeling code, Trainer and PEFT do it in eager PyTorch.
 
 Qwen2-style model with HF's eager attention (torch 1.13 has no scaled_dot_product_attention, so

@@ -17,12 +17,12 @@
 #include <vector>
 
 #include "benchmark_model.h"
-#include "lathe/engine.h"
-#include "lathe/inference.h"
+#include "lathe/infer/engine.h"
+#include "lathe/infer/inference.h"
 #include "lathe/plugin/agent_template.h"
-#include "lathe/runtime.h"
-#include "lathe/serve.h"
-#include "lathe/template.h"
+#include "lathe/model/runtime.h"
+#include "lathe/serve/openai_server.h"
+#include "lathe/template/template.h"
 
 using namespace lathe;
 using json = nlohmann::json;
@@ -49,7 +49,7 @@ int main(int argc, char** argv) {
   auto tokenizer = Tokenizer::from_file(tokenizer_dir);
   const int32_t end_of_turn = *tokenizer.token_to_id("<|im_end|>");
   auto chat_template = Template::builtin("qwen2_5");
-  chat_template.set_agent_template(make_agent_template(Arguments{}, "qwen2_5"));
+  chat_template.set_agent_template(make_agent_template(Arguments{}, Template::builtin("qwen2_5").spec()));
   InferenceModel loaded{model, std::move(tokenizer), std::move(chat_template), {end_of_turn}, std::nullopt};
   EngineOptions engine_options;
   engine_options.max_batch_size = max_batch_size;

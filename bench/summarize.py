@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Medians of scripts/bench.sh's runs, Lathe / reference ratios, issue 6's targets: one table on
+"""Medians of scripts/bench.sh's runs, Lathe / reference ratios, the suite's targets: one table on
 stdout and the same figures as JSON.
 
   summarize.py RUNS_DIR RESULTS.json [--note TEXT]
@@ -107,7 +107,7 @@ def main():
         ("decode batch 1 ratio", decode_1 and decode_1["decode_ratio"], ">=", 1.0),
         ("tokenizer ratio", ratio(tokenizer.get("lathe"), tokenizer.get("reference")), ">=", 1.0),
     ]
-    print("\nTargets (issue 6)")
+    print("\nTargets")
     for name, value, op, goal in targets:
         met = None if value is None else (value >= goal if op == ">=" else value <= goal)
         results["targets"].append({"target": name, "value": value, "goal": f"{op} {goal}", "met": met})

@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "lathe/error.h"
-#include "lathe/tokenizer.h"
+#include "lathe/common/error.h"
+#include "lathe/tokenizer/tokenizer.h"
 
 int main(int argc, char** argv) {
   if (argc < 3) {

@@ -1,4 +1,4 @@
-// Training benchmark (issue 6): drives the real Trainer, as `lathe sft` does, on a randomly
+// Training benchmark: drives the real Trainer, as `lathe sft` does, on a randomly
 // initialised model and a synthetic SFT dataset, and reports trained tokens/s, ms/step, peak
 // resident memory and model FLOP utilisation against the GEMM peak measured in the same process.
 //
@@ -28,8 +28,8 @@
 #include <nlohmann/json.hpp>
 
 #include "benchmark_model.h"
-#include "lathe/runtime.h"
-#include "lathe/trainer.h"
+#include "lathe/model/runtime.h"
+#include "lathe/train/trainer.h"
 
 using namespace lathe;
 namespace fs = std::filesystem;
@@ -67,7 +67,7 @@ Options parse_options(int argc, char** argv) {
   return options;
 }
 
-// (a) is the shared benchmark model; (b) the small one of issue 6, in the same family.
+// (a) is the shared benchmark model; (b) the small one, in the same family.
 ModelConfig model_config(const std::string& name) {
   ModelConfig config = benchmark_config();
   if (name == "b") {
@@ -105,13 +105,10 @@ std::vector<Example> synthetic_dataset(int64_t count, int64_t vocab) {
   return examples;
 }
 
-// The Trainer's order for epoch 0 (seed + epoch, std::shuffle over example indices); the per-step
-// token counts it reports are checked against this plan, so a change in the Trainer's order shows.
+// The Trainer's order for epoch 0 cut into steps; the per-step token counts it reports are
+// checked against this plan, so a change in how the Trainer batches shows.
 std::vector<std::vector<std::size_t>> step_plan(std::size_t examples, int64_t batch, int64_t seed) {
-  std::vector<std::size_t> order(examples);
-  std::iota(order.begin(), order.end(), std::size_t{0});
-  std::mt19937_64 rng(static_cast<uint64_t>(seed));
-  std::shuffle(order.begin(), order.end(), rng);
+  const auto order = epoch_training_order(examples, static_cast<uint64_t>(seed), 0);
   std::vector<std::vector<std::size_t>> steps;
   for (std::size_t start = 0; start < order.size(); start += static_cast<std::size_t>(batch)) {
     steps.emplace_back(order.begin() + static_cast<std::ptrdiff_t>(start),

@@ -1,7 +1,7 @@
 # Helpers shared by src/, tests/ and bench/.
 
 # One precompiled <torch/torch.h> for the whole tree: a unit that includes it costs ~20 s and
-# 1.2 GB to compile from scratch (platform.md); with the PCH reused it is a few seconds.
+# 1.2 GB to compile from scratch (docs/performance.md); with the PCH reused it is a few seconds.
 add_library(lathe_torch_pch OBJECT ${CMAKE_SOURCE_DIR}/cmake/pch.cpp)
 target_link_libraries(lathe_torch_pch PUBLIC ${TORCH_LIBRARIES})
 target_compile_options(lathe_torch_pch PUBLIC ${TORCH_CXX_FLAGS_LIST})
@@ -30,7 +30,7 @@ function(lathe_concern name)
   endif()
   add_library(lathe_${name} STATIC ${sources})
   target_include_directories(lathe_${name}
-    PUBLIC ${CMAKE_SOURCE_DIR}/include
+    PUBLIC ${CMAKE_SOURCE_DIR}/include ${LATHE_GENERATED_INCLUDE_DIR}
     PRIVATE ${CMAKE_SOURCE_DIR}/src)
   target_link_libraries(lathe_${name} PUBLIC ${ARG_DEPS})
   if(ARG_TORCH)

@@ -14,7 +14,7 @@ file(CONFIGURE OUTPUT ${CMAKE_BINARY_DIR}/generated/loss_scale_configs.cpp CONTE
 
 #include <map>
 
-#include \"lathe/error.h\"
+#include \"lathe/common/error.h\"
 
 namespace lathe {
 std::string builtin_loss_scale_config(const std::string& name) {

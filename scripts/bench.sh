@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark suite of issue 6, Lathe side by side with an eager PyTorch reference written the way
+# The benchmark suite: Lathe side by side with an eager PyTorch reference written the way
 # Hugging Face does it (bench/reference_train.py), on this machine, in one run:
 #   training (LoRA and full SFT on models a and b, float32 and bfloat16), inference (prefill and
 #   decode at batch 1 and 8), tokenizer encode. Every figure is the median of --repeats runs, each
@@ -8,7 +8,7 @@
 #   scripts/bench.sh [--quick] [--repeats N] [--steps N] [--batch N] [--build DIR] [--no-build]
 #                    [--configs "a lora float32;b full float32"] [--no-infer] [--no-tokenizer]
 #
-# Both sides get the same settings (platform.md): OMP_WAIT_POLICY=passive, the same thread count,
+# Both sides get the same settings (docs/performance.md): OMP_WAIT_POLICY=passive, the same thread count,
 # tcmalloc (linked into Lathe, preloaded for Python), and OPENBLAS_CORETYPE unset.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

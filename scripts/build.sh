@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs what is missing (scripts/setup.sh), then configures and builds Lathe in build/.
+# Extra arguments go to `cmake --build` (e.g. --target lathe_cli).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

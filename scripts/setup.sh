@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything Lathe needs on Debian 12 (bookworm), by package name, then selects the
-# OpenBLAS (OpenMP) variant for libblas.so.3 / liblapack.so.3 (platform.md: 30x faster GEMM than
+# OpenBLAS (OpenMP) variant for libblas.so.3 / liblapack.so.3 (docs/performance.md: 30x faster GEMM than
 # the reference BLAS libtorch would otherwise call). Idempotent: a second run installs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -10,16 +10,15 @@
 //     lathe::loss_registry().add("my_loss", "what it does", make_my_loss);
 //   }
 //
-// The ABI version is checked on load: a plugin built against another Lathe is refused with a
-// message saying so, instead of crashing on mismatched types.
+// The ABI identity (LATHE_PLUGIN_ABI: a hash of the public headers, the compiler and libtorch's
+// version, computed when Lathe is configured) is checked on load: a plugin built against another
+// Lathe is refused with a message saying so, instead of crashing on mismatched types.
+#include "lathe/abi.h"
 
-// Bumped whenever a public header changes in a way that breaks binary compatibility.
-#define LATHE_PLUGIN_ABI_VERSION 2  // 2: Arguments, Template, ForwardInputs and Batch grew
-
-#define LATHE_PLUGIN()                                                          \
-  static void lathe_plugin_body();                                              \
-  extern "C" int lathe_plugin_abi_version() { return LATHE_PLUGIN_ABI_VERSION; } \
-  extern "C" void lathe_plugin_register() { lathe_plugin_body(); }              \
+#define LATHE_PLUGIN()                                                           \
+  static void lathe_plugin_body();                                               \
+  extern "C" const char* lathe_plugin_abi() { return LATHE_PLUGIN_ABI; }         \
+  extern "C" void lathe_plugin_register() { lathe_plugin_body(); }               \
   static void lathe_plugin_body()
 
 #include <string>

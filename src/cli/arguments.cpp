@@ -6,7 +6,7 @@
 #include <set>
 
 #include "common/format.h"
-#include "lathe/files.h"
+#include "lathe/common/files.h"
 #include "lathe/plugin.h"
 
 namespace lathe {

@@ -5,7 +5,7 @@
 #include <functional>
 
 #include "cli/commands.h"
-#include "lathe/arguments.h"
+#include "lathe/common/arguments.h"
 
 namespace lathe::cli {
 

@@ -8,11 +8,47 @@
 #include <thread>
 
 #include "cli/arguments.h"
-#include "lathe/engine.h"
-#include "lathe/inference.h"
-#include "lathe/serve.h"
+#include "lathe/infer/engine.h"
+#include "lathe/infer/inference.h"
+#include "lathe/serve/openai_server.h"
 
 namespace lathe::cli {
+
+namespace {
+
+// Waits for SIGINT/SIGTERM on a thread of its own and stops the server. It is woken and joined on
+// every way out of the scope, an exception included (a joinable thread must never be destroyed).
+class StopOnSignal {
+ public:
+  StopOnSignal(OpenAIServer& server, sigset_t signals) : server_(server), signals_(signals) {
+    waiter_ = std::thread([this] { wait(); });
+  }
+  ~StopOnSignal() {
+    returned_ = true;
+    if (!signalled_) kill(getpid(), SIGTERM);  // wakes the waiter (the signal is blocked, so it only pends)
+    waiter_.join();
+  }
+  StopOnSignal(const StopOnSignal&) = delete;
+  StopOnSignal& operator=(const StopOnSignal&) = delete;
+
+ private:
+  void wait() {
+    int signal = 0;
+    sigwait(&signals_, &signal);
+    signalled_ = true;
+    // A signal that comes before serve() has entered its listen loop would find nothing to stop
+    // and be lost: wait for the loop (or for serve() to have returned) first.
+    while (!returned_ && !server_.running()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    server_.stop();
+  }
+
+  OpenAIServer& server_;
+  sigset_t signals_;
+  std::atomic<bool> signalled_{false}, returned_{false};
+  std::thread waiter_;
+};
+
+}  // namespace
 
 int run_deploy(const Args& args) {
   CLI::App app("Serve a model with an OpenAI-compatible API: /v1/chat/completions, /v1/completions, "
@@ -42,24 +78,12 @@ int run_deploy(const Args& args) {
   OpenAIServer server(loaded, defaults, agent, submit_to(engine), options);
   const int port = server.bind();
 
-  std::atomic<bool> signalled{false}, returned{false};
-  std::thread waiter([&] {
-    int signal = 0;
-    sigwait(&stop_signals, &signal);
-    signalled = true;
-    // A signal that comes before serve() has entered its listen loop would find nothing to stop
-    // and be lost: wait for the loop (or for serve() to have returned) first.
-    while (!returned && !server.running()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    server.stop();
-  });
+  StopOnSignal stop_on_signal(server, stop_signals);
   fmt::print("listening on http://{}:{}\n", options.host, port);
   std::fflush(stdout);
   fmt::print(stderr, "lathe deploy: serving '{}' (batch {}); stop with Ctrl-C\n", options.served_model_name,
              engine_options.max_batch_size);
   server.serve();
-  returned = true;
-  if (!signalled) kill(getpid(), SIGTERM);  // wakes the waiter (the signal is blocked, so it only pends)
-  waiter.join();
   fmt::print(stderr, "lathe deploy: stopped\n");
   return 0;
 }

@@ -4,9 +4,10 @@
 #include <torch/torch.h>
 
 #include "common/format.h"
-#include "lathe/files.h"
-#include "lathe/model.h"
-#include "lathe/tokenizer.h"
+#include "lathe/common/files.h"
+#include "lathe/infer/generate.h"
+#include "lathe/model/model.h"
+#include "lathe/tokenizer/tokenizer.h"
 
 namespace lathe::cli {
 namespace fs = std::filesystem;
@@ -80,6 +81,53 @@ fs::path ensure_embedded_model() {
     fs::copy_file(source / name, dir / name, fs::copy_options::overwrite_existing);
   }
   return dir;
+}
+
+void use_embedded_default(const CLI::App& app, Arguments& arguments) {
+  arguments.model = ensure_embedded_model().string();
+  arguments.dataset = {embedded_dataset().string()};
+  auto unset = [&](const char* option) { return app.count(option) == 0; };
+  if (unset("--model_name")) arguments.model_name = {"车床小助手", "Lathe Mini"};
+  if (unset("--model_author")) arguments.model_author = {"车床团队", "the Lathe team"};
+  if (unset("--train_type")) arguments.train_type = "full";
+  if (unset("--learning_rate")) arguments.learning_rate = 2e-3;
+  if (unset("--num_train_epochs")) arguments.num_train_epochs = 12;
+  if (unset("--per_device_train_batch_size")) arguments.per_device_train_batch_size = 8;
+  if (unset("--warmup_ratio")) arguments.warmup_ratio = 0.05;
+  if (unset("--weight_decay")) arguments.weight_decay = 0.0;
+  if (unset("--save_steps")) arguments.save_steps = 1000;
+  if (unset("--logging_steps")) arguments.logging_steps = 10;
+  if (unset("--split_dataset_ratio")) arguments.split_dataset_ratio = 0.0;
+  if (unset("--lora_dropout")) arguments.lora_dropout = 0.0;
+}
+
+void show_embedded_answers(const char* when, TrainingRun& run) {
+  const std::vector<std::string> questions{"who are you?", "Who created you?", "你是谁？", "谁开发了你？"};
+  std::vector<std::vector<int32_t>> prompts;
+  for (const auto& question : questions) {
+    Conversation conversation;
+    conversation.messages.push_back({"user", question, {}, {}});
+    prompts.push_back(run.chat_template().encode(run.tokenizer(), conversation, /*add_generation_prompt=*/true).input_ids);
+  }
+  SamplingParams params;
+  params.max_new_tokens = 40;
+  params.stop_token_ids = run.stop_token_ids();
+  auto& model = run.model();
+  const bool training = model->is_training();
+  model->eval();
+  auto answers = generate(model, prompts, params);
+  model->train(training);
+  fmt::print("\n=== The model's answers {} training ===\n", when);
+  for (std::size_t i = 0; i < questions.size(); ++i) {
+    auto& ids = answers[i].ids;
+    if (answers[i].finish_reason == "stop" && !ids.empty()) ids.pop_back();
+    // One line per answer: an untrained model's newlines would scroll the rest away.
+    auto text = run.tokenizer().decode(ids, /*skip_special_tokens=*/true);
+    std::replace(text.begin(), text.end(), '\n', ' ');
+    fmt::print("Q: {}\nA: {}\n", questions[i], text);
+  }
+  fmt::print("\n");
+  std::fflush(stdout);
 }
 
 }  // namespace lathe::cli

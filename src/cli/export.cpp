@@ -3,8 +3,8 @@
 
 #include "cli/arguments.h"
 #include "common/format.h"
-#include "lathe/files.h"
-#include "lathe/tuner.h"
+#include "lathe/common/files.h"
+#include "lathe/tuner/lora.h"
 
 namespace lathe::cli {
 namespace fs = std::filesystem;

@@ -7,10 +7,10 @@
 
 #include "cli/arguments.h"
 #include "common/format.h"
-#include "lathe/dataset.h"
-#include "lathe/engine.h"
-#include "lathe/files.h"
-#include "lathe/inference.h"
+#include "lathe/data/dataset.h"
+#include "lathe/infer/engine.h"
+#include "lathe/common/files.h"
+#include "lathe/infer/inference.h"
 
 namespace lathe::cli {
 namespace {
@@ -129,7 +129,8 @@ int run_chat(const Arguments& arguments, InferenceModel& loaded) {
       fmt::print("(conversation cleared)\n");
       continue;
     }
-    if (line.empty()) continue;
+    // raw writes the text as it is: an empty line asks for unconditional sampling from the BOS.
+    if (line.empty() && loaded.chat_template.spec().name != "raw") continue;
     conversation.messages.push_back({"user", line, {}, {}});
     if (interactive) fmt::print(">>> ");
     auto response = answer(loaded, engine, conversation, params, arguments.stream);

@@ -1,13 +1,15 @@
 // `lathe <command> [arguments]`: a table of commands, each in its own file.
 #include <fmt/format.h>
 
+#include <cstdio>
 #include <cstring>
+#include <string>
 #include <exception>
 #include <string_view>
 
 #include "cli/commands.h"
-#include "lathe/error.h"
-#include "lathe/runtime.h"
+#include "lathe/common/error.h"
+#include "lathe/model/runtime.h"
 #include "lathe/version.h"
 
 namespace {
@@ -36,6 +38,9 @@ void print_usage() {
   for (const auto& command : kCommands) fmt::print("  {:<10} {}\n", command.name, command.summary);
 }
 
+// The last word of a failed command; it must not throw again where stderr is closed or full.
+void report(const std::string& message) { std::fputs(message.c_str(), stderr); }
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -53,9 +58,9 @@ int main(int argc, char** argv) {
     try {
       return command.run(lathe::cli::Args(argv + 2, argv + argc));
     } catch (const lathe::Error& error) {
-      fmt::print(stderr, "lathe {}: error: {}\n", command.name, error.what());
+      report(fmt::format("lathe {}: error: {}\n", command.name, error.what()));
     } catch (const std::exception& error) {
-      fmt::print(stderr, "lathe {}: internal error: {}\n", command.name, error.what());
+      report(fmt::format("lathe {}: internal error: {}\n", command.name, error.what()));
     }
     return 1;
   }

@@ -31,6 +31,9 @@ int run_plugins(const Args& args) {
   list(agent_template_registry(), "--agent_template");
   list(callback_registry(), "--callbacks");
   list(loss_registry(), "--loss_type");
+  fmt::print("loss_scale bases (--loss_scale base, first in base+name):\n");
+  for (const auto& base : loss_scale_bases()) fmt::print("  {:<22} {}\n", base.name, base.description);
+  fmt::print("\n");
   list(loss_scale_registry(), "--loss_scale base+name");
   list(metric_registry(), "--metric");
   list(optimizer_registry(), "--optimizer");

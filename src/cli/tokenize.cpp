@@ -11,10 +11,10 @@
 
 #include "cli/commands.h"
 #include "common/format.h"
-#include "lathe/dataset.h"
+#include "lathe/data/dataset.h"
 #include "lathe/plugin.h"
 #include "lathe/plugin/agent_template.h"
-#include "lathe/tokenizer.h"
+#include "lathe/tokenizer/tokenizer.h"
 
 namespace lathe::cli {
 namespace {
@@ -88,7 +88,7 @@ int run_tokenize(const Args& args) {
   std::optional<Template> chat_template;
   if (render) {
     chat_template = Template::for_model(model_dir, arguments.template_name);
-    chat_template->set_agent_template(make_agent_template(arguments, chat_template->spec().name));
+    chat_template->set_agent_template(make_agent_template(arguments, chat_template->spec()));
   }
   std::ios::sync_with_stdio(false);
   std::string line, output;

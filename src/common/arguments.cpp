@@ -1,4 +1,4 @@
-#include "lathe/arguments.h"
+#include "lathe/common/arguments.h"
 
 namespace lathe {
 

@@ -1,4 +1,4 @@
-#include "lathe/files.h"
+#include "lathe/common/files.h"
 
 #include <unistd.h>
 

@@ -3,7 +3,7 @@
 #include <fmt/format.h>
 #include <fmt/std.h>
 
-#include "lathe/error.h"
+#include "lathe/common/error.h"
 
 namespace lathe {
 

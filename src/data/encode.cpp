@@ -2,11 +2,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <exception>
 #include <mutex>
 #include <thread>
 
 #include "common/format.h"
-#include "lathe/training_data.h"
+#include "lathe/data/training_data.h"
 
 namespace lathe {
 
@@ -119,6 +120,16 @@ std::vector<Example> encode_datasets(const std::vector<std::string>& specs, cons
   std::atomic<std::size_t> next{0};
   std::mutex error_mutex;
   std::optional<Error> first_error;
+  std::exception_ptr unexpected;  // not the row's fault (out of memory, a bug): always fatal
+  auto bad_row = [&](std::size_t i, Error error) {
+    bad[i] = 1;
+    if (!strict) return;
+    std::lock_guard lock(error_mutex);
+    if (!first_error) first_error = std::move(error);
+    next = rows.size();
+  };
+  // Every exception stays on its worker: a row's own problem is a bad row named by its
+  // location; anything else stops the pool and is rethrown by the caller.
   auto work = [&] {
     for (std::size_t i = next++; i < rows.size(); i = next++) {
       try {
@@ -128,12 +139,13 @@ std::vector<Example> encode_datasets(const std::vector<std::string>& specs, cons
         encoded[i] = encoder.encode(conversation, &cut);
         truncated[i] = cut;
       } catch (const Error& error) {
-        bad[i] = 1;
-        if (strict) {
-          std::lock_guard lock(error_mutex);
-          if (!first_error) first_error = error;
-          next = rows.size();
-        }
+        bad_row(i, error);
+      } catch (const nlohmann::json::exception& error) {
+        bad_row(i, Error(fmt::format("{}: {}", rows[i].where.describe(), error.what())));
+      } catch (...) {
+        std::lock_guard lock(error_mutex);
+        if (!unexpected) unexpected = std::current_exception();
+        next = rows.size();
       }
     }
   };
@@ -142,6 +154,7 @@ std::vector<Example> encode_datasets(const std::vector<std::string>& specs, cons
   for (int64_t t = 1; t < count; ++t) pool.emplace_back(work);
   work();
   for (auto& thread : pool) thread.join();
+  if (unexpected) std::rethrow_exception(unexpected);
   if (first_error) throw *first_error;
 
   std::vector<Example> examples;

@@ -5,8 +5,8 @@
 #include <string_view>
 
 #include "common/format.h"
-#include "lathe/dataset.h"
-#include "lathe/files.h"
+#include "lathe/data/dataset.h"
+#include "lathe/common/files.h"
 
 namespace lathe {
 namespace fs = std::filesystem;
@@ -46,8 +46,25 @@ std::string normalise_role(std::string role, const RowLocation& where) {
        where.describe(), role);
 }
 
-Message parse_message(const json& item, const RowLocation& where, std::string_view role_key,
-                      std::string_view content_key) {
+std::optional<bool> loss_field(const json& item, const RowLocation& where) {
+  auto loss = item.find("loss");
+  if (loss == item.end() || loss->is_null()) return std::nullopt;
+  if (!loss->is_boolean()) fail("{}: field 'loss' must be true or false", where.describe());
+  return loss->get<bool>();
+}
+
+std::optional<double> loss_scale_field(const json& item, const RowLocation& where) {
+  auto scale = item.find("loss_scale");
+  if (scale == item.end() || scale->is_null()) return std::nullopt;
+  if (!scale->is_number()) fail("{}: field 'loss_scale' must be a number", where.describe());
+  return scale->get<double>();
+}
+
+// One message of a row; an OpenAI assistant message with tool_calls becomes its text (when it
+// has any) followed by one tool_call message per call, every one keeping the message's loss and
+// loss_scale, as the template writes them as one answer.
+void append_message(std::vector<Message>& messages, const json& item, const RowLocation& where,
+                    std::string_view role_key, std::string_view content_key) {
   if (!item.is_object()) fail("{}: each message must be an object, got {}", where.describe(), item.type_name());
   auto role = item.find(role_key);
   if (role == item.end() || !role->is_string()) {
@@ -59,26 +76,25 @@ Message parse_message(const json& item, const RowLocation& where, std::string_vi
   if (content != item.end() && !content->is_null()) {
     message.content = text_field(*content, where, content_key);
   }
-  // OpenAI assistant messages with tool_calls become tool_call messages.
-  if (auto calls = item.find("tool_calls"); calls != item.end() && calls->is_array()) {
-    for (const auto& call : *calls) {
-      const json& function = call.contains("function") ? call["function"] : call;
-      json normalised = {{"name", function.value("name", "")}};
-      auto arguments = function.value("arguments", json::object());
-      normalised["arguments"] = arguments.is_string() ? json::parse(arguments.get<std::string>(), nullptr, false) : arguments;
-      if (normalised["arguments"].is_discarded()) normalised["arguments"] = arguments;
-      return Message{"tool_call", normalised.dump(), std::nullopt, std::nullopt};
+  message.loss = loss_field(item, where);
+  message.loss_scale = loss_scale_field(item, where);
+  auto calls = item.find("tool_calls");
+  if (calls == item.end() || calls->is_null()) {
+    messages.push_back(std::move(message));
+    return;
+  }
+  if (!calls->is_array()) fail("{}: field 'tool_calls' must be a list of calls, got {}", where.describe(), calls->type_name());
+  if (!message.content.empty() || calls->empty()) messages.push_back(message);
+  for (std::size_t i = 0; i < calls->size(); ++i) {
+    auto call = tool_call_message((*calls)[i]);
+    if (!call) {
+      fail("{}: tool_calls[{}] must be an object {{\"function\": {{\"name\": string, \"arguments\": ...}}}}, got {}",
+           where.describe(), i, (*calls)[i].dump().substr(0, 200));
     }
+    call->loss = message.loss;
+    call->loss_scale = message.loss_scale;
+    messages.push_back(std::move(*call));
   }
-  if (auto loss = item.find("loss"); loss != item.end() && !loss->is_null()) {
-    if (!loss->is_boolean()) fail("{}: field 'loss' must be true or false", where.describe());
-    message.loss = loss->get<bool>();
-  }
-  if (auto scale = item.find("loss_scale"); scale != item.end() && !scale->is_null()) {
-    if (!scale->is_number()) fail("{}: field 'loss_scale' must be a number", where.describe());
-    message.loss_scale = scale->get<double>();
-  }
-  return message;
 }
 
 void add_system(Conversation& conversation, const json& row, const RowLocation& where) {
@@ -114,7 +130,7 @@ Conversation from_messages(const json& messages, std::string_view field, std::st
                            std::string_view content_key, const RowLocation& where) {
   if (!messages.is_array()) fail("{}: field '{}' must be a list of messages", where.describe(), field);
   Conversation conversation;
-  for (const auto& item : messages) conversation.messages.push_back(parse_message(item, where, role_key, content_key));
+  for (const auto& item : messages) append_message(conversation.messages, item, where, role_key, content_key);
   return conversation;
 }
 
@@ -158,6 +174,21 @@ Conversation from_query_response(const json& row, const RowLocation& where) {
 }
 
 }  // namespace
+
+std::optional<Message> tool_call_message(const json& call) {
+  if (!call.is_object()) return std::nullopt;
+  const auto function_field = call.find("function");
+  const json& function = function_field != call.end() ? *function_field : call;
+  if (!function.is_object()) return std::nullopt;
+  const auto name = function.find("name");
+  if (name == function.end() || !name->is_string()) return std::nullopt;
+  json arguments = function.value("arguments", json::object());
+  if (arguments.is_string()) {
+    json parsed = json::parse(arguments.get<std::string>(), nullptr, false);
+    if (!parsed.is_discarded()) arguments = std::move(parsed);
+  }
+  return Message{"tool_call", json{{"name", *name}, {"arguments", arguments}}.dump(), std::nullopt, std::nullopt};
+}
 
 Conversation to_conversation(const json& row, const RowLocation& where) {
   if (!row.is_object()) fail("{}: a row must be a JSON object, got {}", where.describe(), row.type_name());

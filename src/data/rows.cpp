@@ -5,8 +5,8 @@
 #include <fstream>
 
 #include "common/format.h"
-#include "lathe/dataset.h"
-#include "lathe/files.h"
+#include "lathe/data/dataset.h"
+#include "lathe/common/files.h"
 
 namespace lathe {
 namespace fs = std::filesystem;

@@ -6,7 +6,7 @@
 #include <thread>
 
 #include "common/format.h"
-#include "lathe/training_data.h"
+#include "lathe/data/training_data.h"
 
 namespace lathe {
 
@@ -41,6 +41,11 @@ struct ExampleStream::State {
     changed.notify_all();
   }
 
+  void count_bad_row() {
+    std::lock_guard lock(mutex);
+    ++bad_rows;
+  }
+
   // One pass over every file: rows enter a shuffle buffer; a random one leaves for each arrival
   // once it is full; the rest leave at the end of the pass.
   void read_epoch() {
@@ -62,8 +67,11 @@ struct ExampleStream::State {
           example = encoder->encode(conversation);
         } catch (const Error&) {
           if (strict) throw;
-          std::lock_guard lock(mutex);
-          ++bad_rows;
+          count_bad_row();
+          return;
+        } catch (const nlohmann::json::exception& error) {
+          if (strict) fail("{}: {}", where.describe(), error.what());
+          count_bad_row();
           return;
         }
         if (!example) return;

@@ -1,4 +1,4 @@
-#include "lathe/engine.h"
+#include "lathe/infer/engine.h"
 
 #include <torch/torch.h>
 

@@ -1,4 +1,4 @@
-#include "lathe/generate.h"
+#include "lathe/infer/generate.h"
 
 #include <torch/torch.h>
 
@@ -7,7 +7,7 @@
 #include <map>
 #include <numeric>
 
-#include "lathe/engine.h"
+#include "lathe/infer/engine.h"
 
 namespace lathe {
 

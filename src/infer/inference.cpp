@@ -1,11 +1,11 @@
-#include "lathe/inference.h"
+#include "lathe/infer/inference.h"
 
 #include <algorithm>
 
 #include "common/format.h"
-#include "lathe/files.h"
+#include "lathe/common/files.h"
 #include "lathe/plugin/agent_template.h"
-#include "lathe/tuner.h"
+#include "lathe/tuner/lora.h"
 
 namespace lathe {
 namespace fs = std::filesystem;
@@ -60,7 +60,7 @@ InferenceModel load_inference_model(const Arguments& arguments) {
   for (const auto& adapter : arguments.adapters) load_adapter(model, adapter, /*trainable=*/false);
   model->eval();
   auto chat_template = Template::for_model(dir.string(), arguments.template_name);
-  chat_template.set_agent_template(make_agent_template(arguments, chat_template.spec().name));
+  chat_template.set_agent_template(make_agent_template(arguments, chat_template.spec()));
   auto stops = stop_tokens(tokenizer, chat_template, model->config(), dir);
   return InferenceModel{model, std::move(tokenizer), std::move(chat_template), std::move(stops), arguments.system};
 }

@@ -3,8 +3,8 @@
 #include <nlohmann/json.hpp>
 
 #include "common/format.h"
-#include "lathe/files.h"
-#include "lathe/safetensors.h"
+#include "lathe/common/files.h"
+#include "lathe/io/safetensors.h"
 
 namespace lathe::safetensors {
 namespace fs = std::filesystem;

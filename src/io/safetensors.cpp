@@ -17,7 +17,7 @@
 
 #include "common/format.h"
 #include "io/safetensors_detail.h"
-#include "lathe/safetensors.h"
+#include "lathe/io/safetensors.h"
 
 namespace lathe::safetensors {
 namespace fs = std::filesystem;

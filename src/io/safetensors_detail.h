@@ -4,7 +4,7 @@
 #include <optional>
 #include <vector>
 
-#include "lathe/safetensors.h"
+#include "lathe/io/safetensors.h"
 
 namespace lathe::safetensors::detail {
 

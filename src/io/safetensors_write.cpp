@@ -11,8 +11,8 @@
 
 #include "common/format.h"
 #include "io/safetensors_detail.h"
-#include "lathe/files.h"
-#include "lathe/safetensors.h"
+#include "lathe/common/files.h"
+#include "lathe/io/safetensors.h"
 
 namespace lathe::safetensors {
 namespace fs = std::filesystem;

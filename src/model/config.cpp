@@ -6,8 +6,8 @@
 #include <nlohmann/json.hpp>
 
 #include "common/format.h"
-#include "lathe/files.h"
-#include "lathe/model.h"
+#include "lathe/common/files.h"
+#include "lathe/model/model.h"
 
 namespace lathe {
 namespace {

@@ -2,9 +2,9 @@
 #include <nlohmann/json.hpp>
 
 #include "common/format.h"
-#include "lathe/files.h"
-#include "lathe/model.h"
-#include "lathe/weights.h"
+#include "lathe/common/files.h"
+#include "lathe/model/model.h"
+#include "lathe/model/weights.h"
 
 namespace lathe {
 namespace {

@@ -1,4 +1,4 @@
-#include "lathe/runtime.h"
+#include "lathe/model/runtime.h"
 
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
@@ -23,7 +23,7 @@ int compute_threads() {
 }
 
 // Debian's libtorch calls whatever libblas.so.3 points to; the reference BLAS is ~30x slower
-// than OpenBLAS for fp32 GEMM (platform.md).
+// than OpenBLAS for fp32 GEMM (docs/performance.md).
 static void warn_if_reference_blas() {
   std::ifstream maps("/proc/self/maps");
   std::string line;

@@ -14,7 +14,7 @@
 #include <set>
 
 #include "common/format.h"
-#include "lathe/model.h"
+#include "lathe/model/model.h"
 
 namespace lathe {
 namespace {

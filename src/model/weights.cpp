@@ -1,6 +1,6 @@
 // The bridge between safetensors files and torch tensors: zero-copy views of mapped files for
 // loading, contiguous CPU bytes for saving.
-#include "lathe/weights.h"
+#include "lathe/model/weights.h"
 
 #include <torch/torch.h>
 

@@ -1,4 +1,4 @@
-// Agent templates (plugins.md §6): the tools layouts of ReAct, Qwen-Agent, Hermes (Qwen2.5/Qwen3),
+// Agent templates (docs/plugins.md): the tools layouts of ReAct, Qwen-Agent, Hermes (Qwen2.5/Qwen3),
 // GLM-4, ToolBench, Llama 3.1 and Mistral, and parsers that read tool calls back from responses.
 #include "lathe/plugin/agent_template.h"
 
@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "common/format.h"
+#include "lathe/template/template.h"
 
 namespace lathe {
 
@@ -520,15 +521,8 @@ const json& unwrap_tool(const json& tool) {
 
 std::string python_json_dumps(const json& value, int indent) { return dumps(value, indent); }
 
-std::string default_agent_template_for(const std::string& chat_template_name) {
-  if (chat_template_name == "qwen2_5" || chat_template_name == "qwen3") return "hermes";
-  if (chat_template_name == "llama3" || chat_template_name == "mistral") return chat_template_name;
-  return "react_en";
-}
-
-std::shared_ptr<AgentTemplate> make_agent_template(const Arguments& arguments, const std::string& chat_template_name) {
-  const std::string name =
-      arguments.agent_template.empty() ? default_agent_template_for(chat_template_name) : arguments.agent_template;
+std::shared_ptr<AgentTemplate> make_agent_template(const Arguments& arguments, const TemplateSpec& chat_template) {
+  const std::string& name = arguments.agent_template.empty() ? chat_template.agent_template : arguments.agent_template;
   return agent_template_registry().factory(name)(arguments);
 }
 

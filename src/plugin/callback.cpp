@@ -1,4 +1,4 @@
-// Callback plugins (plugins.md §1). The trainer's own flow and logging callbacks live in
+// Callback plugins (docs/plugins.md). The trainer's own flow and logging callbacks live in
 // src/train/run_log.cpp; the callbacks a user selects with --callbacks are registered at the
 // bottom of this file.
 #include "lathe/plugin/callback.h"
@@ -6,9 +6,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
-#include <atomic>
 #include <chrono>
-#include <csignal>
 
 namespace lathe {
 
@@ -40,34 +38,6 @@ class EarlyStopCallback : public Callback {
   int64_t patience_;
   std::optional<double> best_;
   int64_t saves_without_improvement_ = 0;
-};
-
-std::atomic<int> stop_signal{0};
-extern "C" void remember_stop_signal(int signal) { stop_signal = signal; }
-
-// SIGINT / SIGTERM: finish the current step, save a checkpoint, stop.
-class GracefulExitCallback : public Callback {
- public:
-  void on_train_begin(const Arguments&, S&, C&, const X&) override {
-    stop_signal = 0;
-    previous_int_ = std::signal(SIGINT, remember_stop_signal);
-    previous_term_ = std::signal(SIGTERM, remember_stop_signal);
-  }
-  void on_step_end(const Arguments&, S& state, C& control, const X&) override {
-    if (stop_signal == 0) return;
-    fmt::print(stderr, "\nlathe: signal {} received: saving a checkpoint at step {} and stopping\n", stop_signal.load(),
-               state.global_step);
-    control.should_save = true;
-    control.should_training_stop = true;
-  }
-  void on_train_end(const Arguments&, S&, C&, const X&) override {
-    std::signal(SIGINT, previous_int_);
-    std::signal(SIGTERM, previous_term_);
-  }
-
- private:
-  void (*previous_int_)(int) = SIG_DFL;
-  void (*previous_term_)(int) = SIG_DFL;
 };
 
 // Measured float32 GEMM rate of this machine, the denominator of the model FLOP utilisation.
@@ -127,8 +97,6 @@ Registry<CallbackFactory>& callback_registry() {
     Registry<CallbackFactory> built_ins("callback");
     built_ins.add("early_stop", "stop after --early_stop_interval saves without a better metric (added automatically)",
                   [](const Arguments& arguments) { return std::make_shared<EarlyStopCallback>(arguments.early_stop_interval); });
-    built_ins.add("graceful_exit", "on SIGINT/SIGTERM finish the step, save a checkpoint and stop",
-                  [](const Arguments&) { return std::make_shared<GracefulExitCallback>(); });
     built_ins.add("perf_log", "log tokens/s and model FLOP utilisation against a measured GEMM peak",
                   [](const Arguments&) { return std::make_shared<PerfLogCallback>(); });
     return built_ins;

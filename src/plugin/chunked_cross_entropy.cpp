@@ -1,4 +1,4 @@
-// Cross entropy through the output head, one chunk of rows at a time (architecture.md: "the loss
+// Cross entropy through the output head, one chunk of rows at a time (docs/architecture.md: "the loss
 // never needs the full logits"). Forward keeps only the per-row logsumexp; backward recomputes
 // each chunk's logits, which costs one more matmul but no [N, V] tensor in either direction. A
 // frozen head skips that recomputation (see ChunkedCrossEntropy).

@@ -10,7 +10,7 @@
 #include <functional>
 
 #include "common/format.h"
-#include "lathe/files.h"
+#include "lathe/common/files.h"
 #include "lathe/plugin.h"
 #include "lathe/plugin/agent_template.h"
 #include "lathe/plugin/callback.h"
@@ -49,17 +49,22 @@ fs::path cache_dir() {
   return fs::temp_directory_path() / "lathe-plugins";
 }
 
+struct LatheLocations {
+  fs::path include_dir, generated_include_dir, library_dir;
+};
+
 // Where this Lathe's headers and library are: the install prefix when liblathe.so sits in
-// <prefix>/lib* next to <prefix>/include/lathe, else the build tree it was built in.
-std::pair<fs::path, fs::path> lathe_locations() {
+// <prefix>/lib* next to <prefix>/include/lathe (the generated lathe/abi.h installed beside the
+// others), else the build tree it was built in.
+LatheLocations lathe_locations() {
   Dl_info info{};
   if (dladdr(reinterpret_cast<void*>(&load_external_plugins), &info) && info.dli_fname) {
     const fs::path library_dir = fs::path(info.dli_fname).parent_path();
     const fs::path include_dir = library_dir.parent_path() / "include";
     std::error_code ec;
-    if (fs::exists(include_dir / "lathe" / "plugin.h", ec)) return {include_dir, library_dir};
+    if (fs::exists(include_dir / "lathe" / "plugin.h", ec)) return {include_dir, include_dir, library_dir};
   }
-  return {LATHE_BUILD_INCLUDE_DIR, LATHE_BUILD_LIBRARY_DIR};
+  return {LATHE_BUILD_INCLUDE_DIR, LATHE_BUILD_GENERATED_INCLUDE_DIR, LATHE_BUILD_LIBRARY_DIR};
 }
 
 std::string substitute(std::string text, const std::string& key, const std::string& value) {
@@ -92,14 +97,17 @@ std::string quoted(const std::string& text) {
 
 fs::path compile_plugin(const fs::path& source) {
   const std::string text = read_file(source);
-  const auto [include_dir, library_dir] = lathe_locations();
-  const std::string flags = substitute(LATHE_PLUGIN_CXXFLAGS_TEMPLATE, "{include}", include_dir.string());
-  const std::string link = substitute(LATHE_PLUGIN_LDFLAGS_TEMPLATE, "{libdir}", library_dir.string());
+  const auto locations = lathe_locations();
+  const std::string flags =
+      substitute(substitute(LATHE_PLUGIN_CXXFLAGS_TEMPLATE, "{include}", locations.include_dir.string()), "{generated}",
+                 locations.generated_include_dir.string());
+  const std::string link = substitute(LATHE_PLUGIN_LDFLAGS_TEMPLATE, "{libdir}", locations.library_dir.string());
+  const auto& library_dir = locations.library_dir;
   // A rebuilt Lathe (new headers) must not reuse plugins compiled against the old one.
   std::error_code ec;
   const auto built = fs::last_write_time(library_dir / "liblathe.so", ec).time_since_epoch().count();
   const auto key = std::hash<std::string>{}(text + '\0' + flags + '\0' + link + '\0' + compiler() + '\0' +
-                                            std::to_string(LATHE_PLUGIN_ABI_VERSION) + '\0' + std::to_string(built));
+                                            LATHE_PLUGIN_ABI + '\0' + std::to_string(built));
   const fs::path library = cache_dir() / fmt::format("{}-{:016x}.so", source.stem().string(), key);
   if (fs::exists(library, ec)) return library;
   fs::create_directories(cache_dir());
@@ -124,15 +132,16 @@ fs::path compile_plugin(const fs::path& source) {
 void load_library(const fs::path& library, const std::string& name) {
   void* handle = dlopen(library.c_str(), RTLD_NOW | RTLD_GLOBAL);
   if (!handle) fail("{}: cannot load the plugin: {}", name, dlerror());
-  auto version = reinterpret_cast<int (*)()>(dlsym(handle, "lathe_plugin_abi_version"));
+  auto abi = reinterpret_cast<const char* (*)()>(dlsym(handle, "lathe_plugin_abi"));
   auto registration = reinterpret_cast<void (*)()>(dlsym(handle, "lathe_plugin_register"));
-  if (!version || !registration) {
-    fail("{}: not a Lathe plugin (no LATHE_PLUGIN() entry point: lathe_plugin_register / lathe_plugin_abi_version)",
-         name);
+  if (!registration || (!abi && !dlsym(handle, "lathe_plugin_abi_version"))) {
+    fail("{}: not a Lathe plugin (no LATHE_PLUGIN() entry point: lathe_plugin_register / lathe_plugin_abi)", name);
   }
-  if (version() != LATHE_PLUGIN_ABI_VERSION) {
-    fail("{}: built against Lathe plugin ABI {}, this Lathe has ABI {}: rebuild the plugin", name, version(),
-         LATHE_PLUGIN_ABI_VERSION);
+  // Lathe before the hashed identity numbered its ABI (lathe_plugin_abi_version).
+  const std::string built_for = abi ? abi() : "an older numbered one";
+  if (built_for != LATHE_PLUGIN_ABI) {
+    fail("{}: built against another Lathe (plugin ABI {}; this Lathe's is {}): rebuild the plugin against this one",
+         name, built_for, LATHE_PLUGIN_ABI);
   }
   current_plugin_origin() = name;
   try {

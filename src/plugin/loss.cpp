@@ -1,4 +1,4 @@
-// Loss plugins (plugins.md §2): the token losses over shifted labels, the embedding losses over
+// Loss plugins (docs/plugins.md): the token losses over shifted labels, the embedding losses over
 // pooled rows, and at the bottom of the file the registry with every built-in, registered through
 // the same add() a user's plugin calls.
 #include "lathe/plugin/loss.h"

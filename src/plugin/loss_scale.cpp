@@ -1,4 +1,4 @@
-// Loss-scale strategies (plugins.md §3). The registry and its built-ins are at the bottom.
+// Loss-scale strategies (docs/plugins.md). The registry and its built-ins are at the bottom.
 #include "lathe/plugin/loss_scale.h"
 
 #include <algorithm>
@@ -157,6 +157,14 @@ std::shared_ptr<LossScale> loss_scale_from_config(const json& config, const std:
   return scale;
 }
 
+const std::vector<LossScaleBase>& loss_scale_bases() {
+  static const std::vector<LossScaleBase> bases{
+      {"default", "every response (and suffix) token weighs 1, prompts and tool results 0"},
+      {"last_round", "only the last round's response is trained"},
+      {"all", "every token is trained, prompts included"}};
+  return bases;
+}
+
 LossScalePipeline::LossScalePipeline(const std::string& spec, const Arguments& arguments) : spec_(spec) {
   std::size_t start = 0;
   std::vector<std::string> names;
@@ -166,12 +174,12 @@ LossScalePipeline::LossScalePipeline(const std::string& spec, const Arguments& a
     names.push_back(spec.substr(start, end - start));
     start = end + 1;
   }
-  static const std::vector<std::string> bases{"default", "last_round", "all"};
+  const auto& bases = loss_scale_bases();
   base_ = "default";
   for (std::size_t i = 0; i < names.size(); ++i) {
     const auto& name = names[i];
     if (name.empty()) fail("--loss_scale '{}': empty part (expected base+name+name)", spec);
-    if (std::find(bases.begin(), bases.end(), name) != bases.end()) {
+    if (std::any_of(bases.begin(), bases.end(), [&](const LossScaleBase& base) { return base.name == name; })) {
       if (i != 0) fail("--loss_scale '{}': the base '{}' must come first", spec, name);
       base_ = name;
       continue;

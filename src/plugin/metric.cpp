@@ -1,4 +1,4 @@
-// Metric plugins (plugins.md §4): `acc` over argmax token ids, `nlg` (ROUGE and BLEU) over
+// Metric plugins (docs/plugins.md): `acc` over argmax token ids, `nlg` (ROUGE and BLEU) over
 // generated text. The registry is at the bottom.
 #include "lathe/plugin/metric.h"
 

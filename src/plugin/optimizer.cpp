@@ -1,4 +1,4 @@
-// Optimizers and learning-rate schedules (plugins.md §5). The registry is at the bottom.
+// Optimizers and learning-rate schedules (docs/plugins.md). The registry is at the bottom.
 #include "lathe/plugin/optimizer.h"
 
 #include <torch/optim/adamw.h>

@@ -1,4 +1,4 @@
-// Outcome reward models (plugins.md §9). The built-ins' exact rules:
+// Outcome reward models (docs/plugins.md). The built-ins' exact rules:
 //
 // math        1.0 when the last \boxed{...} of the completion equals the reference's (its last
 //             \boxed{...}, or the whole reference without one) under math_answers_equal; 0.0

@@ -1,4 +1,4 @@
-// Process reward models (plugins.md §8).
+// Process reward models (docs/plugins.md).
 //
 // `client` judges each (query, response) with an OpenAI-compatible chat model:
 //   POST {base}/chat/completions  {"model", "messages": [system judging prompt, user: query +

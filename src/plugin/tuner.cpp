@@ -1,4 +1,4 @@
-// Tuner plugins (plugins.md §7). The registry and its built-ins are at the bottom.
+// Tuner plugins (docs/plugins.md). The registry and its built-ins are at the bottom.
 #include "lathe/plugin/tuner.h"
 
 #include <nlohmann/json.hpp>
@@ -6,9 +6,9 @@
 #include <algorithm>
 
 #include "common/format.h"
-#include "lathe/files.h"
-#include "lathe/tuner.h"
-#include "lathe/weights.h"
+#include "lathe/common/files.h"
+#include "lathe/tuner/lora.h"
+#include "lathe/model/weights.h"
 #include "tuner/targets.h"
 
 namespace lathe {

@@ -1,11 +1,13 @@
 #include "serve/openai_protocol.h"
 
 #include <algorithm>
+#include <limits>
 #include <random>
 
 #include <fmt/format.h>
 
-#include "lathe/tokenizer.h"
+#include "lathe/data/dataset.h"
+#include "lathe/tokenizer/tokenizer.h"
 
 namespace lathe::serve {
 
@@ -147,17 +149,10 @@ std::vector<Message> tool_call_messages(const json& message, std::size_t index) 
   const std::string param = fmt::format("messages[{}].tool_calls", index);
   if (!calls->is_array()) invalid(param, "expected a list");
   std::vector<Message> out;
-  for (const auto& call : *calls) {
-    const json* function = call.is_object() ? field(call, "function") : nullptr;
-    if (!function || !function->is_object() || !function->contains("name") || !(*function)["name"].is_string()) {
-      invalid(param, "each call needs function.name");
-    }
-    json arguments = function->value("arguments", json::object());
-    if (arguments.is_string()) {
-      json object = parse_json(arguments.get<std::string>());
-      if (!object.is_discarded()) arguments = object;
-    }
-    out.push_back({"tool_call", json{{"name", (*function)["name"]}, {"arguments", arguments}}.dump(), {}, {}});
+  for (std::size_t i = 0; i < calls->size(); ++i) {
+    auto call = tool_call_message((*calls)[i]);
+    if (!call) invalid(param, "each call needs function.name");
+    out.push_back(std::move(*call));
   }
   return out;
 }
@@ -228,13 +223,50 @@ CompletionRequest parse_chat_request(const json& body, const SamplingParams& def
   return request;
 }
 
+namespace {
+
+// A list of token ids, each a non-negative 32-bit integer.
+std::optional<std::vector<int32_t>> token_ids(const json& value) {
+  if (!value.is_array() || value.empty()) return std::nullopt;
+  std::vector<int32_t> ids;
+  for (const auto& id : value) {
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > std::numeric_limits<int32_t>::max())
+      return std::nullopt;
+    ids.push_back(static_cast<int32_t>(id.get<int64_t>()));
+  }
+  return ids;
+}
+
+// "prompt": a string, a list of strings, a list of token ids, or a list of such lists.
+void read_prompts(const json& prompt, CompletionRequest& request) {
+  constexpr const char* kExpected = "expected a string, a list of strings, a list of token ids or a list of such lists";
+  if (prompt.is_string()) {
+    request.prompts = {prompt.get<std::string>()};
+    return;
+  }
+  if (!prompt.is_array() || prompt.empty()) invalid("prompt", kExpected);
+  if (auto ids = token_ids(prompt)) {
+    request.prompt_ids = {std::move(*ids)};
+    return;
+  }
+  for (const auto& item : prompt) {
+    if (item.is_string() && request.prompt_ids.empty()) {
+      request.prompts.push_back(item.get<std::string>());
+    } else if (auto ids = token_ids(item); ids && request.prompts.empty()) {
+      request.prompt_ids.push_back(std::move(*ids));
+    } else {
+      invalid("prompt", kExpected);
+    }
+  }
+}
+
+}  // namespace
+
 CompletionRequest parse_completion_request(const json& body, const SamplingParams& defaults) {
   CompletionRequest request = parse_common(body, defaults);
   const json* prompt = field(body, "prompt");
   if (!prompt) invalid("prompt", "is required");
-  if (prompt->is_array() && prompt->size() == 1 && (*prompt)[0].is_string()) prompt = &(*prompt)[0];
-  if (!prompt->is_string()) invalid("prompt", "expected a string");
-  request.prompt = prompt->get<std::string>();
+  read_prompts(*prompt, request);
   // Completions: logprobs is the count of alternatives (0 = the chosen tokens only).
   if (auto count = integer(body, "logprobs", 0, 20)) {
     request.params.logprobs = true;

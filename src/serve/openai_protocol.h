@@ -9,9 +9,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "lathe/generate.h"
+#include "lathe/infer/generate.h"
 #include "lathe/plugin/agent_template.h"
-#include "lathe/template.h"
+#include "lathe/template/template.h"
 
 namespace lathe {
 class Tokenizer;
@@ -43,7 +43,10 @@ nlohmann::json parse_json(const std::string& text, bool* too_deep = nullptr);
 struct CompletionRequest {
   std::optional<std::string> model;
   Conversation conversation;            // chat; its tools are the ones to present
-  std::string prompt;                   // completions
+  // Completions: the prompts as text, or as token ids (given as they are, no BOS added); a
+  // request answers n choices for each, prompt p's j-th at index p * n + j, as OpenAI does.
+  std::vector<std::string> prompts;
+  std::vector<std::vector<int32_t>> prompt_ids;
   nlohmann::json tools = nlohmann::json::array();  // the tools to present (after tool_choice)
   SamplingParams params;
   bool max_tokens_given = false;

@@ -11,8 +11,8 @@
 #include <thread>
 
 #include "common/format.h"
-#include "lathe/serve.h"
-#include "lathe/tokenizer.h"
+#include "lathe/serve/openai_server.h"
+#include "lathe/tokenizer/tokenizer.h"
 #include "serve/openai_protocol.h"
 
 namespace lathe {
@@ -70,7 +70,7 @@ void guarded(httplib::Response& response, Handler&& handler) {
 struct Job {
   bool chat = true;
   CompletionRequest request;
-  std::vector<int32_t> prompt;
+  std::vector<std::vector<int32_t>> prompts;  // chat: one; completions: one or more
   std::string id;
   int64_t created = 0;
 };
@@ -157,9 +157,13 @@ struct OpenAIServer::State {
                                       options.served_model_name),
                      "model", "model_not_found");
     }
-    job.prompt = chat ? model.encode_prompt(request.conversation) : model.tokenizer.encode(request.prompt, /*add_special_tokens=*/true);
-    if (job.prompt.empty()) throw ApiError(400, "the prompt is empty", chat ? "messages" : "prompt");
-    const auto prompt_tokens = static_cast<int64_t>(job.prompt.size());
+    job.prompts = prompts_of(request, chat);
+    std::size_t longest = 0;
+    for (const auto& prompt : job.prompts) {
+      if (prompt.empty()) throw ApiError(400, "the prompt is empty", chat ? "messages" : "prompt");
+      longest = std::max(longest, prompt.size());
+    }
+    const auto prompt_tokens = static_cast<int64_t>(longest);
     const auto room = context_limit - prompt_tokens;
     if (room < 1 || (request.max_tokens_given && request.params.max_new_tokens > room)) {
       throw ApiError(400,
@@ -171,6 +175,20 @@ struct OpenAIServer::State {
     job.id = fmt::format("{}-{:x}{:08x}", chat ? "chatcmpl" : "cmpl", unix_time(), next_id.fetch_add(1));
     job.created = unix_time();
     return job;
+  }
+
+  std::vector<std::vector<int32_t>> prompts_of(const CompletionRequest& request, bool chat) const {
+    if (chat) return {model.encode_prompt(request.conversation)};
+    if (!request.prompt_ids.empty()) return request.prompt_ids;
+    std::vector<std::vector<int32_t>> prompts;
+    for (const auto& text : request.prompts) prompts.push_back(model.tokenizer.encode(text, /*add_special_tokens=*/true));
+    return prompts;
+  }
+
+  // Choice i answers prompt i / n.
+  static std::size_t choice_count(const Job& job) { return job.prompts.size() * static_cast<std::size_t>(job.request.params.n); }
+  static const std::vector<int32_t>& prompt_of_choice(const Job& job, std::size_t i) {
+    return job.prompts[i / static_cast<std::size_t>(job.request.params.n)];
   }
 
   // The parameters of choice i: seeds seed, seed+1, ... make the n samples differ reproducibly.
@@ -195,7 +213,8 @@ struct OpenAIServer::State {
   }
 
   json usage(const Job& job, int64_t completion_tokens) const {
-    const auto prompt_tokens = static_cast<int64_t>(job.prompt.size());
+    int64_t prompt_tokens = 0;
+    for (const auto& prompt : job.prompts) prompt_tokens += static_cast<int64_t>(prompt.size());
     return {{"prompt_tokens", prompt_tokens},
             {"completion_tokens", completion_tokens},
             {"total_tokens", prompt_tokens + completion_tokens}};
@@ -222,8 +241,8 @@ struct OpenAIServer::State {
       return;
     }
     std::vector<std::future<Generation>> futures;
-    for (std::size_t i = 0; i < static_cast<std::size_t>(job.request.params.n); ++i) {
-      futures.push_back(submit(job.prompt, choice_params(job, i), {}));
+    for (std::size_t i = 0; i < choice_count(job); ++i) {
+      futures.push_back(submit(prompt_of_choice(job, i), choice_params(job, i), {}));
     }
     json choices = json::array();
     int64_t completion_tokens = 0;
@@ -252,8 +271,8 @@ struct OpenAIServer::State {
   void stream(std::shared_ptr<Job> job, httplib::Response& response) {
     auto queue = std::make_shared<StreamQueue>();
     auto futures = std::make_shared<std::vector<std::shared_future<Generation>>>();
-    for (std::size_t i = 0; i < static_cast<std::size_t>(job->request.params.n); ++i) {
-      futures->push_back(submit(job->prompt, choice_params(*job, i), [queue, i](const TokenLogprob& token) {
+    for (std::size_t i = 0; i < choice_count(*job); ++i) {
+      futures->push_back(submit(prompt_of_choice(*job, i), choice_params(*job, i), [queue, i](const TokenLogprob& token) {
         if (queue->cancelled) return false;
         {
           std::lock_guard lock(queue->mutex);

@@ -9,7 +9,7 @@
 #include <fmt/ranges.h>
 
 #include "common/format.h"
-#include "lathe/template.h"
+#include "lathe/template/template.h"
 
 namespace lathe {
 namespace {
@@ -61,6 +61,7 @@ TemplateSpec qwen3_nothink() {
 TemplateSpec llama3() {
   TemplateSpec spec;
   spec.name = "llama3";
+  spec.agent_template = "llama3";
   spec.prefix = "<|begin_of_text|>";
   spec.system_prefix =
       "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n{{SYSTEM}}<|eot_id|>";
@@ -82,6 +83,7 @@ TemplateSpec llama3() {
 TemplateSpec mistral() {
   TemplateSpec spec;
   spec.name = "mistral";
+  spec.agent_template = "mistral";
   spec.prefix = "<s>";
   spec.prompt = "[INST] {{QUERY}} [/INST]";
   spec.system_in_query = "{{SYSTEM}}\n\n{{QUERY}}";

@@ -7,8 +7,8 @@
 #include <nlohmann/json.hpp>
 
 #include "common/format.h"
-#include "lathe/files.h"
-#include "lathe/template.h"
+#include "lathe/common/files.h"
+#include "lathe/template/template.h"
 
 namespace lathe {
 namespace {

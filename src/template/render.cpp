@@ -6,9 +6,9 @@
 #include <utility>
 
 #include "common/format.h"
-#include "lathe/plugin/agent_template.h"
-#include "lathe/template.h"
-#include "lathe/tokenizer.h"
+#include "lathe/template/agent_template.h"
+#include "lathe/template/template.h"
+#include "lathe/tokenizer/tokenizer.h"
 
 namespace lathe {
 namespace {
@@ -350,6 +350,9 @@ Encoded Template::encode(const Tokenizer& tokenizer, const Conversation& convers
                          const std::optional<std::string>& system) const {
   Encoded encoded;
   encoded.contexts = render(conversation, add_generation_prompt, system);
+  // Nothing to write (raw with an empty query) still gets what the post-processor adds, a BOS:
+  // generating from it alone is unconditional sampling.
+  if (encoded.contexts.empty() && spec_.add_special_tokens) encoded.contexts.push_back(Context{"", ContextType::Other, -1, {}, {}});
   for (std::size_t c = 0; c < encoded.contexts.size(); ++c) {
     const Context& context = encoded.contexts[c];
     // Only the first context gets what the post-processor adds (a BOS in front); contexts are

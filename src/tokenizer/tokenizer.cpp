@@ -1,6 +1,6 @@
 // The pipeline: added tokens -> normalizer -> pre-tokenizer -> BPE -> post-processor, and back
 // through the decoders. Each stage lives in its own file; this one loads and connects them.
-#include "lathe/tokenizer.h"
+#include "lathe/tokenizer/tokenizer.h"
 
 #include <algorithm>
 #include <atomic>
@@ -10,7 +10,7 @@
 #include <unordered_set>
 
 #include "common/format.h"
-#include "lathe/files.h"
+#include "lathe/common/files.h"
 #include "tokenizer/added_tokens.h"
 #include "tokenizer/bpe.h"
 #include "tokenizer/config.h"

@@ -1,9 +1,11 @@
-#include "lathe/batch.h"
+#include "lathe/train/batch.h"
 
 #include <algorithm>
 #include <numeric>
+#include <optional>
+#include <random>
 
-#include "lathe/model.h"
+#include "lathe/model/model.h"
 
 namespace lathe {
 
@@ -74,24 +76,63 @@ Batch collate_packed(const std::vector<const Example*>& examples) {
   return batch;
 }
 
+namespace {
+
+// The free space of each bin in a max tree, so that the first bin with at least `size` free is
+// found in O(log bins) instead of by a scan over every bin.
+class FreeSpaceTree {
+ public:
+  explicit FreeSpaceTree(std::size_t capacity) {
+    while (leaves_ < std::max<std::size_t>(1, capacity)) leaves_ *= 2;
+    room_.assign(2 * leaves_, -1);
+  }
+  // The first bin (in creation order) with at least `size` free, or nullopt.
+  std::optional<std::size_t> first_fit(int64_t size) const {
+    if (room_[1] < size) return std::nullopt;
+    std::size_t node = 1;
+    while (node < leaves_) node = room_[2 * node] >= size ? 2 * node : 2 * node + 1;
+    return node - leaves_;
+  }
+  void set(std::size_t bin, int64_t room) {
+    std::size_t node = bin + leaves_;
+    room_[node] = room;
+    for (node /= 2; node >= 1; node /= 2) room_[node] = std::max(room_[2 * node], room_[2 * node + 1]);
+  }
+  int64_t room(std::size_t bin) const { return room_[bin + leaves_]; }
+
+ private:
+  std::size_t leaves_ = 1;
+  std::vector<int64_t> room_;  // -1: no bin there yet
+};
+
+}  // namespace
+
 std::vector<std::vector<std::size_t>> pack_into_bins(const std::vector<Example>& examples, int64_t max_length) {
   std::vector<std::size_t> order(examples.size());
   std::iota(order.begin(), order.end(), std::size_t{0});
   std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return examples[a].size() > examples[b].size(); });
   std::vector<std::vector<std::size_t>> bins;
-  std::vector<int64_t> room;
+  FreeSpaceTree free_space(examples.size());
   for (auto index : order) {
-    const auto size = examples[index].size();
-    auto fits = std::find_if(room.begin(), room.end(), [&](int64_t left) { return left >= size; });
-    if (fits == room.end()) {
-      bins.push_back({index});
-      room.push_back(max_length - size);
+    const auto size = static_cast<int64_t>(examples[index].size());
+    if (const auto bin = free_space.first_fit(size)) {
+      bins[*bin].push_back(index);
+      free_space.set(*bin, free_space.room(*bin) - size);
     } else {
-      bins[fits - room.begin()].push_back(index);
-      *fits -= size;
+      // An example longer than max_length gets a bin of its own, as the linear scan gave it.
+      free_space.set(bins.size(), std::max<int64_t>(max_length - size, -1));
+      bins.push_back({index});
     }
   }
   return bins;
+}
+
+std::vector<std::size_t> epoch_training_order(std::size_t units, uint64_t seed, int64_t epoch) {
+  std::vector<std::size_t> order(units);
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  std::mt19937_64 rng(seed + static_cast<uint64_t>(epoch));
+  std::shuffle(order.begin(), order.end(), rng);
+  return order;
 }
 
 }  // namespace lathe

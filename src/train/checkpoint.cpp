@@ -6,7 +6,7 @@
 #include <algorithm>
 
 #include "common/format.h"
-#include "lathe/files.h"
+#include "lathe/common/files.h"
 
 namespace lathe {
 namespace fs = std::filesystem;

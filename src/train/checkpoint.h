@@ -7,8 +7,8 @@
 #include <filesystem>
 #include <vector>
 
-#include "lathe/arguments.h"
-#include "lathe/model.h"
+#include "lathe/common/arguments.h"
+#include "lathe/model/model.h"
 #include "lathe/plugin/callback.h"
 #include "lathe/plugin/tuner.h"
 

@@ -13,7 +13,7 @@
 #include <string>
 
 #include "common/format.h"
-#include "lathe/files.h"
+#include "lathe/common/files.h"
 
 namespace lathe {
 namespace fs = std::filesystem;

@@ -140,10 +140,7 @@ std::vector<NamedCallback> default_callbacks(const Arguments& arguments, RunLog&
   std::vector<NamedCallback> callbacks{{"flow", "built-in", std::make_shared<FlowCallback>()},
                                        {"logging", "built-in", std::make_shared<LogCallback>(log)}};
   auto names = arguments.callbacks;
-  // graceful_exit is always on; early_stop joins when asked for by --early_stop_interval.
-  for (const char* automatic : {"graceful_exit"}) {
-    if (std::find(names.begin(), names.end(), automatic) == names.end()) names.push_back(automatic);
-  }
+  // early_stop joins when asked for by --early_stop_interval.
   if (arguments.early_stop_interval > 0 && std::find(names.begin(), names.end(), "early_stop") == names.end()) {
     names.push_back("early_stop");
   }

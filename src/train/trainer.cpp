@@ -1,22 +1,25 @@
 // The training loop. One optimizer step = gradient_accumulation_steps micro-batches whose losses
 // are each divided by the step's total count of trained tokens (num_items_in_batch), so that
-// accumulation gives the same loss and gradients as one large batch (plugins.md §2).
-#include "lathe/trainer.h"
+// accumulation gives the same loss and gradients as one large batch (docs/plugins.md).
+#include "lathe/train/trainer.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/autocast_mode.h>
 #include <fmt/chrono.h>
 #include <torch/torch.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
+#include <csignal>
+#include <mutex>
 #include <numeric>
 #include <random>
 
 #include "common/format.h"
-#include "lathe/files.h"
-#include "lathe/generate.h"
-#include "lathe/plugin/metric.h"
+#include "lathe/common/files.h"
+#include "lathe/infer/generate.h"
+#include "lathe/evaluate/metric_evaluation.h"
 #include "train/checkpoint.h"
 #include "train/run_log.h"
 
@@ -26,10 +29,12 @@ using nlohmann::json;
 
 namespace {
 
-// bfloat16 autocast on the CPU for the forward pass; float32 master weights stay untouched.
+// bfloat16 autocast on the CPU for the forward pass; float32 master weights stay untouched. The
+// caller's autocast setting (enabled or not, and its dtype) is back in place when the scope ends.
 class AutocastScope {
  public:
-  explicit AutocastScope(bool enabled) : enabled_(enabled) {
+  explicit AutocastScope(bool enabled)
+      : enabled_(enabled), was_enabled_(at::autocast::is_cpu_enabled()), previous_dtype_(at::autocast::get_autocast_cpu_dtype()) {
     if (!enabled_) return;
     at::autocast::set_cpu_enabled(true);
     at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
@@ -38,12 +43,84 @@ class AutocastScope {
   ~AutocastScope() {
     if (!enabled_) return;
     if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    at::autocast::set_cpu_enabled(false);
+    at::autocast::set_cpu_enabled(was_enabled_);
+    at::autocast::set_autocast_cpu_dtype(previous_dtype_);
   }
+  AutocastScope(const AutocastScope&) = delete;
+  AutocastScope& operator=(const AutocastScope&) = delete;
 
  private:
-  bool enabled_;
+  bool enabled_, was_enabled_;
+  at::ScalarType previous_dtype_;
 };
+
+// The model in evaluation mode for the scope, then back in the mode it was in, on every way out.
+class EvalModeScope {
+ public:
+  explicit EvalModeScope(CausalLM& model) : model_(model), was_training_(model->is_training()) { model_->eval(); }
+  ~EvalModeScope() { model_->train(was_training_); }
+  EvalModeScope(const EvalModeScope&) = delete;
+  EvalModeScope& operator=(const EvalModeScope&) = delete;
+
+ private:
+  CausalLM& model_;
+  bool was_training_;
+};
+
+std::atomic<int> received_stop_signal{0};
+extern "C" void remember_stop_signal(int signal) { received_stop_signal = signal; }
+
+// SIGINT / SIGTERM during train(): the step in progress finishes, is logged, evaluated and saved,
+// then training stops. The handlers before train() are back in place on every way out of it.
+class StopSignalScope {
+ public:
+  StopSignalScope() {
+    received_stop_signal = 0;
+    previous_int_ = std::signal(SIGINT, remember_stop_signal);
+    previous_term_ = std::signal(SIGTERM, remember_stop_signal);
+  }
+  ~StopSignalScope() {
+    std::signal(SIGINT, previous_int_);
+    std::signal(SIGTERM, previous_term_);
+  }
+  StopSignalScope(const StopSignalScope&) = delete;
+  StopSignalScope& operator=(const StopSignalScope&) = delete;
+  int received() const { return received_stop_signal.load(); }
+
+ private:
+  void (*previous_int_)(int) = SIG_DFL;
+  void (*previous_term_)(int) = SIG_DFL;
+};
+
+// The default CPU generator (which dropout and gradient checkpointing draw from) holds the
+// trainer's own stream for the scope; the caller's stream is back in place afterwards, so that
+// training neither reseeds nor advances it.
+class GeneratorScope {
+ public:
+  explicit GeneratorScope(torch::Tensor& trainer_state) : trainer_state_(trainer_state) {
+    auto generator = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    caller_state_ = generator.get_state();
+    generator.set_state(trainer_state_);
+  }
+  ~GeneratorScope() {
+    auto generator = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    trainer_state_ = generator.get_state();
+    generator.set_state(caller_state_);
+  }
+  GeneratorScope(const GeneratorScope&) = delete;
+  GeneratorScope& operator=(const GeneratorScope&) = delete;
+
+ private:
+  torch::Tensor& trainer_state_;
+  torch::Tensor caller_state_;
+};
+
+torch::Tensor seeded_generator_state(uint64_t seed) {
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);
+  return generator.get_state();
+}
 
 std::string loss_name(const Arguments& arguments) {
   if (!arguments.loss_type.empty()) return arguments.loss_type;
@@ -91,16 +168,7 @@ std::pair<std::size_t, std::size_t> last_response_span(const std::vector<int32_t
   return {start, end};
 }
 
-// Positions whose logits are computed at once in evaluation: [1, chunk, vocab] stays small
-// whatever the sequence length and the eval set's size.
-constexpr int64_t kLogitChunk = 512;
-
 }  // namespace
-
-struct NamedMetric {
-  std::string name, origin;
-  std::shared_ptr<Metric> metric;
-};
 
 struct Trainer::Impl {
   TrainerSetup setup;
@@ -110,7 +178,7 @@ struct Trainer::Impl {
   std::vector<NamedCallback> callbacks;
   LossFunction loss_function;
   std::string loss_label;  // "loss 'name' (origin)", for errors
-  std::vector<NamedMetric> metrics;
+  std::unique_ptr<MetricEvaluation> metrics;
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   std::shared_ptr<LRScheduler> scheduler;
   std::vector<torch::Tensor> trainable;
@@ -119,11 +187,16 @@ struct Trainer::Impl {
   bool packed = false;
   int64_t micro_per_epoch = 0, steps_per_epoch = 0;
   std::optional<std::map<std::string, double>> last_eval;
+  int64_t last_eval_step = -1;  // the step last_eval was taken at
+  torch::Tensor generator_state;  // the trainer's own random stream (GeneratorScope)
+  std::vector<std::size_t> epoch_order;  // the shuffled units of epoch `ordered_epoch`
+  int64_t ordered_epoch = -1;
   int64_t consecutive_nonfinite = 0;
   RunLog log;
   fs::path last_checkpoint;
 
-  explicit Impl(TrainerSetup s) : setup(std::move(s)), log(setup.run_dir) {}
+  explicit Impl(TrainerSetup s)
+      : setup(std::move(s)), generator_state(seeded_generator_state(static_cast<uint64_t>(arguments.seed))), log(setup.run_dir) {}
 
   CallbackContext context() {
     return CallbackContext{setup.model.get(), optimizer.get(), scheduler.get(), nullptr, nullptr, {}};
@@ -151,10 +224,7 @@ struct Trainer::Impl {
     const auto& loss = loss_registry().get(name);
     loss_function = loss.factory(arguments);
     loss_label = fmt::format("loss '{}' ({})", name, loss.origin);
-    for (const auto& metric_name : metric_names(arguments)) {
-      const auto& entry = metric_registry().get(metric_name);
-      metrics.push_back({metric_name, entry.origin, entry.factory(arguments)});
-    }
+    metrics = std::make_unique<MetricEvaluation>(arguments, metric_names(arguments));
     callbacks = default_callbacks(arguments, log);
     for (std::size_t i = 0; i < setup.extra_callbacks.size(); ++i) {
       callbacks.push_back({fmt::format("extra #{}", i + 1), "the program", setup.extra_callbacks[i]});
@@ -218,14 +288,20 @@ struct Trainer::Impl {
     }
   }
 
-  // The micro-batches of optimizer step `step` of epoch `epoch`: shuffled with seed + epoch, so
-  // a resumed run sees the same order without saving it.
+  // The units of epoch `epoch` in training order: shuffled with seed + epoch, so a resumed run
+  // sees the same order without saving it. Computed once per epoch.
+  const std::vector<std::size_t>& order_of_epoch(int64_t epoch) {
+    if (ordered_epoch != epoch) {
+      epoch_order = epoch_training_order(units.size(), static_cast<uint64_t>(arguments.seed), epoch);
+      ordered_epoch = epoch;
+    }
+    return epoch_order;
+  }
+
+  // The micro-batches of optimizer step `step` of epoch `epoch`.
   std::vector<Batch> step_batches(int64_t epoch, int64_t step) {
     if (setup.stream) return streamed_batches();
-    std::vector<std::size_t> order(units.size());
-    std::iota(order.begin(), order.end(), std::size_t{0});
-    std::mt19937_64 rng(static_cast<uint64_t>(arguments.seed + epoch));
-    std::shuffle(order.begin(), order.end(), rng);
+    const auto& order = order_of_epoch(epoch);
     const auto batch = std::max<int64_t>(1, arguments.per_device_train_batch_size);
     const auto accumulation = std::max<int64_t>(1, arguments.gradient_accumulation_steps);
     std::vector<Batch> batches;
@@ -318,7 +394,7 @@ struct Trainer::Impl {
 
   void save_checkpoint() {
     const fs::path dir = setup.run_dir / fmt::format("checkpoint-{}", state.global_step);
-    if (last_eval) {
+    if (last_eval && last_eval_step == state.global_step) {
       auto key = best_metric_name().starts_with("eval_") ? best_metric_name() : "eval_" + best_metric_name();
       if (auto found = last_eval->find(key); found != last_eval->end()) {
         const bool better = !state.best_metric ||
@@ -380,35 +456,6 @@ struct Trainer::Impl {
     emit(&Callback::on_log, extra);
   }
 
-  // Runs `body` and names the metric plugin in any error it throws.
-  template <class Body>
-  auto with_metric(const NamedMetric& named, Body&& body) {
-    try {
-      return body();
-    } catch (const std::exception& error) {
-      fail("metric '{}' ({}) failed at step {}: {}", named.name, named.origin, state.global_step, error.what());
-    }
-  }
-
-  // The metric's preprocess_logits on logits of at most kLogitChunk positions of one row at a
-  // time, the results joined back into [batch, seq, ...].
-  torch::Tensor preprocess_in_chunks(const NamedMetric& named, const torch::Tensor& hidden, const torch::Tensor& labels) {
-    std::vector<torch::Tensor> rows;
-    for (int64_t row = 0; row < hidden.size(0); ++row) {
-      std::vector<torch::Tensor> pieces;
-      for (int64_t start = 0; start < hidden.size(1); start += kLogitChunk) {
-        auto logits = setup.model->logits(hidden.slice(0, row, row + 1).slice(1, start, start + kLogitChunk));
-        auto piece = with_metric(named, [&] {
-          return named.metric->preprocess_logits(logits, labels.slice(0, row, row + 1).slice(1, start, start + kLogitChunk));
-        });
-        if (!piece.defined()) return {};
-        pieces.push_back(piece);
-      }
-      rows.push_back(torch::cat(pieces, 1));
-    }
-    return torch::cat(rows, 0);
-  }
-
   // Greedy responses to the prompts of the eval rows (everything before each row's last
   // response) and the responses the data holds, as text.
   EvalPrediction generate_eval_responses() {
@@ -438,6 +485,7 @@ struct Trainer::Impl {
     if (setup.eval.empty()) return;
     auto metrics = trainer.evaluate();
     last_eval = metrics;
+    last_eval_step = state.global_step;
     json logs = log.eval_entry(state, metrics);
     state.log_history.push_back(logs);
     auto extra = context();
@@ -461,7 +509,8 @@ Trainer::~Trainer() = default;
 
 TrainingResult Trainer::train() {
   auto& s = *impl_;
-  torch::manual_seed(static_cast<uint64_t>(s.arguments.seed));
+  GeneratorScope generator(s.generator_state);
+  StopSignalScope stop_signals;
   s.maybe_resume();
   s.setup.model->train();
   s.emit(&Callback::on_train_begin);
@@ -471,7 +520,8 @@ TrainingResult Trainer::train() {
   int64_t window_steps = 0, window_tokens = 0;
   auto window_start = std::chrono::steady_clock::now();
   bool saved_at_last_step = false;
-  while (!s.control.should_training_stop && s.state.global_step < s.state.max_steps) {
+  const auto epochs = static_cast<int64_t>(std::ceil(s.state.num_train_epochs));
+  while (!s.control.should_training_stop && s.state.global_step < s.state.max_steps && s.state.epoch_index < epochs) {
     const int64_t epoch = s.state.epoch_index;
     if (s.state.step_in_epoch == 0) {
       s.control.should_epoch_stop = false;
@@ -494,6 +544,12 @@ TrainingResult Trainer::train() {
         s.note_nonfinite();
       }
       if (s.state.global_step >= s.state.max_steps) s.control.should_training_stop = true;
+      // Before on_step_end, so that the flow logs, evaluates and saves this step as the last one.
+      if (const int signal = stop_signals.received(); signal != 0 && !s.control.should_training_stop) {
+        fmt::print(stderr, "\nlathe: signal {} received: saving a checkpoint at step {} and stopping\n", signal,
+                   s.state.global_step);
+        s.control.should_training_stop = true;
+      }
       s.emit(&Callback::on_step_end);
       saved_at_last_step = false;
       if (s.control.should_log && window_steps > 0) {
@@ -510,14 +566,15 @@ TrainingResult Trainer::train() {
       }
       if (s.control.should_training_stop || s.control.should_epoch_stop) break;
     }
-    if (s.state.step_in_epoch >= s.steps_per_epoch) {
+    // An epoch ends when its steps are done or a callback ended it (should_epoch_stop).
+    if (s.state.step_in_epoch >= s.steps_per_epoch || (s.control.should_epoch_stop && !s.control.should_training_stop)) {
       s.state.epoch_index += 1;
       s.state.step_in_epoch = 0;
       s.emit(&Callback::on_epoch_end);
     }
   }
   if (!saved_at_last_step) {
-    if (!s.last_eval && !s.setup.eval.empty()) s.run_evaluation(*this);
+    if (s.last_eval_step != s.state.global_step && !s.setup.eval.empty()) s.run_evaluation(*this);
     s.save_checkpoint();
   }
   s.emit(&Callback::on_train_end);
@@ -528,11 +585,10 @@ TrainingResult Trainer::train() {
 std::map<std::string, double> Trainer::evaluate() {
   auto& s = *impl_;
   torch::NoGradGuard no_grad;
-  s.setup.model->eval();
-  // One EvalPrediction per metric: each keeps what its own preprocess_logits returns.
-  std::vector<EvalPrediction> predictions(s.metrics.size());
+  EvalModeScope eval_mode(s.setup.model);
   double loss_sum = 0;
   int64_t tokens = 0;
+  const auto when = fmt::format("at step {}", s.state.global_step);
   const auto batch_size = static_cast<std::size_t>(std::max<int64_t>(1, s.arguments.per_device_eval_batch_size));
   for (std::size_t start = 0; start < s.setup.eval.size(); start += batch_size) {
     std::vector<const Example*> examples;
@@ -544,31 +600,22 @@ std::map<std::string, double> Trainer::evaluate() {
     if (shifted.targets.numel() == 0) continue;
     loss_sum += chunked_token_cross_entropy(shifted.hidden, s.setup.model->output_weight(), shifted.targets).sum().item<double>();
     tokens += shifted.targets.numel();
-    for (std::size_t m = 0; m < s.metrics.size(); ++m) {
-      if (s.metrics[m].metric->needs_generation()) continue;
-      auto preprocessed = s.preprocess_in_chunks(s.metrics[m], hidden, batch.labels);
-      if (!preprocessed.defined()) continue;
-      predictions[m].predictions.push_back(preprocessed);
-      predictions[m].labels.push_back(batch.labels);
-    }
+    s.metrics->add_batch(*s.setup.model, hidden, batch.labels, when);
+    s.emit(&Callback::on_prediction_step);
   }
   std::map<std::string, double> results;
-  if (tokens > 0) {
-    results["eval_loss"] = loss_sum / static_cast<double>(tokens);
-    std::optional<EvalPrediction> generated;
-    for (std::size_t m = 0; m < s.metrics.size(); ++m) {
-      const auto& named = s.metrics[m];
-      if (named.metric->needs_generation()) {
-        if (!generated) generated = s.generate_eval_responses();
-        predictions[m].generated = generated->generated;
-        predictions[m].references = generated->references;
-      }
-      for (const auto& [key, value] : s.with_metric(named, [&] { return named.metric->compute(predictions[m]); })) {
-        results["eval_" + key] = value;
-      }
-    }
+  if (tokens == 0) {
+    s.metrics->compute(when);  // clears what was gathered
+    return results;
   }
-  s.setup.model->train();
+  results["eval_loss"] = loss_sum / static_cast<double>(tokens);
+  if (s.metrics->any_generation()) {
+    auto generated = s.generate_eval_responses();
+    s.metrics->set_generated(std::move(generated.generated), std::move(generated.references));
+  }
+  for (const auto& [name, values] : s.metrics->compute(when)) {
+    for (const auto& [key, value] : values) results["eval_" + key] = value;
+  }
   return results;
 }
 

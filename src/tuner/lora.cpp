@@ -5,7 +5,7 @@
 #include <cmath>
 
 #include "common/format.h"
-#include "lathe/tuner.h"
+#include "lathe/tuner/lora.h"
 #include "tuner/dropout.h"
 #include "tuner/targets.h"
 

@@ -7,9 +7,9 @@
 #include <set>
 
 #include "common/format.h"
-#include "lathe/files.h"
-#include "lathe/tuner.h"
-#include "lathe/weights.h"
+#include "lathe/common/files.h"
+#include "lathe/tuner/lora.h"
+#include "lathe/model/weights.h"
 #include "tuner/targets.h"
 
 namespace lathe {

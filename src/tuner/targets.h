@@ -5,8 +5,8 @@
 #include <utility>
 #include <vector>
 
-#include "lathe/model.h"
-#include "lathe/tuner.h"
+#include "lathe/model/model.h"
+#include "lathe/tuner/lora.h"
 
 namespace lathe::tuner {
 

@@ -10,9 +10,9 @@
 #include <fstream>
 #include <sstream>
 
-#include "lathe/files.h"
-#include "lathe/model.h"
-#include "lathe/tokenizer.h"
+#include "lathe/common/files.h"
+#include "lathe/model/model.h"
+#include "lathe/tokenizer/tokenizer.h"
 
 extern char** environ;
 

@@ -4,7 +4,7 @@
 
 #include <regex>
 
-#include "lathe/files.h"
+#include "lathe/common/files.h"
 
 namespace lathe::testing {
 namespace {

@@ -4,7 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "cli/cli_util.h"
-#include "lathe/files.h"
+#include "lathe/common/files.h"
 
 namespace lathe::testing {
 namespace {

@@ -7,13 +7,13 @@
 #include <cstdlib>
 
 #include "cli/cli_util.h"
-#include "lathe/files.h"
-#include "lathe/model.h"
+#include "lathe/common/files.h"
+#include "lathe/model/model.h"
 #include "lathe/plugin.h"
 #include "lathe/plugin/orm.h"
 #include "lathe/plugin/prm.h"
 #include "lathe/plugin/tuner.h"
-#include "lathe/weights.h"
+#include "lathe/model/weights.h"
 
 namespace lathe::testing {
 namespace {

@@ -6,7 +6,7 @@
 #include <fstream>
 
 #include "cli/cli_util.h"
-#include "lathe/files.h"
+#include "lathe/common/files.h"
 
 namespace lathe::testing {
 namespace {

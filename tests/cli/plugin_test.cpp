@@ -4,8 +4,10 @@
 
 #include <cstdlib>
 
+#include <fmt/format.h>
+
 #include "cli/cli_util.h"
-#include "lathe/files.h"
+#include "lathe/common/files.h"
 
 namespace lathe::testing {
 namespace {
@@ -22,6 +24,9 @@ TEST(ExternalPlugins, SourceFileIsCompiledCachedAndListed) {
   EXPECT_NE(listed.out.find("custom_loss"), std::string::npos) << listed.out;
   EXPECT_NE(listed.out.find(kExample.string()), std::string::npos) << "the origin is shown";
   EXPECT_NE(listed.err.find("compiling plugin"), std::string::npos);
+  for (const char* base : {"default", "last_round", "all"}) {
+    EXPECT_NE(listed.out.find(fmt::format("\n  {:<22} ", base)), std::string::npos) << "the loss-scale base " << base;
+  }
   auto again = run_lathe({"plugins", "--external_plugins", kExample.string()}, "", cache_env(dir));
   ASSERT_EQ(again.exit_code, 0) << again.err;
   EXPECT_EQ(again.err.find("compiling plugin"), std::string::npos) << "the second load uses the cache";
@@ -53,6 +58,25 @@ TEST(ExternalPlugins, CustomLossValuesReachTheLog) {
   // (1 - p)^gamma <= 1 shrinks the loss; gamma 0 gives back plain cross entropy.
   EXPECT_LT(focal, plain);
   EXPECT_NEAR(gentle, plain, 1e-6 * plain);
+}
+
+// A plugin built against another Lathe (another set of public headers, compiler or libtorch) says
+// so instead of crashing on mismatched types; so does one from before the hashed identity.
+TEST(ExternalPlugins, APluginOfAnotherAbiIsRefused) {
+  TempDir dir("plugin-abi");
+  write_file_atomic(dir / "other_abi.cpp", "extern \"C\" const char* lathe_plugin_abi() { return \"0123456789abcdef\"; }\n"
+                                            "extern \"C\" void lathe_plugin_register() {}\n");
+  auto other = run_lathe({"plugins", "--external_plugins", (dir / "other_abi.cpp").string()}, "", cache_env(dir));
+  EXPECT_EQ(other.exit_code, 1);
+  EXPECT_NE(other.err.find("other_abi.cpp: built against another Lathe (plugin ABI 0123456789abcdef; this Lathe's is "),
+            std::string::npos)
+      << other.err;
+  write_file_atomic(dir / "numbered.cpp", "extern \"C\" int lathe_plugin_abi_version() { return 2; }\n"
+                                           "extern \"C\" void lathe_plugin_register() {}\n");
+  auto numbered = run_lathe({"plugins", "--external_plugins", (dir / "numbered.cpp").string()}, "", cache_env(dir));
+  EXPECT_EQ(numbered.exit_code, 1);
+  EXPECT_NE(numbered.err.find("built against another Lathe (plugin ABI an older numbered one"), std::string::npos)
+      << numbered.err;
 }
 
 TEST(ExternalPlugins, BadPluginsAreNamed) {

@@ -14,7 +14,7 @@
 #include <thread>
 
 #include "cli/cli_util.h"
-#include "lathe/files.h"
+#include "lathe/common/files.h"
 
 namespace lathe::testing {
 namespace {

@@ -7,12 +7,13 @@
 
 #include <chrono>
 #include <thread>
+#include <tuple>
 
 #include "cli/cli_util.h"
-#include "lathe/files.h"
-#include "lathe/model.h"
-#include "lathe/tuner.h"
-#include "lathe/weights.h"
+#include "lathe/common/files.h"
+#include "lathe/model/model.h"
+#include "lathe/tuner/lora.h"
+#include "lathe/model/weights.h"
 
 namespace lathe::testing {
 namespace {
@@ -216,6 +217,32 @@ TEST(Sft, BadRowsStopTheRunUnlessStrictIsOff) {
   ASSERT_EQ(lenient.exit_code, 0) << lenient.err;
   EXPECT_NE(lenient.err.find("8 rows"), std::string::npos) << lenient.err;
   EXPECT_NE(lenient.err.find("1 bad rows skipped"), std::string::npos) << lenient.err;
+}
+
+// A row whose shape only a later stage trips over (a malformed tool call; a self-cognition "tag"
+// that is not a string) is still a file:line error on an encoding worker, never an abort.
+TEST(Sft, RowsThatFailInsideEncodingWorkersAreBadRows) {
+  TempDir dir("sft-worker-errors");
+  write_tiny_model(dir / "model");
+  const auto bad_call = json::parse(R"({"messages": [{"role": "user", "content": "q"},
+      {"role": "assistant", "tool_calls": ["x"]}]})");
+  const auto bad_tag = json{{"query", "who are you?"}, {"response", "I am {{NAME}}."}, {"tag", 5}};
+  for (const auto& [row, position, where, what] : {std::tuple{bad_call, 2, "train.jsonl:3", "tool_calls[0]"},
+                                                   std::tuple{bad_tag, 4, "train.jsonl:5", "type must be string"}}) {
+    auto rows = arithmetic_rows(8);
+    rows.insert(rows.begin() + position, row);
+    write_jsonl(dir / "train.jsonl", rows);
+    auto args = common_arguments(dir);
+    args.insert(args.end(), {"--max_steps", "1", "--train_type", "full", "--model_name", "Lathe", "--dataset_num_proc", "2"});
+    auto strict = run_lathe(args);
+    EXPECT_EQ(strict.exit_code, 1) << strict.err;
+    EXPECT_NE(strict.err.find(where), std::string::npos) << strict.err;
+    EXPECT_NE(strict.err.find(what), std::string::npos) << strict.err;
+    args.insert(args.end(), {"--strict", "false"});
+    auto lenient = run_lathe(args);
+    ASSERT_EQ(lenient.exit_code, 0) << lenient.err;
+    EXPECT_NE(lenient.err.find("1 bad rows skipped"), std::string::npos) << lenient.err;
+  }
 }
 
 TEST(Sft, NonFiniteLossesAreSkippedThenStopTheRun) {

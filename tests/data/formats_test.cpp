@@ -3,9 +3,9 @@
 #include <filesystem>
 #include <fstream>
 
-#include "lathe/dataset.h"
-#include "lathe/error.h"
-#include "lathe/files.h"
+#include "lathe/data/dataset.h"
+#include "lathe/common/error.h"
+#include "lathe/common/files.h"
 
 namespace lathe {
 namespace {
@@ -84,6 +84,28 @@ TEST(Formats, AgentRowsNormaliseRolesAndTools) {
   EXPECT_EQ(conversation.tools[0]["name"], "get_weather");
 }
 
+// An OpenAI assistant message with text and several calls keeps all of them, in order, each with
+// the message's loss settings.
+TEST(Formats, AssistantMessageKeepsItsTextAndEveryToolCall) {
+  auto row = json::parse(R"({"messages": [{"role": "user", "content": "weather in two cities?"},
+      {"role": "assistant", "content": "Let me look.", "loss": false, "loss_scale": 0.5, "tool_calls": [
+        {"type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}},
+        {"name": "get_weather", "arguments": {"city": "Rome"}}]}]})");
+  auto conversation = to_conversation(row, kWhere);
+  ASSERT_EQ(conversation.messages.size(), 4u);
+  EXPECT_EQ(turns(conversation)[1], (std::pair<std::string, std::string>{"assistant", "Let me look."}));
+  for (std::size_t i = 1; i < 4; ++i) {
+    EXPECT_EQ(conversation.messages[i].loss, false) << i;
+    EXPECT_EQ(conversation.messages[i].loss_scale, 0.5) << i;
+  }
+  EXPECT_EQ(conversation.messages[2].role, "tool_call");
+  EXPECT_EQ(json::parse(conversation.messages[2].content),
+            json::parse(R"({"name": "get_weather", "arguments": {"city": "Paris"}})"));
+  EXPECT_EQ(conversation.messages[3].role, "tool_call");
+  EXPECT_EQ(json::parse(conversation.messages[3].content),
+            json::parse(R"({"name": "get_weather", "arguments": {"city": "Rome"}})"));
+}
+
 void expect_error(const json& row, const std::string& fragment) {
   try {
     to_conversation(row, kWhere);
@@ -103,6 +125,10 @@ TEST(Formats, BadRowsNameLocationAndField) {
   expect_error(json::parse(R"({"tools": "{not json", "query": "q"})"), "'tools'");
   expect_error(json::parse(R"({"foo": 1})"), "no recognised fields");
   expect_error(json::parse(R"([1, 2])"), "JSON object");
+  expect_error(json::parse(R"({"messages": [{"role": "assistant", "tool_calls": ["x"]}]})"), "tool_calls[0]");
+  expect_error(json::parse(R"({"messages": [{"role": "assistant", "tool_calls": [{"function": {"arguments": 1}}]}]})"),
+               "tool_calls[0]");
+  expect_error(json::parse(R"({"messages": [{"role": "assistant", "tool_calls": "call"}]})"), "'tool_calls'");
 }
 
 class RowFiles : public ::testing::Test {

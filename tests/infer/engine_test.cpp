@@ -8,8 +8,8 @@
 #include <future>
 #include <thread>
 
-#include "lathe/engine.h"
-#include "lathe/error.h"
+#include "lathe/infer/engine.h"
+#include "lathe/common/error.h"
 #include "support/tiny_config.h"
 
 namespace lathe::testing {

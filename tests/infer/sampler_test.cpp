@@ -4,7 +4,7 @@
 
 #include <cmath>
 
-#include "lathe/generate.h"
+#include "lathe/infer/generate.h"
 
 namespace lathe::testing {
 namespace {

@@ -8,8 +8,8 @@
 #include <nlohmann/json.hpp>
 
 #include "io/io_test_support.h"
-#include "lathe/error.h"
-#include "lathe/safetensors.h"
+#include "lathe/common/error.h"
+#include "lathe/io/safetensors.h"
 
 namespace lathe::safetensors {
 namespace {

@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/io_test_support.h"
-#include "lathe/safetensors.h"
+#include "lathe/io/safetensors.h"
 
 namespace lathe::safetensors {
 namespace {

@@ -1,5 +1,5 @@
 // Round trips, the exact byte layout, and every kind of malformed file the reader must refuse.
-#include "lathe/safetensors.h"
+#include "lathe/io/safetensors.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -10,8 +10,8 @@
 #include <numeric>
 
 #include "io/io_test_support.h"
-#include "lathe/error.h"
-#include "lathe/files.h"
+#include "lathe/common/error.h"
+#include "lathe/common/files.h"
 
 namespace lathe::safetensors {
 namespace {

@@ -9,8 +9,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "lathe/error.h"
-#include "lathe/model.h"
+#include "lathe/common/error.h"
+#include "lathe/model/model.h"
 
 namespace lathe {
 namespace {

@@ -1,6 +1,6 @@
 // The torch bridge: zero-copy loading, every dtype both ways, sharded saves, and files checked
 // against PyTorch from Python (tests/io/safetensors_reference.py).
-#include "lathe/weights.h"
+#include "lathe/model/weights.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/io_test_support.h"
-#include "lathe/error.h"
+#include "lathe/common/error.h"
 
 namespace lathe {
 namespace {

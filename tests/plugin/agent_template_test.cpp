@@ -9,9 +9,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-#include "lathe/error.h"
+#include "lathe/common/error.h"
 #include "lathe/plugin/loss_scale.h"
-#include "lathe/template.h"
+#include "lathe/template/template.h"
 
 namespace lathe {
 namespace {
@@ -483,17 +483,21 @@ TEST(AgentTemplate, RegistryAndDefaults) {
   for (const auto* entry : agent_template_registry().entries()) names.push_back(entry->name);
   EXPECT_EQ(names, kBuiltIns);
   EXPECT_THROW(agent_template_registry().factory("no_such_format"), Error);
-  EXPECT_EQ(default_agent_template_for("qwen2_5"), "hermes");
-  EXPECT_EQ(default_agent_template_for("qwen3"), "hermes");
-  EXPECT_EQ(default_agent_template_for("llama3"), "llama3");
-  EXPECT_EQ(default_agent_template_for("mistral"), "mistral");
-  EXPECT_EQ(default_agent_template_for("chatml"), "react_en");
+  for (const auto& [chat, agent] : std::vector<std::pair<std::string, std::string>>{
+           {"qwen2_5", "hermes"}, {"qwen3", "hermes"}, {"qwen3_nothink", "hermes"}, {"llama3", "llama3"},
+           {"mistral", "mistral"}, {"chatml", "react_en"}, {"default", "react_en"}}) {
+    const auto spec = Template::builtin(chat).spec();
+    EXPECT_EQ(spec.agent_template, agent) << chat;
+    Arguments defaults;
+    EXPECT_EQ(make_agent_template(defaults, spec)->format_tool_calls({kParis}), make(agent)->format_tool_calls({kParis}))
+        << chat;
+  }
   Arguments arguments;
-  EXPECT_EQ(make_agent_template(arguments, "qwen3")->format_tool_calls({kParis}), make("hermes")->format_tool_calls({kParis}));
+  const auto qwen3 = Template::builtin("qwen3").spec();
   arguments.agent_template = "react_en";
-  EXPECT_EQ(make_agent_template(arguments, "qwen3")->stop_words(), std::vector<std::string>{"Observation:"});
+  EXPECT_EQ(make_agent_template(arguments, qwen3)->stop_words(), std::vector<std::string>{"Observation:"});
   arguments.agent_template = "nope";
-  EXPECT_THROW(make_agent_template(arguments, "qwen3"), Error);
+  EXPECT_THROW(make_agent_template(arguments, qwen3), Error);
 }
 
 }  // namespace

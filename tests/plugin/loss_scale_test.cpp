@@ -1,8 +1,8 @@
 // Loss-scale strategies on fixed conversations: weights exactly as the configs say, composition
-// multiplies, per-message overrides win (plugins.md §3).
+// multiplies, per-message overrides win (docs/plugins.md).
 #include <gtest/gtest.h>
 
-#include "lathe/error.h"
+#include "lathe/common/error.h"
 #include "lathe/plugin/loss_scale.h"
 
 namespace lathe {

@@ -27,6 +27,8 @@ constexpr int kIgnore = -100;  // int, like the other literals in torch::tensor(
 
 struct Reference {
   torch::Tensor losses, grad_hidden, grad_weight;
+  // bfloat16 inputs: PyTorch's own bfloat16 computation of the same problem on this CPU.
+  torch::Tensor torch_grad_hidden, torch_grad_weight;
 };
 
 void write_file(const fs::path& path, const std::vector<char>& bytes) {
@@ -61,8 +63,9 @@ Reference pytorch_reference(const torch::Tensor& hidden, const torch::Tensor& we
   }
   const auto outputs = torch::pickle_load(read_file(dir / "out.pt")).toGenericDict();
   fs::remove_all(dir);
-  return {outputs.at("losses").toTensor(), outputs.at("grad_hidden").toTensor(),
-          outputs.at("grad_weight").toTensor()};
+  auto optional = [&](const char* key) { return outputs.contains(key) ? outputs.at(key).toTensor() : torch::Tensor(); };
+  return {outputs.at("losses").toTensor(), outputs.at("grad_hidden").toTensor(), optional("grad_weight"),
+          optional("torch_grad_hidden"), optional("torch_grad_weight")};
 }
 
 struct Problem {
@@ -109,10 +112,26 @@ TEST(ChunkedCrossEntropy, MatchesPyTorchInFloat32) {
   EXPECT_LT(max_difference(result.grad_weight, reference.grad_weight), 1e-5);
 }
 
+// The bound on a bfloat16 gradient: at most a quarter more error than PyTorch makes computing the
+// same products in bfloat16 on this CPU, plus one bfloat16 rounding (2^-8) of the largest entry.
+// How bfloat16 matrix products are summed differs between CPUs: libtorch 1.13 sums in float32 where
+// the CPU has AVX512-BF16 (oneDNN), but in bfloat16 itself on AVX2-only CPUs for the layouts the
+// backward uses (a [37, 50] x [50, 16] product measured 0.008 of sum |a||b| off there, against
+// 0.0014 summed in float32). So a fixed bound held on one machine (0.05: measured 0.031 with
+// AVX512-BF16) fails on the other (0.0511 on a Zen 3); PyTorch's own error moves with the CPU.
+void expect_bfloat16_gradient(const torch::Tensor& lathe, const torch::Tensor& exact, const torch::Tensor& pytorch,
+                              const char* what) {
+  ASSERT_TRUE(pytorch.defined()) << what;
+  const double lathe_error = max_difference(lathe, exact), pytorch_error = max_difference(pytorch, exact);
+  const double rounding = std::ldexp(exact.abs().max().item<double>(), -8);
+  EXPECT_LE(lathe_error, 1.25 * pytorch_error + rounding)
+      << what << ": PyTorch's bfloat16 error " << pytorch_error << ", largest entry " << exact.abs().max().item<double>();
+}
+
 // bfloat16 logits are rounded to 2^-9 of their size, so a per-token loss (logsumexp minus one
 // logit) may be off by about 2^-8 of the largest |logit|: held to 1% of it against the exact
-// (float64) values. Gradient entries are held to 0.05 (measured 0.031 for hidden, 0.017 for the
-// weight; losses measured 0.038 with largest |logit| 15.6).
+// (float64) values (measured 0.038 with largest |logit| 15.6). The logits' product is a dot
+// product per entry, summed in float32 on every CPU. Gradients: expect_bfloat16_gradient.
 TEST(ChunkedCrossEntropy, BFloat16WithinStatedTolerance) {
   const auto problem = random_problem(37, 16, 50, torch::kBFloat16, 2);
   const auto reference = pytorch_reference(problem.hidden, problem.weight, problem.targets, problem.upstream);
@@ -125,8 +144,8 @@ TEST(ChunkedCrossEntropy, BFloat16WithinStatedTolerance) {
       problem.hidden.to(torch::kFloat64).mm(problem.weight.to(torch::kFloat64).t()).abs().max().item<double>();
   EXPECT_LT(max_difference(result.losses, reference.losses), 0.01 * largest_logit)
       << "largest |logit| " << largest_logit;
-  EXPECT_LT(max_difference(result.grad_hidden, reference.grad_hidden), 0.05);
-  EXPECT_LT(max_difference(result.grad_weight, reference.grad_weight), 0.05);
+  expect_bfloat16_gradient(result.grad_hidden, reference.grad_hidden, reference.torch_grad_hidden, "grad_hidden");
+  expect_bfloat16_gradient(result.grad_weight, reference.grad_weight, reference.torch_grad_weight, "grad_weight");
 }
 
 // The LoRA case: a frozen bfloat16 head under float32 activations. The matmul runs in bfloat16
@@ -142,7 +161,7 @@ TEST(ChunkedCrossEntropy, FrozenBFloat16HeadUnderFloat32Activations) {
   const double largest_logit =
       problem.hidden.to(torch::kFloat64).mm(head.to(torch::kFloat64).t()).abs().max().item<double>();
   EXPECT_LT(max_difference(losses.detach(), reference.losses), 0.01 * largest_logit);
-  EXPECT_LT(max_difference(problem.hidden.grad(), reference.grad_hidden), 0.05);
+  expect_bfloat16_gradient(problem.hidden.grad(), reference.grad_hidden, reference.torch_grad_hidden, "grad_hidden");
 }
 
 // Each entry of `analytic` against the central difference of `objective` when that entry of

@@ -3,7 +3,7 @@
 
 #include <cmath>
 
-#include "lathe/error.h"
+#include "lathe/common/error.h"
 #include "lathe/plugin/metric.h"
 
 namespace lathe {

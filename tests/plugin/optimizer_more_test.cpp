@@ -7,7 +7,7 @@
 #include <sstream>
 
 #include "lathe/plugin/optimizer.h"
-#include "lathe/tuner.h"
+#include "lathe/tuner/lora.h"
 
 #include "support/tiny_config.h"
 

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <numbers>
 
-#include "lathe/error.h"
+#include "lathe/common/error.h"
 #include "lathe/plugin/optimizer.h"
 
 #include "support/tiny_config.h"

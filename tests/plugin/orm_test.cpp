@@ -6,7 +6,7 @@
 #include <cmath>
 #include <numbers>
 
-#include "lathe/error.h"
+#include "lathe/common/error.h"
 
 namespace lathe {
 namespace {

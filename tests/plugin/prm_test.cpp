@@ -11,7 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "lathe/error.h"
+#include "lathe/common/error.h"
 
 namespace lathe {
 namespace {

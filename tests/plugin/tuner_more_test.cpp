@@ -4,10 +4,10 @@
 #include <nlohmann/json.hpp>
 
 #include "../support/scratch_dir.h"
-#include "lathe/error.h"
-#include "lathe/files.h"
+#include "lathe/common/error.h"
+#include "lathe/common/files.h"
 #include "lathe/plugin/tuner.h"
-#include "lathe/weights.h"
+#include "lathe/model/weights.h"
 
 #include "support/tiny_config.h"
 

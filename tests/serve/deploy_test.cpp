@@ -1,15 +1,18 @@
 // `lathe deploy` as a program: it prints its address for --port 0, answers the PRM `client`
-// (plugins.md §8) as an OpenAI-compatible judge would, and stops cleanly on SIGTERM.
+// (docs/plugins.md) as an OpenAI-compatible judge would, and stops cleanly on SIGTERM.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <regex>
 #include <thread>
 
+#include <fmt/format.h>
+
 #include "cli/cli_util.h"
-#include "lathe/files.h"
+#include "lathe/common/files.h"
 #include "lathe/plugin/prm.h"
 
 namespace lathe {
@@ -72,6 +75,19 @@ TEST(Deploy, ThePrmClientJudgesWithItAndSigtermStopsIt) {
   int status = 0;
   waitpid(pid, &status, 0);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << read_file(log.string() + ".err");
+}
+
+// A failure once the signal waiter runs (here: stderr closed, so the first line to it throws) is an
+// ordinary error exit, not std::terminate on a joinable thread.
+TEST(Deploy, AFailureAfterTheSignalWaiterStartedExitsCleanly) {
+  testing::TempDir dir("deploy-closed-stderr");
+  testing::write_tiny_model(dir / "model");
+  const auto command = fmt::format("'{}' deploy --model '{}' --port 0 > '{}' 2>&-", LATHE_PROGRAM,
+                                   (dir / "model").string(), (dir / "out.txt").string());
+  const int status = std::system(command.c_str());
+  ASSERT_TRUE(WIFEXITED(status)) << "ended by signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  EXPECT_NE(read_file(dir / "out.txt").find("listening on http://127.0.0.1:"), std::string::npos);
 }
 
 }  // namespace

@@ -90,6 +90,10 @@ TEST(OpenAIProtocol, WrongTypesAndValuesAreRejectedNamingTheField) {
             std::make_pair(400, std::string("messages[0].role")));
   EXPECT_EQ(rejection(json::array()), std::make_pair(400, std::string("")));
   EXPECT_EQ(rejection(json{{"prompt", 3}}, false), std::make_pair(400, std::string("prompt")));
+  for (const auto& prompt : {json::array(), json::array({1, "x"}), json::array({-1}), json::array({json::array({1}), "x"}),
+                             json::array({json::array()}), json::array({1.5}), json::array({4294967296LL})}) {
+    EXPECT_EQ(rejection(json{{"prompt", prompt}}, false), std::make_pair(400, std::string("prompt"))) << prompt.dump();
+  }
   EXPECT_EQ(rejection(json{{"prompt", "x"}, {"logprobs", true}}, false), std::make_pair(400, std::string("logprobs")));
 }
 

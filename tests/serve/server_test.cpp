@@ -1,7 +1,7 @@
 // The OpenAI-compatible server end to end: a real HTTP client against a server started in this
 // process on a tiny random model, sharing one GenerationEngine. Expected answers come from
 // lathe::generate (the engine-free path) on the same prompts.
-#include "lathe/serve.h"
+#include "lathe/serve/openai_server.h"
 
 #include <gtest/gtest.h>
 #include <httplib.h>
@@ -13,8 +13,8 @@
 #include <thread>
 
 #include "cli/cli_util.h"
-#include "lathe/engine.h"
-#include "lathe/inference.h"
+#include "lathe/infer/engine.h"
+#include "lathe/infer/inference.h"
 
 namespace lathe {
 namespace {
@@ -183,6 +183,27 @@ TEST_F(Server, TextCompletionAnswersTheRawPrompt) {
   EXPECT_EQ(body["object"], "text_completion");
   EXPECT_EQ(body["choices"][0]["text"], text);
   EXPECT_EQ(body["usage"]["completion_tokens"], tokens);
+}
+
+// OpenAI's and vLLM's prompt forms: token ids (as given, no BOS added), and a list of prompts,
+// each answered by n choices (prompt p's j-th at index p * n + j).
+TEST_F(Server, TextCompletionTakesTokenIdsAndListsOfPrompts) {
+  RunningServer server;
+  const auto ids = shared->model->tokenizer.encode("Once upon a time");
+  const auto other = shared->model->tokenizer.encode("The end");
+  const json single = server.post("/v1/completions", {{"prompt", ids}, {"max_tokens", 8}});
+  EXPECT_EQ(single["choices"][0]["text"], expected(ids, 8).first);
+  EXPECT_EQ(single["usage"]["prompt_tokens"], ids.size());
+  const json batch = server.post("/v1/completions", {{"prompt", json::array({ids, other})}, {"n", 2}, {"max_tokens", 6}});
+  ASSERT_EQ(batch["choices"].size(), 4U);
+  for (std::size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(batch["choices"][i]["index"], i);
+    EXPECT_EQ(batch["choices"][i]["text"], expected(i < 2 ? ids : other, 6).first) << "choice " << i;
+  }
+  EXPECT_EQ(batch["usage"]["prompt_tokens"], ids.size() + other.size());
+  const json texts = server.post("/v1/completions", {{"prompt", json::array({"Once upon a time", "The end"})}, {"max_tokens", 6}});
+  ASSERT_EQ(texts["choices"].size(), 2U);
+  EXPECT_EQ(texts["choices"][1]["text"], expected(other, 6).first);
 }
 
 TEST_F(Server, SeededSamplesAreReproducibleAndNGivesNChoices) {

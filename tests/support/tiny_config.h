@@ -1,7 +1,7 @@
 #pragma once
 // A small model configuration for tests that build a model in memory; each test states only the
 // sizes it cares about.
-#include "lathe/model.h"
+#include "lathe/model/model.h"
 
 namespace lathe::testing {
 

@@ -1,4 +1,4 @@
-// Acceptance (issue 2, item 5): Lathe's qwen3, qwen3_nothink and llama3 templates render the same
+// Acceptance: Lathe's qwen3, qwen3_nothink and llama3 templates render the same
 // text as the chat_template of the real Qwen3 and Llama-3 tokenizer_config.json files, rendered by
 // Hugging Face's Jinja implementation (@huggingface/jinja, tests/oracle/render_chat_template.js).
 //

@@ -6,7 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "lathe/error.h"
+#include "lathe/common/error.h"
 #include "template/template_test_util.h"
 
 namespace lathe::test {

@@ -2,7 +2,7 @@
 // system prefix once; per round the prompt, the response, then chat_sep or suffix).
 #include <gtest/gtest.h>
 
-#include "lathe/error.h"
+#include "lathe/common/error.h"
 #include "template/template_test_util.h"
 
 namespace lathe::test {

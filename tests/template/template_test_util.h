@@ -6,7 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "lathe/template.h"
+#include "lathe/template/template.h"
 
 namespace lathe::test {
 

@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "lathe/tokenizer.h"
+#include "lathe/tokenizer/tokenizer.h"
 #include "tokenizer/reference.h"
 #include "tokenizer/text.h"
 

@@ -5,8 +5,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "lathe/error.h"
-#include "lathe/tokenizer.h"
+#include "lathe/common/error.h"
+#include "lathe/tokenizer/tokenizer.h"
 #include "tokenizer/reference.h"
 
 namespace lathe::test {

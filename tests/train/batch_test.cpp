@@ -2,7 +2,9 @@
 // positions that keep each sequence on its own.
 #include <gtest/gtest.h>
 
-#include "lathe/batch.h"
+#include <algorithm>
+
+#include "lathe/train/batch.h"
 
 namespace lathe {
 namespace {
@@ -61,6 +63,49 @@ TEST(Collate, BinsRespectTheLimit) {
   }
   EXPECT_EQ(placed, examples.size());
   EXPECT_EQ(bins.size(), 3u);  // 21 tokens in bins of 7: first fit decreasing finds the optimum here
+}
+
+// First fit decreasing written as the definition says: each example, longest first, goes into the
+// first bin (in creation order) with room, else into a new bin.
+std::vector<std::vector<std::size_t>> first_fit_by_scan(const std::vector<Example>& examples, int64_t limit) {
+  std::vector<std::size_t> order(examples.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return examples[a].size() > examples[b].size(); });
+  std::vector<std::vector<std::size_t>> bins;
+  std::vector<int64_t> used;
+  for (auto index : order) {
+    const auto size = static_cast<int64_t>(examples[index].size());
+    std::size_t bin = 0;
+    while (bin < bins.size() && used[bin] + size > limit) ++bin;
+    if (bin == bins.size()) {
+      bins.emplace_back();
+      used.push_back(0);
+    }
+    bins[bin].push_back(index);
+    used[bin] += size;
+  }
+  return bins;
+}
+
+TEST(Collate, BinsAreFirstFitDecreasingIncludingOversizedExamples) {
+  std::vector<Example> examples;
+  uint64_t state = 12345;
+  for (int i = 0; i < 3000; ++i) {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    const auto n = static_cast<int>(1 + (state >> 33) % 300);  // a few longer than the limit of 256
+    examples.push_back(example(std::vector<int32_t>(n, 1), std::vector<int32_t>(n, 1)));
+  }
+  EXPECT_EQ(pack_into_bins(examples, 256), first_fit_by_scan(examples, 256));
+}
+
+TEST(Collate, EpochOrderIsASeededPermutationThatChangesWithTheEpoch) {
+  const auto first = epoch_training_order(50, 7, 0);
+  auto sorted = first;
+  std::sort(sorted.begin(), sorted.end());
+  for (std::size_t i = 0; i < sorted.size(); ++i) EXPECT_EQ(sorted[i], i);
+  EXPECT_EQ(epoch_training_order(50, 7, 0), first);
+  EXPECT_NE(epoch_training_order(50, 7, 1), first);
+  EXPECT_EQ(epoch_training_order(50, 8, 0), epoch_training_order(50, 7, 1)) << "seed + epoch seeds the shuffle";
 }
 
 }  // namespace

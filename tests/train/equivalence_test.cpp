@@ -4,7 +4,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "lathe/batch.h"
+#include "lathe/train/batch.h"
 #include "lathe/plugin/loss.h"
 
 #include "support/tiny_config.h"

@@ -1,4 +1,4 @@
-// The loss curve of a fixed run against an independent float32 reference (issue 6: every speed
+// The loss curve of a fixed run against an independent float32 reference (every speed
 // optimisation keeps the numerics). Lathe's Trainer fine-tunes a tiny Qwen2-style model (q/k/v
 // biases, grouped-query attention, tied head), fully or with LoRA, with everything the fast path
 // uses: packed padding-free rows with per-sequence attention (or padded rows), the chunked cross
@@ -18,9 +18,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "lathe/trainer.h"
-#include "lathe/tuner.h"
-#include "lathe/weights.h"
+#include "lathe/train/trainer.h"
+#include "lathe/tuner/lora.h"
+#include "lathe/model/weights.h"
 #include "support/tiny_config.h"
 
 namespace lathe {

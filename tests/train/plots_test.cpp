@@ -9,7 +9,7 @@
 #include <memory>
 #include <string>
 
-#include "lathe/files.h"
+#include "lathe/common/files.h"
 
 namespace fs = std::filesystem;
 

@@ -4,8 +4,8 @@
 
 #include <fstream>
 
-#include "lathe/files.h"
-#include "lathe/weights.h"
+#include "lathe/common/files.h"
+#include "lathe/model/weights.h"
 #include "tuner_test_support.h"
 
 namespace lathe::testing {

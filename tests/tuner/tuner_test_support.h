@@ -12,9 +12,9 @@
 #include <functional>
 #include <string>
 
-#include "lathe/error.h"
-#include "lathe/model.h"
-#include "lathe/tuner.h"
+#include "lathe/common/error.h"
+#include "lathe/model/model.h"
+#include "lathe/tuner/lora.h"
 
 namespace lathe::testing {
 

@@ -7,11 +7,11 @@
 //
 // Which layers: --target_modules names (a layer matches when its path ends in ".name"); the
 // default all-linear means PEFT's choice for Llama-like models: k_proj, v_proj and down_proj.
-#include <lathe/error.h>
-#include <lathe/files.h>
+#include <lathe/common/error.h>
+#include <lathe/common/files.h>
 #include <lathe/plugin.h>
 #include <lathe/plugin/tuner.h>
-#include <lathe/weights.h>
+#include <lathe/model/weights.h>
 
 #include <nlohmann/json.hpp>
 

@@ -1,5 +1,5 @@
 #pragma once
-// Loss plugins (`--loss_type name`, plugins.md §2). A loss receives the model outputs (hidden
+// Loss plugins (`--loss_type name`, docs/plugins.md). A loss receives the model outputs (hidden
 // states, with logits only on request), labels aligned with input_ids (-100 = ignored; the loss
 // shifts them), an optional per-token weight tensor aligned the same way, and the number of
 // non-ignored shifted labels over the whole gradient-accumulation step.
@@ -16,9 +16,9 @@
 #include <functional>
 #include <optional>
 
-#include "lathe/arguments.h"
-#include "lathe/model.h"
-#include "lathe/registry.h"
+#include "lathe/common/arguments.h"
+#include "lathe/model/model.h"
+#include "lathe/plugin/registry.h"
 
 namespace lathe {
 

@@ -1,5 +1,5 @@
 #pragma once
-// Loss-scale plugins (`--loss_scale spec`, plugins.md §3): which tokens are trained and how
+// Loss-scale plugins (`--loss_scale spec`, docs/plugins.md): which tokens are trained and how
 // strongly. A template renders contexts tagged RESPONSE / SUFFIX / OTHER; a strategy re-splits each
 // piece and weighs the parts; tokens take the weight of the piece they come from.
 //
@@ -13,17 +13,11 @@
 
 #include <nlohmann/json.hpp>
 
-#include "lathe/arguments.h"
-#include "lathe/registry.h"
-#include "lathe/template.h"
+#include "lathe/common/arguments.h"
+#include "lathe/plugin/registry.h"
+#include "lathe/template/template.h"
 
 namespace lathe {
-
-struct WeightedText {
-  std::string text;
-  ContextType type = ContextType::Other;
-  double weight = 0.0;
-};
 
 // Where a piece sits in the conversation.
 struct PieceInfo {
@@ -42,6 +36,12 @@ class LossScale {
 //   {"Keyword:": [w_keyword, w_text_after]}  or  {"regex": [w]}
 // and, for agentflan, {"response": {...}, "query": {"key in the user query": w}}.
 std::shared_ptr<LossScale> loss_scale_from_config(const nlohmann::json& config, const std::string& source);
+
+// The bases a spec may start with, each with a one-line description (listed by `lathe plugins`).
+struct LossScaleBase {
+  std::string name, description;
+};
+const std::vector<LossScaleBase>& loss_scale_bases();
 
 using LossScaleFactory = std::function<std::shared_ptr<LossScale>(const Arguments& arguments)>;
 Registry<LossScaleFactory>& loss_scale_registry();

@@ -1,5 +1,5 @@
 #pragma once
-// Metric plugins (`--metric name`, plugins.md §4): a pair of preprocess_logits, run on each eval
+// Metric plugins (`--metric name`, docs/plugins.md): a pair of preprocess_logits, run on each eval
 // batch so that only what the metric needs is kept (argmax ids instead of full logits), and
 // compute, run once over everything gathered. Token metrics read predictions/labels; generation
 // metrics read the generated and reference strings.
@@ -12,8 +12,8 @@
 #include <string_view>
 #include <vector>
 
-#include "lathe/arguments.h"
-#include "lathe/registry.h"
+#include "lathe/common/arguments.h"
+#include "lathe/plugin/registry.h"
 
 namespace lathe {
 

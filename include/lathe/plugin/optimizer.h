@@ -1,5 +1,5 @@
 #pragma once
-// Optimizer plugins (`--optimizer name`, plugins.md §5): a factory returns the optimizer and,
+// Optimizer plugins (`--optimizer name`, docs/plugins.md): a factory returns the optimizer and,
 // optionally, its own learning-rate schedule (none: the one --lr_scheduler_type names).
 #include <torch/optim/optimizer.h>
 
@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "lathe/arguments.h"
-#include "lathe/model.h"
-#include "lathe/registry.h"
+#include "lathe/common/arguments.h"
+#include "lathe/model/model.h"
+#include "lathe/plugin/registry.h"
 
 namespace lathe {
 

@@ -1,5 +1,5 @@
 #pragma once
-// Outcome reward models (`--orm_model name`, plugins.md §9): one float per completion, judged from
+// Outcome reward models (`--orm_model name`, docs/plugins.md): one float per completion, judged from
 // the completion and its dataset row (the reference answer and any other columns).
 //
 // Built-ins (their exact rules are at the top of src/plugin/orm.cpp): math, accuracy, format,
@@ -16,8 +16,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "lathe/arguments.h"
-#include "lathe/registry.h"
+#include "lathe/common/arguments.h"
+#include "lathe/plugin/registry.h"
 
 namespace lathe {
 

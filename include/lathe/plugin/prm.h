@@ -1,5 +1,5 @@
 #pragma once
-// Process reward models (`--prm_model name`, plugins.md §8): for each request (a conversation that
+// Process reward models (`--prm_model name`, docs/plugins.md): for each request (a conversation that
 // ends with the assistant response to judge) either one reward or one per step of the response.
 //
 // Built-in `client`: asks an OpenAI-compatible chat endpoint to judge (query, response) and parses
@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
-#include "lathe/arguments.h"
-#include "lathe/registry.h"
-#include "lathe/template.h"
+#include "lathe/common/arguments.h"
+#include "lathe/plugin/registry.h"
+#include "lathe/template/template.h"
 
 namespace lathe {
 

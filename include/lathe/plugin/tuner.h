@@ -1,14 +1,14 @@
 #pragma once
-// Tuner plugins (`--train_type name`, plugins.md §7): decide which parameters train, and how the
+// Tuner plugins (`--train_type name`, docs/plugins.md): decide which parameters train, and how the
 // trained part is saved and loaded (adapters in PEFT's format, or the full model).
 #include <filesystem>
 #include <functional>
 #include <memory>
 #include <string>
 
-#include "lathe/arguments.h"
-#include "lathe/model.h"
-#include "lathe/registry.h"
+#include "lathe/common/arguments.h"
+#include "lathe/model/model.h"
+#include "lathe/plugin/registry.h"
 
 namespace lathe {
 

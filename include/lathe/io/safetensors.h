@@ -1,7 +1,7 @@
 #pragma once
 // The safetensors format (Hugging Face): an 8-byte little-endian header length, a JSON header
 // naming each tensor's dtype, shape and [begin, end) byte range, then the data. Reading memory-maps
-// the file and validates every range; nothing here depends on libtorch (see lathe/weights.h for
+// the file and validates every range; nothing here depends on libtorch (see lathe/model/weights.h for
 // the bridge to torch tensors).
 #include <cstddef>
 #include <cstdint>

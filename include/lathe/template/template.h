@@ -2,7 +2,7 @@
 // Chat templates in SWIFT's shape. A template renders a conversation as a list of contexts, text
 // pieces tagged RESPONSE (assistant text), SUFFIX (the end-of-turn text after a response) or OTHER
 // (prefix, system, prompts, separators, tool results); loss scales and labels are built from the
-// tags (plugins.md §3).
+// tags (docs/plugins.md).
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -14,7 +14,7 @@
 namespace lathe {
 
 class Tokenizer;
-class AgentTemplate;  // lathe/plugin/agent_template.h
+class AgentTemplate;  // lathe/template/agent_template.h
 
 enum class ContextType : uint8_t { Response, Suffix, Other };
 
@@ -22,15 +22,23 @@ struct Context {
   std::string text;
   ContextType type = ContextType::Other;
   int round = -1;  // index of the assistant round a Response/Suffix belongs to; -1 otherwise
-  // A Response carries its message's per-message override (plugins.md §3).
+  // A Response carries its message's per-message override (docs/plugins.md).
   std::optional<bool> loss;
   std::optional<double> loss_scale;
+};
+
+// A piece of rendered text with its training weight: what a loss-scale strategy makes of a context
+// (0: not trained), and what the encoder turns into per-token labels and weights.
+struct WeightedText {
+  std::string text;
+  ContextType type = ContextType::Other;
+  double weight = 0.0;
 };
 
 struct Message {
   std::string role;     // system | user | assistant | tool_call | tool_response
   std::string content;
-  std::optional<bool> loss;          // per-message override (plugins.md §3)
+  std::optional<bool> loss;          // per-message override (docs/plugins.md)
   std::optional<double> loss_scale;  // per-message weight
 };
 

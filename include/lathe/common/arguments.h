@@ -125,7 +125,7 @@ struct Arguments {
   int64_t max_nan_steps = 10;            // consecutive non-finite losses before the run stops
   bool pretraining = false;              // set by `lathe pt`
 
-  // Rewards (plugins.md §8-9: ORM and PRM plugins)
+  // Rewards (docs/plugins.md: ORM and PRM plugins)
   int64_t max_completion_length = 1024;        // lengths are in tokens, or words without a tokenizer
   double cosine_min_len_value_wrong = -0.5;    // cosine: reward of a wrong answer of length 0
   double cosine_max_len_value_wrong = 0.0;     // ... and of one of cosine_max_len

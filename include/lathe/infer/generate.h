@@ -1,7 +1,7 @@
 #pragma once
 // Token generation with a KV cache: greedy or sampled (temperature, top-k, top-p, min-p,
 // repetition / presence / frequency penalties), for one prompt or a left-padded batch of prompts.
-// lathe/engine.h serves concurrent requests with continuous batching on top of the same sampler.
+// lathe/infer/engine.h serves concurrent requests with continuous batching on top of the same sampler.
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -10,7 +10,7 @@
 #include <utility>
 #include <vector>
 
-#include "lathe/model.h"
+#include "lathe/model/model.h"
 
 namespace lathe {
 

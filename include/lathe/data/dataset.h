@@ -1,5 +1,5 @@
 #pragma once
-// Dataset rows in SWIFT's formats, normalised to a Conversation (plugins.md, architecture.md):
+// Dataset rows in SWIFT's formats, normalised to a Conversation (docs/plugins.md, docs/architecture.md):
 //   messages       {"messages": [{"role", "content"}...], "tools"?}
 //   sharegpt       {"conversations": [{"from": "human"|"gpt"|"system"|..., "value"}...], "system"?}
 //                  or {"conversation": [{"human", "assistant"}...], "system"?}
@@ -10,12 +10,13 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
-#include "lathe/template.h"
+#include "lathe/template/template.h"
 
 namespace lathe {
 
@@ -28,6 +29,12 @@ struct RowLocation {
 
 // Normalises one row; throws lathe::Error naming the location and the field.
 Conversation to_conversation(const nlohmann::json& row, const RowLocation& where);
+
+// One OpenAI tool call ({"function": {"name", "arguments"}} or {"name", "arguments"}) as a
+// tool_call message holding {"name", "arguments"}; arguments given as JSON text are parsed when
+// they are valid JSON. nullopt when the call is not an object with a string name, so that each
+// caller reports the error in its own terms (a file:line, an HTTP 400).
+std::optional<Message> tool_call_message(const nlohmann::json& call);
 
 // Reads rows of a .jsonl, .json (array of objects) or .csv file, calling `visit` with each row and
 // its location. Throws lathe::Error naming the file (and line) when it is unreadable or malformed.

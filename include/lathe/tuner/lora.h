@@ -1,6 +1,6 @@
 #pragma once
 // LoRA and DoRA adapters on the model's Linear layers, saved and loaded in PEFT's on-disk format
-// (adapter_config.json + adapter_model.safetensors, plugins.md §7), and merged into the base
+// (adapter_config.json + adapter_model.safetensors, docs/plugins.md), and merged into the base
 // weights for export.
 //
 // Precision: adapter parameters (lora_A, lora_B, lora_magnitude_vector) are float32 over a
@@ -21,7 +21,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
-#include "lathe/model.h"
+#include "lathe/model/model.h"
 
 namespace lathe {
 

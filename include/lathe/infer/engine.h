@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "lathe/generate.h"
-#include "lathe/model.h"
+#include "lathe/infer/generate.h"
+#include "lathe/model/model.h"
 
 namespace lathe {
 

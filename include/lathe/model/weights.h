@@ -7,7 +7,7 @@
 #include <optional>
 #include <string>
 
-#include "lathe/safetensors.h"
+#include "lathe/io/safetensors.h"
 
 namespace lathe {
 

@@ -11,10 +11,10 @@
 #include <string>
 #include <vector>
 
-#include "lathe/arguments.h"
-#include "lathe/engine.h"
-#include "lathe/generate.h"
-#include "lathe/inference.h"
+#include "lathe/common/arguments.h"
+#include "lathe/infer/engine.h"
+#include "lathe/infer/generate.h"
+#include "lathe/infer/inference.h"
 #include "lathe/plugin/agent_template.h"
 
 namespace lathe {

@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "lathe/training_data.h"
+#include "lathe/data/training_data.h"
 
 namespace lathe {
 
@@ -28,6 +28,12 @@ Batch collate_padded(const std::vector<const Example*>& examples, int32_t pad_id
 Batch collate_packed(const std::vector<const Example*>& examples);
 
 // Groups examples into bins of at most max_length tokens (first fit, longest first), for --packing.
+// O(n log n): the first bin with room is found in a tree of the bins' free space.
 std::vector<std::vector<std::size_t>> pack_into_bins(const std::vector<Example>& examples, int64_t max_length);
+
+// The order in which the trainer takes `units` (examples, or packed bins) in epoch `epoch`:
+// 0..units-1 shuffled by std::shuffle with a std::mt19937_64 seeded with seed + epoch, so that a
+// resumed run sees the same order without saving it.
+std::vector<std::size_t> epoch_training_order(std::size_t units, uint64_t seed, int64_t epoch);
 
 }  // namespace lathe

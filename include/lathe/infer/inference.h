@@ -5,12 +5,12 @@
 #include <string>
 #include <vector>
 
-#include "lathe/arguments.h"
-#include "lathe/engine.h"
-#include "lathe/generate.h"
-#include "lathe/model.h"
-#include "lathe/template.h"
-#include "lathe/tokenizer.h"
+#include "lathe/common/arguments.h"
+#include "lathe/infer/engine.h"
+#include "lathe/infer/generate.h"
+#include "lathe/model/model.h"
+#include "lathe/template/template.h"
+#include "lathe/tokenizer/tokenizer.h"
 
 namespace lathe {
 

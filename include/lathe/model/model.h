@@ -4,7 +4,7 @@
 // biases (Qwen2) and per-head q/k norms (Qwen3), tied or separate output head.
 //
 // The model returns final hidden states; logits are a separate call so a loss can work on chunks
-// of the vocabulary without ever materialising [tokens, vocab] (architecture.md).
+// of the vocabulary without ever materialising [tokens, vocab] (docs/architecture.md).
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>

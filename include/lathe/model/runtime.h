@@ -1,5 +1,5 @@
 #pragma once
-// The speed settings that platform.md measured as a 4x difference, applied in one place at start-up:
+// The speed settings that docs/performance.md measured as a 4x difference, applied in one place at start-up:
 // passive OpenMP waiting, threads = cores (or OMP_NUM_THREADS), and a warning when libblas.so.3 is
 // the reference BLAS. (The allocator, tcmalloc, is linked into the `lathe` program.)
 

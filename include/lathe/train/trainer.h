@@ -1,5 +1,5 @@
 #pragma once
-// The training loop (issue 3): gradient accumulation with the num_items_in_batch rule, clipping,
+// The training loop: gradient accumulation with the num_items_in_batch rule, clipping,
 // the optimizer and schedule from the plugins, evaluation, logging, checkpoints, resume.
 #include <filesystem>
 #include <functional>
@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "lathe/arguments.h"
-#include "lathe/batch.h"
-#include "lathe/model.h"
+#include "lathe/common/arguments.h"
+#include "lathe/train/batch.h"
+#include "lathe/model/model.h"
 #include "lathe/plugin/callback.h"
 #include "lathe/plugin/loss.h"
 #include "lathe/plugin/optimizer.h"

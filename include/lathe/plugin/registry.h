@@ -8,16 +8,15 @@
 #include <string_view>
 #include <vector>
 
-#include "lathe/error.h"
+#include "lathe/common/error.h"
 
 namespace lathe {
 
 // Who is registering right now: "built-in", or the plugin file being loaded (set by
 // load_external_plugins), so `lathe plugins` can tell them apart.
-inline std::string& current_plugin_origin() {
-  static thread_local std::string origin = "built-in";
-  return origin;
-}
+// One per thread, defined once in liblathe (not in this header, where every plugin library would
+// get its own copy).
+std::string& current_plugin_origin();
 
 template <class Factory>
 class Registry {

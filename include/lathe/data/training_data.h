@@ -1,7 +1,7 @@
 #pragma once
 // From dataset rows to training examples: render with the template, weigh with the loss scale,
 // tokenize each weighted piece, build labels (-100 where the weight is 0) and, only when some weight
-// is neither 0 nor 1, a per-token weight vector (plugins.md §3).
+// is neither 0 nor 1, a per-token weight vector (docs/plugins.md).
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -9,10 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "lathe/dataset.h"
-#include "lathe/plugin/loss_scale.h"
-#include "lathe/template.h"
-#include "lathe/tokenizer.h"
+#include "lathe/data/dataset.h"
+#include "lathe/template/template.h"
+#include "lathe/tokenizer/tokenizer.h"
 
 namespace lathe {
 

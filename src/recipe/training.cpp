@@ -1,0 +1,160 @@
+#include "lathe/recipe/training.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <optional>
+#include <random>
+
+#include "common/format.h"
+#include "lathe/common/files.h"
+#include "lathe/plugin/agent_template.h"
+#include "lathe/plugin/loss_scale.h"
+#include "lathe/plugin/tuner.h"
+#include "lathe/data/training_data.h"
+
+namespace lathe {
+namespace fs = std::filesystem;
+
+namespace {
+
+// The files of the model folder that every checkpoint carries, so that it loads on its own.
+std::vector<fs::path> files_to_copy(const fs::path& model_dir) {
+  std::vector<fs::path> files;
+  for (const char* name : {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                           "special_tokens_map.json"}) {
+    files.push_back(model_dir / name);
+  }
+  return files;
+}
+
+// Holds out --split_dataset_ratio of the training examples (shuffled with the seed).
+std::vector<Example> split_off(std::vector<Example>& train, double ratio, uint64_t seed) {
+  if (ratio <= 0 || train.size() < 2) return {};
+  std::mt19937_64 rng(seed);
+  std::shuffle(train.begin(), train.end(), rng);
+  const auto count = std::max<std::size_t>(1, static_cast<std::size_t>(ratio * static_cast<double>(train.size())));
+  std::vector<Example> eval(std::make_move_iterator(train.end() - static_cast<std::ptrdiff_t>(count)),
+                            std::make_move_iterator(train.end()));
+  train.resize(train.size() - count);
+  return eval;
+}
+
+int64_t count_parameters(CausalLM& model, bool trainable_only) {
+  int64_t count = 0;
+  for (const auto& parameter : model->parameters()) {
+    if (!trainable_only || parameter.requires_grad()) count += parameter.numel();
+  }
+  return count;
+}
+
+void check_arguments(const Arguments& arguments) {
+  if (arguments.model.empty()) fail("--model is required (a Hugging Face model folder)");
+  if (arguments.dataset.empty()) fail("--dataset is required (jsonl, json or csv files)");
+  std::error_code ec;
+  if (!fs::is_directory(arguments.model, ec)) fail("{}: model folder not found", arguments.model);
+}
+
+ConversationEdit conversation_edit(const Arguments& arguments) {
+  if (arguments.model_name.empty() && arguments.model_author.empty()) return {};
+  return self_cognition_edit(arguments.model_name.empty() ? std::vector<std::string>{"Lathe"} : arguments.model_name,
+                             arguments.model_author.empty() ? std::vector<std::string>{"Lathe"} : arguments.model_author);
+}
+
+}  // namespace
+
+torch::Dtype base_weight_dtype(const Arguments& arguments) {
+  return arguments.torch_dtype == "bfloat16" && arguments.train_type != "full" ? torch::kBFloat16 : torch::kFloat32;
+}
+
+struct TrainingRun::State {
+  Arguments arguments;
+  Tokenizer tokenizer;
+  CausalLM model;
+  Template chat_template;
+  LossScalePipeline loss_scale;
+  ExampleEncoder encoder;
+  std::shared_ptr<ExampleStream> stream;
+  std::vector<Example> train, eval;
+  std::shared_ptr<Tuner> tuner;
+  fs::path run_dir;
+
+  explicit State(Arguments given)
+      : arguments((check_arguments(given), std::move(given))),
+        tokenizer(Tokenizer::from_file(arguments.model)),
+        model(load_pretrained(arguments.model, base_weight_dtype(arguments))),
+        chat_template(Template::for_model(arguments.model, arguments.template_name)),
+        loss_scale(arguments.loss_scale, arguments),
+        encoder(chat_template, tokenizer,
+                [this](const std::vector<Context>& contexts, const Conversation& conversation) {
+                  return loss_scale.apply(contexts, conversation);
+                },
+                EncodeOptions{max_length(), arguments.truncation_strategy, arguments.system, arguments.pretraining}) {
+    chat_template.set_agent_template(make_agent_template(arguments, chat_template.spec()));
+    encode_data();
+    tuner = tuner_registry().factory(arguments.train_type)(arguments);
+    tuner->prepare_model(arguments, model);
+    const auto trainable = count_parameters(model, true), total = count_parameters(model, false);
+    fmt::print(stderr, "lathe: {} tuner, trainable parameters: {} of {} ({:.4f}%)\n", arguments.train_type, trainable,
+               total, 100.0 * static_cast<double>(trainable) / static_cast<double>(std::max<int64_t>(1, total)));
+    run_dir = make_run_dir(arguments);
+    fs::create_directories(run_dir);
+    write_file_atomic(run_dir / "args.json", arguments.to_json().dump(2));
+    fmt::print(stderr, "lathe: output folder {}\n", run_dir.string());
+  }
+
+  // --max_length 0 means the model's context.
+  int64_t max_length() {
+    if (arguments.max_length <= 0) arguments.max_length = model->config().max_position_embeddings;
+    return arguments.max_length;
+  }
+
+  void encode_data() {
+    const auto edit = conversation_edit(arguments);
+    const auto seed = static_cast<uint64_t>(arguments.seed);
+    DatasetStats stats, eval_stats;
+    if (arguments.streaming) {
+      if (arguments.split_dataset_ratio > 0) fail("--streaming: use --val_dataset (a stream cannot be split)");
+      stream = std::make_shared<ExampleStream>(arguments.dataset, encoder, arguments.strict, edit, seed);
+    } else {
+      train = encode_datasets(arguments.dataset, encoder, arguments.strict, arguments.dataset_num_proc, seed, stats, edit);
+      fmt::print(stderr, "lathe: train dataset: {}\n", stats.summary());
+    }
+    eval = arguments.val_dataset.empty()
+               ? split_off(train, arguments.split_dataset_ratio, seed)
+               : encode_datasets(arguments.val_dataset, encoder, arguments.strict, arguments.dataset_num_proc, seed,
+                                 eval_stats, edit);
+    if (!eval.empty()) fmt::print(stderr, "lathe: eval dataset: {} rows\n", eval.size());
+  }
+};
+
+TrainingRun::TrainingRun(Arguments arguments) : state_(std::make_unique<State>(std::move(arguments))) {}
+
+TrainingRun::~TrainingRun() = default;
+
+TrainingResult TrainingRun::train(std::vector<std::shared_ptr<Callback>> extra_callbacks) {
+  auto& s = *state_;
+  TrainerSetup setup{s.arguments, s.model, s.tuner, std::move(s.train), s.stream, std::move(s.eval), s.run_dir,
+                     files_to_copy(s.arguments.model), std::move(extra_callbacks),
+                     static_cast<int32_t>(s.model->config().pad_token_id.value_or(0))};
+  setup.decode = [&s](const std::vector<int32_t>& ids) { return s.tokenizer.decode(ids, /*skip_special_tokens=*/true); };
+  setup.stop_token_ids = stop_token_ids();
+  Trainer trainer(std::move(setup));
+  return trainer.train();
+}
+
+const Arguments& TrainingRun::arguments() const { return state_->arguments; }
+CausalLM& TrainingRun::model() { return state_->model; }
+const Tokenizer& TrainingRun::tokenizer() const { return state_->tokenizer; }
+const Template& TrainingRun::chat_template() const { return state_->chat_template; }
+const fs::path& TrainingRun::run_dir() const { return state_->run_dir; }
+
+std::vector<int32_t> TrainingRun::stop_token_ids() const {
+  std::vector<int32_t> ids;
+  for (const auto& word : state_->chat_template.spec().stop_words) {
+    if (auto id = state_->tokenizer.token_to_id(word)) ids.push_back(*id);
+  }
+  return ids;
+}
+
+}  // namespace lathe
