@@ -62,7 +62,9 @@ LatheLocations lathe_locations() {
     const fs::path library_dir = fs::path(info.dli_fname).parent_path();
     const fs::path include_dir = library_dir.parent_path() / "include";
     std::error_code ec;
-    if (fs::exists(include_dir / "lathe" / "plugin.h", ec)) return {include_dir, include_dir, library_dir};
+    // Only an installed tree has the generated abi.h beside the other headers (a build tree next to
+    // the source tree has the headers but not it).
+    if (fs::exists(include_dir / "lathe" / "abi.h", ec)) return {include_dir, include_dir, library_dir};
   }
   return {LATHE_BUILD_INCLUDE_DIR, LATHE_BUILD_GENERATED_INCLUDE_DIR, LATHE_BUILD_LIBRARY_DIR};
 }

