@@ -241,7 +241,7 @@ int main(int argc, char** argv) {
   // bfloat16 autocast for full training.
   const bool bf16_base = options.dtype == "bfloat16" && options.train != "full";
   CausalLM model(config, bf16_base ? torch::kBFloat16 : torch::kFloat32);
-  auto tuner = tuner_registry().factory(arguments.train_type)(arguments);
+  auto tuner = tuner_registry().create(arguments.train_type, arguments);
   tuner->prepare_model(arguments, model);
   auto timer = std::make_shared<StepTimer>();
   fs::create_directories(run_dir);

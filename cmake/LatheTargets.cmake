@@ -21,6 +21,18 @@ endfunction()
 
 set(LATHE_CONCERNS "" CACHE INTERNAL "")
 
+# The private include folder of one concern: a folder in the build tree holding a single link,
+# <name> -> src/<name>. A concern (and its tests) includes its own private headers as
+# "<name>/file.h" and sees no other concern's: including one fails to compile.
+function(lathe_private_root name out)
+  set(root ${CMAKE_BINARY_DIR}/private/${name})
+  if(NOT IS_SYMLINK ${root}/${name})
+    file(MAKE_DIRECTORY ${root})
+    file(CREATE_LINK ${CMAKE_SOURCE_DIR}/src/${name} ${root}/${name} SYMBOLIC)
+  endif()
+  set(${out} ${root} PARENT_SCOPE)
+endfunction()
+
 # lathe_concern(name [TORCH] DEPS targets...): a static library from src/<name>/*.cpp.
 function(lathe_concern name)
   cmake_parse_arguments(ARG "TORCH" "" "DEPS" ${ARGN})
@@ -29,9 +41,10 @@ function(lathe_concern name)
     set(sources ${CMAKE_SOURCE_DIR}/cmake/empty.cpp)
   endif()
   add_library(lathe_${name} STATIC ${sources})
+  lathe_private_root(${name} private_root)
   target_include_directories(lathe_${name}
     PUBLIC ${CMAKE_SOURCE_DIR}/include ${LATHE_GENERATED_INCLUDE_DIR}
-    PRIVATE ${CMAKE_SOURCE_DIR}/src)
+    PRIVATE ${private_root})
   target_link_libraries(lathe_${name} PUBLIC ${ARG_DEPS})
   if(ARG_TORCH)
     lathe_use_torch_pch(lathe_${name})
@@ -48,7 +61,8 @@ function(lathe_test name)
     return()
   endif()
   add_executable(test_${name} ${sources})
-  target_include_directories(test_${name} PRIVATE ${CMAKE_SOURCE_DIR}/src ${CMAKE_SOURCE_DIR}/tests)
+  lathe_private_root(${name} private_root)
+  target_include_directories(test_${name} PRIVATE ${private_root} ${CMAKE_SOURCE_DIR}/tests)
   target_link_libraries(test_${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gtest_main)
   if(ARG_TORCH)
     lathe_use_torch_pch(test_${name})

@@ -15,14 +15,18 @@
 // Lathe is refused with a message saying so, instead of crashing on mismatched types.
 #include "lathe/abi.h"
 
-#define LATHE_PLUGIN()                                                           \
-  static void lathe_plugin_body();                                               \
-  extern "C" const char* lathe_plugin_abi() { return LATHE_PLUGIN_ABI; }         \
-  extern "C" void lathe_plugin_register() { lathe_plugin_body(); }               \
+// The two entry points are exported even from a plugin built with hidden symbols.
+#define LATHE_PLUGIN()                                                                                   \
+  static void lathe_plugin_body();                                                                       \
+  extern "C" __attribute__((visibility("default"))) const char* lathe_plugin_abi() { return LATHE_PLUGIN_ABI; } \
+  extern "C" __attribute__((visibility("default"))) void lathe_plugin_register() { lathe_plugin_body(); }        \
   static void lathe_plugin_body()
 
 #include <string>
 #include <vector>
+#include "lathe/common/export.h"
+
+LATHE_API_BEGIN
 
 namespace lathe {
 
@@ -34,3 +38,5 @@ namespace lathe {
 void load_external_plugins(const std::vector<std::string>& paths);
 
 }  // namespace lathe
+
+LATHE_API_END

@@ -5,7 +5,7 @@
 
 #include <set>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "lathe/common/files.h"
 #include "lathe/plugin.h"
 
@@ -14,6 +14,13 @@ namespace lathe {
 namespace cli {
 
 namespace {
+
+// An option whose value is a JSON object (--plugin_args, --lr_scheduler_kwargs).
+nlohmann::json json_object_option(const std::string& flag, const std::string& text) {
+  auto value = nlohmann::json::parse(text, nullptr, false);
+  if (!value.is_object()) throw CLI::ValidationError(flag, "expected a JSON object, got: " + text);
+  return value;
+}
 
 void add_dataset_options(CLI::App& app, Arguments& a) {
   app.add_option("--split_dataset_ratio", a.split_dataset_ratio, "share of --dataset held out for evaluation")
@@ -55,6 +62,10 @@ void add_schedule_options(CLI::App& app, Arguments& a) {
   app.add_option("--adam_beta2", a.adam_beta2, "AdamW beta2")->capture_default_str();
   app.add_option("--adam_epsilon", a.adam_epsilon, "AdamW epsilon")->capture_default_str();
   app.add_option("--lr_scheduler_type", a.lr_scheduler_type, "cosine | linear | constant | constant_with_warmup | cosine_with_min_lr")->capture_default_str();
+  app.add_option_function<std::string>(
+      "--lr_scheduler_kwargs",
+      [&a](const std::string& text) { a.lr_scheduler_kwargs = json_object_option("--lr_scheduler_kwargs", text); },
+      "the schedule's settings as JSON (cosine_with_min_lr: '{\"min_lr_rate\": 0.1}')");
   app.add_option("--warmup_ratio", a.warmup_ratio, "share of steps spent warming up")->capture_default_str();
   app.add_option("--warmup_steps", a.warmup_steps, "warm-up steps (wins over --warmup_ratio)")->capture_default_str();
   app.add_option("--optimizer", a.optimizer, "optimizer plugin")->capture_default_str();
@@ -158,10 +169,14 @@ void add_options(CLI::App& app, Arguments& a, std::initializer_list<OptionGroup>
         app.add_option_function<std::string>(
                "--plugin_args",
                [&a](const std::string& text) {
-                 a.plugin_args = nlohmann::json::parse(text, nullptr, false);
-                 if (!a.plugin_args.is_object()) throw CLI::ValidationError("--plugin_args", "expected a JSON object, got: " + text);
+                 a.plugin_args = json_object_option("--plugin_args", text);
+                 for (const auto& [name, settings] : a.plugin_args.items()) {
+                   if (!settings.is_object())
+                     throw CLI::ValidationError("--plugin_args", "'" + name + "' is not an object: each plugin's settings go "
+                                                "under its name, e.g. '{\"custom_loss\": {\"focal_gamma\": 2}}'");
+                 }
                },
-               "settings for plugins, as a JSON object (e.g. '{\"focal_gamma\": 2}')");
+               "each plugin's settings under its name, as JSON (e.g. '{\"custom_loss\": {\"focal_gamma\": 2}}')");
         break;
       case OptionGroup::Generation:
         app.add_option("--max_new_tokens", a.max_new_tokens, "tokens to generate at most")->capture_default_str();
@@ -204,10 +219,36 @@ void add_options(CLI::App& app, Arguments& a, std::initializer_list<OptionGroup>
 
 namespace {
 
-// A config value as command-line words: lists give several words, scalars one.
+// A YAML value as JSON: mappings and lists as they are, scalars as numbers, booleans or null where
+// they read as such, else strings.
+nlohmann::json yaml_to_json(const YAML::Node& node) {
+  if (node.IsMap()) {
+    auto object = nlohmann::json::object();
+    for (const auto& entry : node) object[entry.first.as<std::string>()] = yaml_to_json(entry.second);
+    return object;
+  }
+  if (node.IsSequence()) {
+    auto array = nlohmann::json::array();
+    for (const auto& item : node) array.push_back(yaml_to_json(item));
+    return array;
+  }
+  if (node.IsNull() || !node.IsScalar()) return nullptr;
+  const auto text = node.as<std::string>();
+  if (node.Tag() != "!") {  // an unquoted scalar
+    if (text == "true" || text == "false" || text == "null") return nlohmann::json::parse(text);
+    const auto number = nlohmann::json::parse(text, nullptr, false);
+    if (number.is_number()) return number;
+  }
+  return text;
+}
+
+// A config value as command-line words: lists give several words, scalars one, a mapping (the
+// value of a JSON option such as plugin_args) its JSON text.
 std::vector<std::string> config_words(const YAML::Node& node) {
   std::vector<std::string> words;
-  if (node.IsSequence()) {
+  if (node.IsMap()) {
+    words.push_back(yaml_to_json(node).dump());
+  } else if (node.IsSequence()) {
     for (const auto& item : node) words.push_back(item.as<std::string>());
   } else if (node.IsScalar()) {
     words.push_back(node.as<std::string>());
@@ -228,7 +269,6 @@ std::vector<std::string> config_arguments(const std::string& path, const std::se
   for (const auto& entry : root) {
     const auto key = entry.first.as<std::string>();
     if (given.count(key)) continue;
-    if (entry.second.IsMap()) fail("{}: '{}' must be a value or a list, not a mapping", path, key);
     words.push_back("--" + key);
     for (auto& word : config_words(entry.second)) words.push_back(std::move(word));
   }

@@ -3,7 +3,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "lathe/common/files.h"
 #include "lathe/infer/generate.h"
 #include "lathe/model/model.h"

@@ -2,7 +2,7 @@
 #include <fmt/format.h>
 
 #include "cli/arguments.h"
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "lathe/common/files.h"
 #include "lathe/tuner/lora.h"
 

@@ -6,6 +6,7 @@
 #include "lathe/plugin/callback.h"
 #include "lathe/plugin/loss.h"
 #include "lathe/plugin/loss_scale.h"
+#include "lathe/plugin/loss_scale_pipeline.h"
 #include "lathe/plugin/metric.h"
 #include "lathe/plugin/optimizer.h"
 #include "lathe/plugin/orm.h"

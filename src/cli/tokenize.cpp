@@ -10,7 +10,7 @@
 #include <string>
 
 #include "cli/commands.h"
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "lathe/data/dataset.h"
 #include "lathe/plugin.h"
 #include "lathe/plugin/agent_template.h"

@@ -22,6 +22,7 @@ nlohmann::json Arguments::to_json() const {
       {"gradient_accumulation_steps", gradient_accumulation_steps}, {"max_grad_norm", max_grad_norm},
       {"weight_decay", weight_decay}, {"adam_beta1", adam_beta1}, {"adam_beta2", adam_beta2},
       {"adam_epsilon", adam_epsilon}, {"lr_scheduler_type", lr_scheduler_type},
+      {"lr_scheduler_kwargs", lr_scheduler_kwargs},
       {"warmup_ratio", warmup_ratio}, {"warmup_steps", warmup_steps}, {"logging_steps", logging_steps},
       {"eval_steps", eval_steps}, {"save_steps", save_steps}, {"save_total_limit", save_total_limit},
       {"save_only_model", save_only_model}, {"output_dir", output_dir}, {"add_version", add_version},

@@ -6,7 +6,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 
 namespace lathe {
 namespace fs = std::filesystem;

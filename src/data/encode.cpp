@@ -6,7 +6,7 @@
 #include <mutex>
 #include <thread>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "lathe/data/training_data.h"
 
 namespace lathe {

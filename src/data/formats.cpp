@@ -4,7 +4,7 @@
 #include <fstream>
 #include <string_view>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "lathe/data/dataset.h"
 #include "lathe/common/files.h"
 
@@ -174,6 +174,12 @@ Conversation from_query_response(const json& row, const RowLocation& where) {
 }
 
 }  // namespace
+
+json to_messages_json(const Conversation& conversation) {
+  json messages = json::array();
+  for (const auto& message : conversation.messages) messages.push_back({{"role", message.role}, {"content", message.content}});
+  return messages;
+}
 
 std::optional<Message> tool_call_message(const json& call) {
   if (!call.is_object()) return std::nullopt;

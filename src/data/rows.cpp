@@ -4,7 +4,7 @@
 
 #include <fstream>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "lathe/data/dataset.h"
 #include "lathe/common/files.h"
 

@@ -5,7 +5,7 @@
 #include <random>
 #include <thread>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "lathe/data/training_data.h"
 
 namespace lathe {

@@ -4,7 +4,7 @@
 
 #include <algorithm>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 
 namespace lathe {
 
@@ -27,7 +27,7 @@ struct MetricEvaluation::Entry {
 MetricEvaluation::MetricEvaluation(const Arguments& arguments, const std::vector<std::string>& names) {
   for (const auto& name : names) {
     const auto& registered = metric_registry().get(name);
-    entries_.push_back(std::make_shared<Entry>(Entry{name, registered.origin, registered.factory(arguments), {}}));
+    entries_.push_back(std::make_shared<Entry>(Entry{name, registered.origin, registered.factory(PluginContext(arguments, plugin_settings(arguments, name))), {}}));
   }
 }
 

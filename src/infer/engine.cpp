@@ -9,7 +9,7 @@
 #include <mutex>
 #include <thread>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 
 namespace lathe {
 namespace {

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "lathe/common/files.h"
 #include "lathe/plugin/agent_template.h"
 #include "lathe/tuner/lora.h"

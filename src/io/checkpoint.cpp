@@ -2,7 +2,7 @@
 // names, or a model folder holding either.
 #include <nlohmann/json.hpp>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "lathe/common/files.h"
 #include "lathe/io/safetensors.h"
 

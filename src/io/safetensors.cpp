@@ -15,7 +15,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "io/safetensors_detail.h"
 #include "lathe/io/safetensors.h"
 

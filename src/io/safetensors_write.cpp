@@ -9,7 +9,7 @@
 #include <regex>
 #include <set>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "io/safetensors_detail.h"
 #include "lathe/common/files.h"
 #include "lathe/io/safetensors.h"

@@ -1,7 +1,7 @@
 // Hugging Face model folders: config.json plus safetensors weights.
 #include <nlohmann/json.hpp>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "lathe/common/files.h"
 #include "lathe/model/model.h"
 #include "lathe/model/weights.h"

@@ -13,7 +13,7 @@
 #include <numeric>
 #include <set>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "lathe/model/model.h"
 
 namespace lathe {

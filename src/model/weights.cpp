@@ -6,7 +6,7 @@
 
 #include <cstring>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 
 namespace lathe {
 namespace fs = std::filesystem;

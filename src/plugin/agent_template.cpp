@@ -9,8 +9,9 @@
 
 #include <fmt/format.h>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "lathe/template/template.h"
+#include "lathe/plugin/tool_json.h"
 
 namespace lathe {
 
@@ -523,14 +524,14 @@ std::string python_json_dumps(const json& value, int indent) { return dumps(valu
 
 std::shared_ptr<AgentTemplate> make_agent_template(const Arguments& arguments, const TemplateSpec& chat_template) {
   const std::string& name = arguments.agent_template.empty() ? chat_template.agent_template : arguments.agent_template;
-  return agent_template_registry().factory(name)(arguments);
+  return agent_template_registry().create(name, arguments);
 }
 
 Registry<AgentTemplateFactory>& agent_template_registry() {
   static Registry<AgentTemplateFactory> registry = [] {
     Registry<AgentTemplateFactory> built_ins("agent_template");
     auto react = [&](const std::string& name, const std::string& description, ReactKeywords keywords, SystemLayout layout) {
-      built_ins.add(name, description, [keywords, layout](const Arguments&) {
+      built_ins.add(name, description, [keywords, layout](const PluginContext&) {
         return std::make_shared<ReactFamilyTemplate>(keywords, layout);
       });
     };
@@ -543,7 +544,7 @@ Registry<AgentTemplateFactory>& agent_template_registry() {
     react("qwen_zh", "Qwen-Agent with Chinese instructions", qwen_keywords, qwen_layout(qwen_zh_words));
     react("toolbench", "ToolBench's system prompt; calls as Action / Action Input", react_keywords, toolbench_system);
     auto simple = [&]<class T>(const std::string& name, const std::string& description, std::type_identity<T>) {
-      built_ins.add(name, description, [](const Arguments&) { return std::make_shared<T>(); });
+      built_ins.add(name, description, [](const PluginContext&) { return std::make_shared<T>(); });
     };
     simple("hermes", "<tools> in the system, <tool_call> JSON per call, <tool_response> (Qwen2.5, Qwen3)",
            std::type_identity<HermesTemplate>{});

@@ -96,9 +96,9 @@ Registry<CallbackFactory>& callback_registry() {
   static Registry<CallbackFactory> registry = [] {
     Registry<CallbackFactory> built_ins("callback");
     built_ins.add("early_stop", "stop after --early_stop_interval saves without a better metric (added automatically)",
-                  [](const Arguments& arguments) { return std::make_shared<EarlyStopCallback>(arguments.early_stop_interval); });
+                  [](const PluginContext& context) { return std::make_shared<EarlyStopCallback>(context.arguments.early_stop_interval); });
     built_ins.add("perf_log", "log tokens/s and model FLOP utilisation against a measured GEMM peak",
-                  [](const Arguments&) { return std::make_shared<PerfLogCallback>(); });
+                  [](const PluginContext&) { return std::make_shared<PerfLogCallback>(); });
     return built_ins;
   }();
   return registry;

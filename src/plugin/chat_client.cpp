@@ -1,8 +1,8 @@
-#include "plugin/chat_client.h"
+#include "lathe/plugin/chat_client.h"
 
 #include <httplib.h>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 
 namespace lathe {
 namespace {

@@ -5,8 +5,9 @@
 #include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "lathe/plugin/loss.h"
+#include "lathe/plugin/token_losses.h"
 
 namespace lathe {
 namespace {

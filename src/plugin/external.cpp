@@ -9,7 +9,7 @@
 #include <filesystem>
 #include <functional>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "lathe/common/files.h"
 #include "lathe/plugin.h"
 #include "lathe/plugin/agent_template.h"

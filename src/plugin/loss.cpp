@@ -2,10 +2,12 @@
 // pooled rows, and at the bottom of the file the registry with every built-in, registered through
 // the same add() a user's plugin calls.
 #include "lathe/plugin/loss.h"
+#include "lathe/plugin/embedding_losses.h"
+#include "lathe/plugin/token_losses.h"
 
 #include <torch/torch.h>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 
 namespace lathe {
 namespace {
@@ -203,24 +205,13 @@ LossFunction embedding_loss(std::string name, Compute compute) {
   };
 }
 
-template <class T>
-T plugin_arg(const Arguments& arguments, const std::string& key, T fallback) {
-  const auto found = arguments.plugin_args.find(key);
-  if (found == arguments.plugin_args.end() || found->is_null()) return fallback;
-  try {
-    return found->get<T>();
-  } catch (const nlohmann::json::exception&) {
-    fail("--plugin_args: '{}' has the wrong type ({})", key, found->dump());
-  }
-}
-
-InfoNCEOptions infonce_options(const Arguments& arguments) {
+// --plugin_args '{"infonce": {"temperature": 0.1, "use_batch": true, "hard_negatives": n}}'.
+InfoNCEOptions infonce_options(const PluginContext& context) {
   InfoNCEOptions options;
-  options.temperature = plugin_arg(arguments, "infonce_temperature", options.temperature);
-  options.use_batch = plugin_arg(arguments, "infonce_use_batch", options.use_batch);
-  if (const auto limit = plugin_arg<int64_t>(arguments, "infonce_hard_negatives", -1); limit >= 0)
-    options.hard_negatives = limit;
-  if (!(options.temperature > 0)) fail("--plugin_args: infonce_temperature must be > 0, got {}", options.temperature);
+  options.temperature = context.setting("temperature", options.temperature);
+  options.use_batch = context.setting("use_batch", options.use_batch);
+  if (const auto limit = context.setting<int64_t>("hard_negatives", -1); limit >= 0) options.hard_negatives = limit;
+  if (!(options.temperature > 0)) fail("--plugin_args: infonce's temperature must be > 0, got {}", options.temperature);
   return options;
 }
 
@@ -228,29 +219,29 @@ InfoNCEOptions infonce_options(const Arguments& arguments) {
 
 void add_builtin_losses(Registry<LossFactory>& registry) {
   registry.add("cross_entropy", "sum of per-token cross entropy over shifted labels / num_items_in_batch (default)",
-               [](const Arguments&) { return token_loss("cross_entropy", false); });
+               [](const PluginContext&) { return token_loss("cross_entropy", false); });
   registry.add("loss_scale", "per-token cross entropy times the --loss_scale weight, summed / num_items_in_batch",
-               [](const Arguments&) { return token_loss("loss_scale", true); });
+               [](const PluginContext&) { return token_loss("loss_scale", true); });
   registry.add("cosine_similarity", "embedding pairs: mean squared error between cos(s1, s2) and the label",
-               [](const Arguments&) { return embedding_loss("cosine_similarity", cosine_similarity_loss); });
+               [](const PluginContext&) { return embedding_loss("cosine_similarity", cosine_similarity_loss); });
   registry.add("contrastive", "embedding pairs: 0.5*(y*d^2 + (1-y)*relu(0.5-d)^2), d = 1 - cos, mean over pairs",
-               [](const Arguments&) {
+               [](const PluginContext&) {
                  return embedding_loss("contrastive", [](const torch::Tensor& rows, const torch::Tensor& labels) {
                    return contrastive_loss(rows, labels);
                  });
                });
   registry.add("online_contrastive", "embedding pairs: contrastive loss summed over the hard positives and negatives",
-               [](const Arguments&) {
+               [](const PluginContext&) {
                  return embedding_loss("online_contrastive",
                                        [](const torch::Tensor& rows, const torch::Tensor& labels) {
                                          return online_contrastive_loss(rows, labels);
                                        });
                });
   registry.add("infonce",
-               "embedding groups: InfoNCE over in-batch and hard negatives (plugin_args infonce_temperature 0.1, "
-               "infonce_use_batch, infonce_hard_negatives)",
-               [](const Arguments& arguments) {
-                 return embedding_loss("infonce", [options = infonce_options(arguments)](
+               "embedding groups: InfoNCE over in-batch and hard negatives (--plugin_args {\"infonce\": {\"temperature\": "
+               "0.1, \"use_batch\": true, \"hard_negatives\": n}})",
+               [](const PluginContext& context) {
+                 return embedding_loss("infonce", [options = infonce_options(context)](
                                                       const torch::Tensor& rows, const torch::Tensor& labels) {
                    return infonce_loss(rows, labels, options);
                  });

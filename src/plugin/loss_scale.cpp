@@ -1,11 +1,12 @@
 // Loss-scale strategies (docs/plugins.md). The registry and its built-ins are at the bottom.
 #include "lathe/plugin/loss_scale.h"
+#include "lathe/plugin/loss_scale_pipeline.h"
 
 #include <algorithm>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "plugin/loss_scale_configs.h"
-#include "tokenizer/pattern.h"
+#include "lathe/tokenizer/pattern.h"
 
 namespace lathe {
 using nlohmann::json;
@@ -184,7 +185,7 @@ LossScalePipeline::LossScalePipeline(const std::string& spec, const Arguments& a
       base_ = name;
       continue;
     }
-    parts_.push_back(loss_scale_registry().factory(name)(arguments));
+    parts_.push_back(loss_scale_registry().create(name, arguments));
   }
 }
 
@@ -227,7 +228,7 @@ Registry<LossScaleFactory>& loss_scale_registry() {
   static Registry<LossScaleFactory> registry = [] {
     Registry<LossScaleFactory> built_ins("loss_scale");
     auto configured = [&](const std::string& name, const std::string& description) {
-      built_ins.add(name, description, [name](const Arguments&) {
+      built_ins.add(name, description, [name](const PluginContext&) {
         return loss_scale_from_config(json::parse(builtin_loss_scale_config(name)), "loss_scale/" + name + ".json");
       });
     };

@@ -1,6 +1,7 @@
 // Metric plugins (docs/plugins.md): `acc` over argmax token ids, `nlg` (ROUGE and BLEU) over
 // generated text. The registry is at the bottom.
 #include "lathe/plugin/metric.h"
+#include "lathe/plugin/nlg.h"
 
 #include <utf8proc.h>
 
@@ -8,7 +9,7 @@
 #include <cmath>
 #include <numeric>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 
 namespace lathe {
 namespace {
@@ -173,9 +174,9 @@ Registry<MetricFactory>& metric_registry() {
   static Registry<MetricFactory> registry = [] {
     Registry<MetricFactory> built_ins("metric");
     built_ins.add("acc", "next-token accuracy ignoring -100 (--acc_strategy token: token_acc, seq: seq_acc)",
-                  [](const Arguments& arguments) { return std::make_shared<AccuracyMetric>(arguments.acc_strategy); });
+                  [](const PluginContext& context) { return std::make_shared<AccuracyMetric>(context.arguments.acc_strategy); });
     built_ins.add("nlg", "ROUGE-1/2/L F1 and BLEU-4 (NIST smoothing) of generated text, x100",
-                  [](const Arguments&) { return std::make_shared<NlgMetric>(); });
+                  [](const PluginContext&) { return std::make_shared<NlgMetric>(); });
     return built_ins;
   }();
   return registry;

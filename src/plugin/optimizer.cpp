@@ -1,5 +1,7 @@
 // Optimizers and learning-rate schedules (docs/plugins.md). The registry is at the bottom.
 #include "lathe/plugin/optimizer.h"
+#include "lathe/plugin/schedules.h"
+#include "lathe/plugin/matrix_optimizer.h"
 
 #include <torch/optim/adamw.h>
 
@@ -8,7 +10,7 @@
 #include <numbers>
 #include <tuple>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 
 namespace lathe {
 
@@ -275,14 +277,16 @@ OptimizerSetup torch_adamw(const Arguments& arguments, std::vector<RuleGroup> gr
   return {std::make_unique<torch::optim::AdamW>(std::move(param_groups), options), nullptr};
 }
 
-OptimizerSetup make_adamw(const Arguments& arguments, CausalLMImpl& model, int64_t) {
+OptimizerSetup make_adamw(const PluginContext& context, CausalLMImpl& model, int64_t) {
+  const Arguments& arguments = context.arguments;
   return torch_adamw(arguments, grouped_parameters(arguments, model, [](const std::string&, const torch::Tensor&) {
                        return std::pair{UpdateRule::adamw, 1.0};
                      }));
 }
 
 // LoRA+: the B matrices learn lorap_lr_ratio times faster (16 when lorap is named without a ratio).
-OptimizerSetup make_lorap(const Arguments& arguments, CausalLMImpl& model, int64_t) {
+OptimizerSetup make_lorap(const PluginContext& context, CausalLMImpl& model, int64_t) {
+  const Arguments& arguments = context.arguments;
   const double ratio = arguments.lorap_lr_ratio > 0 ? arguments.lorap_lr_ratio : 16.0;
   return torch_adamw(arguments, grouped_parameters(arguments, model, [ratio](const std::string& name, const torch::Tensor&) {
                        return std::pair{UpdateRule::adamw, name.ends_with(".lora_B") ? ratio : 1.0};
@@ -296,7 +300,8 @@ bool is_hidden_matrix(const std::string& name, const torch::Tensor& parameter) {
 }
 
 OptimizerFactory matrix_optimizer(UpdateRule matrix_rule) {
-  return [matrix_rule](const Arguments& arguments, CausalLMImpl& model, int64_t) {
+  return [matrix_rule](const PluginContext& context, CausalLMImpl& model, int64_t) {
+    const Arguments& arguments = context.arguments;
     auto groups = grouped_parameters(arguments, model, [matrix_rule](const std::string& name, const torch::Tensor& parameter) {
       return std::pair{is_hidden_matrix(name, parameter) ? matrix_rule : UpdateRule::adamw, 1.0};
     });

@@ -29,6 +29,7 @@
 // Lengths are RewardInput::completion_tokens when the caller knows them, else the number of
 // whitespace-separated words.
 #include "lathe/plugin/orm.h"
+#include "lathe/plugin/answer_checking.h"
 
 #include <cmath>
 #include <cstdlib>
@@ -37,9 +38,9 @@
 #include <sstream>
 #include <string_view>
 
-#include "common/format.h"
-#include "tokenizer/pattern.h"
-#include "tokenizer/text.h"
+#include "lathe/common/format.h"
+#include "lathe/tokenizer/pattern.h"
+#include "lathe/tokenizer/text.h"
 
 namespace lathe {
 
@@ -449,7 +450,7 @@ Registry<OrmFactory>& orm_registry() {
   static Registry<OrmFactory> registry = [] {
     Registry<OrmFactory> built_ins("orm");
     built_ins.add("math", "1 when the last \\boxed{} equals the reference's (normalised LaTeX, numeric equality)",
-                  [](const Arguments&) {
+                  [](const PluginContext&) {
                     return per_completion([](const RewardInput& input) {
                       auto predicted = last_boxed(input.completion);
                       if (!predicted) return 0.0;
@@ -458,31 +459,31 @@ Registry<OrmFactory>& orm_registry() {
                     });
                   });
     built_ins.add("accuracy", "1 when the <answer>...</answer> (or whole text) equals the reference's",
-                  [](const Arguments&) {
+                  [](const PluginContext&) {
                     return per_completion([](const RewardInput& input) { return answers_correct(input) ? 1.0 : 0.0; });
                   });
-    built_ins.add("format", "1 when the completion is <think>...</think> <answer>...</answer>", [](const Arguments&) {
+    built_ins.add("format", "1 when the completion is <think>...</think> <answer>...</answer>", [](const PluginContext&) {
       auto pattern = std::make_shared<tokenizer::Pattern>(tokenizer::Pattern::regex(
           "(?s)\\A<think>.*?</think>\\s*<answer>.*?</answer>\\z", "orm format"));
       return per_completion([pattern](const RewardInput& input) { return whole_match(*pattern, input.completion) ? 1.0 : 0.0; });
     });
     built_ins.add("react_format", "1 when the completion is well-formed Thought/Action/Action Input/Final Answer steps",
-                  [](const Arguments&) {
+                  [](const PluginContext&) {
                     return per_completion([](const RewardInput& input) { return react_format(input.completion) ? 1.0 : 0.0; });
                   });
     built_ins.add("toolbench", "1 when the last Action and its Action Input (JSON key-value F1 = 1) match the reference's",
-                  [](const Arguments&) { return per_completion(tool_call_reward); });
+                  [](const PluginContext&) { return per_completion(tool_call_reward); });
     built_ins.add("cosine", "accuracy shaped by length: short correct answers highest, short wrong ones lowest",
-                  [](const Arguments& arguments) {
-                    if (arguments.cosine_max_len <= 0 && arguments.max_completion_length <= 0) {
+                  [](const PluginContext& context) {
+                    if (context.arguments.cosine_max_len <= 0 && context.arguments.max_completion_length <= 0) {
                       fail("orm cosine: --cosine_max_len or --max_completion_length must be positive");
                     }
-                    return per_completion([arguments](const RewardInput& input) { return cosine_reward(input, arguments); });
+                    return per_completion([arguments = context.arguments](const RewardInput& input) { return cosine_reward(input, arguments); });
                   });
     built_ins.add("repetition", "-(1 - unique n-grams / n-grams) of the words, times the penalty",
-                  [](const Arguments& arguments) {
-                    const int64_t n = arguments.repetition_n_grams;
-                    const double penalty = arguments.repetition_max_penalty;
+                  [](const PluginContext& context) {
+                    const int64_t n = context.arguments.repetition_n_grams;
+                    const double penalty = context.arguments.repetition_max_penalty;
                     if (n < 1) fail("orm repetition: --repetition_n_grams must be at least 1, got {}", n);
                     if (penalty > 0) {
                       fail("orm repetition: --repetition_max_penalty must not be positive (SWIFT's convention: "
@@ -493,10 +494,10 @@ Registry<OrmFactory>& orm_registry() {
                     });
                   });
     built_ins.add("soft_overlong", "0 up to max - cache, then linearly down to -1 at --soft_max_length",
-                  [](const Arguments& arguments) {
+                  [](const PluginContext& context) {
                     const int64_t max_len =
-                        arguments.soft_max_length > 0 ? arguments.soft_max_length : arguments.max_completion_length;
-                    const int64_t cache = arguments.soft_cache_length;
+                        context.arguments.soft_max_length > 0 ? context.arguments.soft_max_length : context.arguments.max_completion_length;
+                    const int64_t cache = context.arguments.soft_cache_length;
                     if (cache <= 0 || cache > max_len) {
                       fail("orm soft_overlong: --soft_cache_length must be in (0, {}] (the soft max length), got {}",
                            max_len, cache);

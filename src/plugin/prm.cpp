@@ -8,6 +8,7 @@
 // An answer without one is an error naming the endpoint and quoting the answer: a silent 0 would
 // bias which samples are kept.
 #include "lathe/plugin/prm.h"
+#include "lathe/plugin/judge_reward.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -15,8 +16,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "common/format.h"
-#include "plugin/chat_client.h"
+#include "lathe/common/format.h"
+#include "lathe/plugin/chat_client.h"
 
 namespace lathe {
 
@@ -96,13 +97,13 @@ Registry<PrmFactory>& prm_registry() {
   static Registry<PrmFactory> registry = [] {
     Registry<PrmFactory> built_ins("prm");
     built_ins.add("client", "asks an OpenAI-compatible chat endpoint (--prm_api_base) for \"Reward: x\" in [-1, 1]",
-                  [](const Arguments& arguments) -> std::shared_ptr<ProcessRewardModel> {
-                    std::string base = setting(arguments.prm_api_base, "LATHE_PRM_API_BASE");
+                  [](const PluginContext& context) -> std::shared_ptr<ProcessRewardModel> {
+                    std::string base = setting(context.arguments.prm_api_base, "LATHE_PRM_API_BASE");
                     if (base.empty()) fail("prm client: set --prm_api_base or LATHE_PRM_API_BASE (http://host:port/v1)");
-                    if (arguments.prm_api_model.empty()) fail("prm client: set --prm_api_model (the judge model's name)");
-                    ChatCompletionsClient client(base, setting(arguments.prm_api_key, "LATHE_PRM_API_KEY"),
+                    if (context.arguments.prm_api_model.empty()) fail("prm client: set --prm_api_model (the judge model's name)");
+                    ChatCompletionsClient client(base, setting(context.arguments.prm_api_key, "LATHE_PRM_API_KEY"),
                                                  "prm client", "--prm_api_base", /*read_timeout_seconds=*/300);
-                    return std::make_shared<ChatJudge>(std::move(client), arguments.prm_api_model);
+                    return std::make_shared<ChatJudge>(std::move(client), context.arguments.prm_api_model);
                   });
     return built_ins;
   }();

@@ -5,11 +5,11 @@
 
 #include <algorithm>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "lathe/common/files.h"
 #include "lathe/tuner/lora.h"
 #include "lathe/model/weights.h"
-#include "tuner/targets.h"
+#include "lathe/tuner/targets.h"
 
 namespace lathe {
 namespace fs = std::filesystem;
@@ -243,15 +243,15 @@ Registry<TunerFactory>& tuner_registry() {
   static Registry<TunerFactory> registry = [] {
     Registry<TunerFactory> built_ins("tuner");
     built_ins.add("full", "train every parameter; checkpoints are full model folders",
-                  [](const Arguments&) { return std::make_shared<FullTuner>(); });
+                  [](const PluginContext&) { return std::make_shared<FullTuner>(); });
     built_ins.add("lora", "LoRA adapters (--lora_rank, --lora_alpha, --use_rslora, --use_dora, --init_weights); PEFT format",
-                  [](const Arguments&) { return std::make_shared<LoraTuner>(); });
+                  [](const PluginContext&) { return std::make_shared<LoraTuner>(); });
     built_ins.add("freeze", "full-model training of --trainable_parameters prefixes minus --freeze_parameters prefixes",
-                  [](const Arguments& arguments) { return std::make_shared<FreezeTuner>(arguments); });
+                  [](const PluginContext& context) { return std::make_shared<FreezeTuner>(context.arguments); });
     built_ins.add("dummy", "identity: every parameter trains, the model is unchanged (a check of the tuner hook)",
-                  [](const Arguments&) { return std::make_shared<FullTuner>(); });
+                  [](const PluginContext&) { return std::make_shared<FullTuner>(); });
     built_ins.add("ia3", "IA3 vectors scaling k/v outputs and the down_proj input (init 1); PEFT format",
-                  [](const Arguments& arguments) { return std::make_shared<Ia3Tuner>(arguments); });
+                  [](const PluginContext& context) { return std::make_shared<Ia3Tuner>(context.arguments); });
     return built_ins;
   }();
   return registry;

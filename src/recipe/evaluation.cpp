@@ -4,7 +4,7 @@
 
 #include <future>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "lathe/data/dataset.h"
 #include "lathe/infer/engine.h"
 #include "lathe/evaluate/metric_evaluation.h"

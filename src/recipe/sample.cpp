@@ -14,14 +14,14 @@
 #include <optional>
 #include <set>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "lathe/data/dataset.h"
 #include "lathe/infer/engine.h"
 #include "lathe/common/files.h"
 #include "lathe/infer/inference.h"
 #include "lathe/plugin/orm.h"
 #include "lathe/plugin/prm.h"
-#include "plugin/chat_client.h"
+#include "lathe/plugin/chat_client.h"
 
 namespace lathe {
 namespace {
@@ -107,12 +107,6 @@ class LocalSampler {
   GenerationEngine engine_;  // after loaded_: its decoder reads loaded_'s tokenizer
 };
 
-json messages_json(const Conversation& conversation) {
-  json messages = json::array();
-  for (const auto& message : conversation.messages) messages.push_back({{"role", message.role}, {"content", message.content}});
-  return messages;
-}
-
 std::string client_base(const Arguments& arguments) {
   if (arguments.engine_kwargs_base_url.empty())
     fail("--sampler_engine client needs --engine_kwargs_base_url (e.g. http://127.0.0.1:8000/v1)");
@@ -143,7 +137,7 @@ class ClientSampler {
     const int64_t first_seed = arguments_.seed + static_cast<int64_t>(query_index) * n;
     for (int64_t begin = 0; begin < n; begin += kChoicesPerRequest) {
       json body = {{"model", arguments_.engine_kwargs_model},
-                   {"messages", messages_json(query.prompt)},
+                   {"messages", to_messages_json(query.prompt)},
                    {"n", std::min(kChoicesPerRequest, n - begin)},
                    {"temperature", arguments_.temperature},
                    {"top_p", arguments_.top_p},
@@ -168,8 +162,8 @@ struct Scores {
 class Scorer {
  public:
   explicit Scorer(const Arguments& arguments) {
-    if (!arguments.orm_model.empty()) orm_ = orm_registry().factory(arguments.orm_model)(arguments);
-    if (!arguments.prm_model.empty()) prm_ = prm_registry().factory(arguments.prm_model)(arguments);
+    if (!arguments.orm_model.empty()) orm_ = orm_registry().create(arguments.orm_model, arguments);
+    if (!arguments.prm_model.empty()) prm_ = prm_registry().create(arguments.prm_model, arguments);
   }
   bool active() const { return orm_ || prm_; }
 

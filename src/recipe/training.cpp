@@ -6,12 +6,13 @@
 #include <optional>
 #include <random>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "lathe/common/files.h"
 #include "lathe/plugin/agent_template.h"
 #include "lathe/plugin/loss_scale.h"
 #include "lathe/plugin/tuner.h"
 #include "lathe/data/training_data.h"
+#include "lathe/plugin/loss_scale_pipeline.h"
 
 namespace lathe {
 namespace fs = std::filesystem;
@@ -92,7 +93,7 @@ struct TrainingRun::State {
                 EncodeOptions{max_length(), arguments.truncation_strategy, arguments.system, arguments.pretraining}) {
     chat_template.set_agent_template(make_agent_template(arguments, chat_template.spec()));
     encode_data();
-    tuner = tuner_registry().factory(arguments.train_type)(arguments);
+    tuner = tuner_registry().create(arguments.train_type, arguments);
     tuner->prepare_model(arguments, model);
     const auto trainable = count_parameters(model, true), total = count_parameters(model, false);
     fmt::print(stderr, "lathe: {} tuner, trainable parameters: {} of {} ({:.4f}%)\n", arguments.train_type, trainable,

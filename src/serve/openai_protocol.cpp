@@ -8,6 +8,7 @@
 
 #include "lathe/data/dataset.h"
 #include "lathe/tokenizer/tokenizer.h"
+#include "lathe/plugin/tool_json.h"
 
 namespace lathe::serve {
 

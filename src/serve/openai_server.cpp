@@ -10,7 +10,7 @@
 #include <mutex>
 #include <thread>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "lathe/serve/openai_server.h"
 #include "lathe/tokenizer/tokenizer.h"
 #include "serve/openai_protocol.h"

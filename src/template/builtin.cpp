@@ -8,7 +8,7 @@
 
 #include <fmt/ranges.h>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "lathe/template/template.h"
 
 namespace lathe {

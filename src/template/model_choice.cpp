@@ -6,7 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "lathe/common/files.h"
 #include "lathe/template/template.h"
 

@@ -5,7 +5,7 @@
 #include <string_view>
 #include <utility>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "lathe/template/agent_template.h"
 #include "lathe/template/template.h"
 #include "lathe/tokenizer/tokenizer.h"

@@ -2,7 +2,7 @@
 
 #include <utf8proc.h>
 
-#include "tokenizer/text.h"
+#include "lathe/tokenizer/text.h"
 
 namespace lathe::tokenizer {
 

@@ -5,7 +5,7 @@
 #include <queue>
 
 #include "tokenizer/config.h"
-#include "tokenizer/text.h"
+#include "lathe/tokenizer/text.h"
 
 namespace lathe::tokenizer {
 

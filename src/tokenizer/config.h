@@ -5,7 +5,7 @@
 #include <string>
 #include <string_view>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 
 namespace lathe::tokenizer {
 

@@ -4,8 +4,8 @@
 #include <optional>
 
 #include "tokenizer/config.h"
-#include "tokenizer/pattern.h"
-#include "tokenizer/text.h"
+#include "lathe/tokenizer/pattern.h"
+#include "lathe/tokenizer/text.h"
 
 namespace lathe::tokenizer {
 namespace {

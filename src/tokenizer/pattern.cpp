@@ -1,10 +1,10 @@
-#include "tokenizer/pattern.h"
+#include "lathe/tokenizer/pattern.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
 #include "tokenizer/config.h"
-#include "tokenizer/text.h"
+#include "lathe/tokenizer/text.h"
 
 namespace lathe::tokenizer {
 

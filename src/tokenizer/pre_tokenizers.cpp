@@ -7,8 +7,8 @@
 #include <string_view>
 
 #include "tokenizer/config.h"
-#include "tokenizer/pattern.h"
-#include "tokenizer/text.h"
+#include "lathe/tokenizer/pattern.h"
+#include "lathe/tokenizer/text.h"
 
 namespace lathe::tokenizer {
 namespace {

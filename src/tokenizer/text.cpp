@@ -1,4 +1,4 @@
-#include "tokenizer/text.h"
+#include "lathe/tokenizer/text.h"
 
 namespace lathe::tokenizer {
 

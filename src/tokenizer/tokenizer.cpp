@@ -9,7 +9,7 @@
 #include <thread>
 #include <unordered_set>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "lathe/common/files.h"
 #include "tokenizer/added_tokens.h"
 #include "tokenizer/bpe.h"
@@ -17,7 +17,7 @@
 #include "tokenizer/decoders.h"
 #include "tokenizer/normalizers.h"
 #include "tokenizer/pre_tokenizers.h"
-#include "tokenizer/text.h"
+#include "lathe/tokenizer/text.h"
 
 namespace lathe {
 namespace fs = std::filesystem;

@@ -5,7 +5,7 @@
 
 #include <algorithm>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "lathe/common/files.h"
 
 namespace lathe {

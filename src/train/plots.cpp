@@ -12,7 +12,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "lathe/common/files.h"
 
 namespace lathe {

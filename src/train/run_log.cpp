@@ -6,7 +6,7 @@
 #include <cmath>
 #include <fstream>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "train/plots.h"
 
 namespace lathe {
@@ -146,7 +146,7 @@ std::vector<NamedCallback> default_callbacks(const Arguments& arguments, RunLog&
   }
   for (const auto& name : names) {
     const auto& entry = callback_registry().get(name);
-    callbacks.push_back({name, entry.origin, entry.factory(arguments)});
+    callbacks.push_back({name, entry.origin, entry.factory(PluginContext(arguments, plugin_settings(arguments, name)))});
   }
   return callbacks;
 }

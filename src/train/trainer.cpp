@@ -16,10 +16,12 @@
 #include <numeric>
 #include <random>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "lathe/common/files.h"
 #include "lathe/infer/generate.h"
 #include "lathe/evaluate/metric_evaluation.h"
+#include "lathe/plugin/token_losses.h"
+#include "lathe/plugin/schedules.h"
 #include "train/checkpoint.h"
 #include "train/run_log.h"
 
@@ -222,7 +224,7 @@ struct Trainer::Impl {
   void select_plugins() {
     const auto name = loss_name(arguments);
     const auto& loss = loss_registry().get(name);
-    loss_function = loss.factory(arguments);
+    loss_function = loss.factory(PluginContext(arguments, plugin_settings(arguments, name)));
     loss_label = fmt::format("loss '{}' ({})", name, loss.origin);
     metrics = std::make_unique<MetricEvaluation>(arguments, metric_names(arguments));
     callbacks = default_callbacks(arguments, log);
@@ -277,11 +279,11 @@ struct Trainer::Impl {
   }
 
   void build_optimizer() {
-    auto made = optimizer_registry().factory(optimizer_name(arguments))(arguments, *setup.model, state.max_steps);
+    auto made = optimizer_registry().create(optimizer_name(arguments), arguments, *setup.model, state.max_steps);
     optimizer = std::move(made.optimizer);
     scheduler = made.scheduler ? made.scheduler
                                : make_scheduler(arguments.lr_scheduler_type, warmup_steps_for(arguments, state.max_steps),
-                                                state.max_steps, arguments.plugin_args.value("min_lr_rate", 0.1));
+                                                state.max_steps, arguments.lr_scheduler_kwargs.value("min_lr_rate", 0.1));
     scheduler->remember_base_rates(*optimizer);
     for (auto& group : optimizer->param_groups()) {
       for (auto& parameter : group.params()) trainable.push_back(parameter);

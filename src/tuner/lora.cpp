@@ -4,10 +4,10 @@
 
 #include <cmath>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "lathe/tuner/lora.h"
 #include "tuner/dropout.h"
-#include "tuner/targets.h"
+#include "lathe/tuner/targets.h"
 
 namespace lathe {
 namespace {

@@ -6,11 +6,11 @@
 #include <cmath>
 #include <set>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 #include "lathe/common/files.h"
 #include "lathe/tuner/lora.h"
 #include "lathe/model/weights.h"
-#include "tuner/targets.h"
+#include "lathe/tuner/targets.h"
 
 namespace lathe {
 namespace fs = std::filesystem;

@@ -1,4 +1,4 @@
-#include "tuner/targets.h"
+#include "lathe/tuner/targets.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <set>
 
-#include "common/format.h"
+#include "lathe/common/format.h"
 
 namespace lathe::tuner {
 namespace {

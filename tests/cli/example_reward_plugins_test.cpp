@@ -39,7 +39,7 @@ std::vector<double> math_rewards(const std::vector<std::pair<std::string, json>>
   load_examples();
   std::vector<RewardInput> inputs;
   for (const auto& [completion, row] : cases) inputs.push_back({completion, row, std::nullopt});
-  return orm_registry().factory("math_example")(Arguments{})->score(inputs);
+  return orm_registry().create("math_example", Arguments{})->score(inputs);
 }
 
 TEST(ExampleMathOrm, ComparesTheLastBoxedAnswerWithTheReference) {
@@ -68,7 +68,7 @@ std::vector<std::vector<double>> step_rewards(const std::vector<std::string>& re
     conversation.messages = {{"user", "compute", {}, {}}, {"assistant", response, {}, {}}};
     inputs.push_back({conversation, std::nullopt});
   }
-  return prm_registry().factory("step_example")(Arguments{})->score(inputs);
+  return prm_registry().create("step_example", Arguments{})->score(inputs);
 }
 
 TEST(ExampleStepPrm, OneRewardPerStepFromItsArithmetic) {
@@ -92,7 +92,7 @@ torch::Tensor logits_of(CausalLM& model) {
 
 CausalLM with_adapter(const fs::path& model_dir, const std::string& tuner_name, const fs::path& adapter) {
   auto model = load_pretrained(model_dir);
-  tuner_registry().factory(tuner_name)(Arguments{})->from_pretrained(model, adapter, /*trainable=*/false);
+  tuner_registry().create(tuner_name, Arguments{})->from_pretrained(model, adapter, /*trainable=*/false);
   model->eval();
   return model;
 }

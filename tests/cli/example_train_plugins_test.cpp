@@ -57,7 +57,7 @@ TEST_F(ExamplePlugins, EarlyStopOnLossStopsWhenTheLossStalls) {
   write_jsonl(dir_ / "one.jsonl", {{{"query", "2 + 2?"}, {"response", "4"}}});
   auto [result, run] = train("stop", {"--external_plugins", example("callback/early_stop_on_loss.cpp").string(),
                                       "--callbacks", "early_stop_on_loss", "--plugin_args",
-                                      R"({"patience": 2, "min_delta": 0.001})", "--learning_rate", "0",
+                                      R"({"early_stop_on_loss": {"patience": 2, "min_delta": 0.001}})", "--learning_rate", "0",
                                       "--max_steps", "10"},
                               "one.jsonl");
   ASSERT_EQ(result.exit_code, 0) << result.err;
@@ -73,7 +73,7 @@ TEST_F(ExamplePlugins, EarlyStopOnLossLetsAnImprovingRunFinish) {
   write_jsonl(dir_ / "one.jsonl", {{{"query", "2 + 2?"}, {"response", "4"}}});
   auto [result, run] = train("improving", {"--external_plugins", example("callback/early_stop_on_loss.cpp").string(),
                                            "--callbacks", "early_stop_on_loss", "--plugin_args",
-                                           R"({"patience": 2, "min_delta": 0.001})", "--learning_rate", "1e-3",
+                                           R"({"early_stop_on_loss": {"patience": 2, "min_delta": 0.001}})", "--learning_rate", "1e-3",
                                            "--lr_scheduler_type", "constant", "--max_steps", "6"},
                              "one.jsonl");
   ASSERT_EQ(result.exit_code, 0) << result.err;
@@ -88,7 +88,7 @@ TEST_F(ExamplePlugins, CustomMetricIsLoggedAsEvalKey) {
   const auto plugin = example("metric/custom_metric.cpp").string();
   auto evaluate = [&](const std::string& output, const std::string& top_k) {
     auto [result, run] = train(output, {"--external_plugins", plugin, "--metric", "acc", "--metric", "custom",
-                                        "--plugin_args", "{\"top_k\": " + top_k + "}", "--val_dataset",
+                                        "--plugin_args", "{\"custom\": {\"top_k\": " + top_k + "}}", "--val_dataset",
                                         (dir_ / "train.jsonl").string(), "--max_steps", "1",
                                         "--metric_for_best_model", "top_k_acc"});
     EXPECT_EQ(result.exit_code, 0) << result.err;
@@ -132,7 +132,7 @@ TEST_F(ExamplePlugins, PredictWithGenerateLogsNlgScores) {
 TEST_F(ExamplePlugins, CustomOptimizerFollowsItsStepDecay) {
   auto [result, run] = train("sgd", {"--external_plugins", example("optimizer/custom_optimizer.cpp").string(),
                                      "--optimizer", "custom", "--learning_rate", "0.01", "--plugin_args",
-                                     R"({"momentum": 0.9, "step_size": 2, "gamma": 0.5})", "--max_steps", "6",
+                                     R"({"custom": {"momentum": 0.9, "step_size": 2, "gamma": 0.5}})", "--max_steps", "6",
                                      "--warmup_ratio", "0.5"});
   ASSERT_EQ(result.exit_code, 0) << result.err;
   const auto logged = rows_with(run, "learning_rate");
@@ -173,6 +173,7 @@ TEST_F(ExamplePlugins, LastRoundLossScaleTrainsOnlyTheLastRound) {
 constexpr const char* kThrowingPlugin = R"(#include <lathe/plugin.h>
 #include <lathe/plugin/callback.h>
 #include <lathe/plugin/loss.h>
+#include "lathe/plugin/token_losses.h"
 #include <stdexcept>
 namespace {
 struct Thrower : lathe::Callback {
@@ -180,7 +181,7 @@ struct Thrower : lathe::Callback {
     if (state.global_step == 3) throw std::runtime_error("deliberate callback failure");
   }
 };
-lathe::LossFunction throwing_loss(const lathe::Arguments&) {
+lathe::LossFunction throwing_loss(const lathe::PluginContext&) {
   auto calls = std::make_shared<int>(0);
   return [calls](lathe::ModelOutputs& outputs, const torch::Tensor& labels, const torch::Tensor&,
                  std::optional<int64_t> count) {
@@ -192,7 +193,7 @@ lathe::LossFunction throwing_loss(const lathe::Arguments&) {
 }
 }  // namespace
 LATHE_PLUGIN() {
-  lathe::callback_registry().add("throw_at_step_3", "throws", [](const lathe::Arguments&) {
+  lathe::callback_registry().add("throw_at_step_3", "throws", [](const lathe::PluginContext&) {
     return std::make_shared<Thrower>();
   });
   lathe::loss_registry().add("throw_on_third_call", "throws", throwing_loss);

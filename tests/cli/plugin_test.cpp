@@ -53,7 +53,7 @@ TEST(ExternalPlugins, CustomLossValuesReachTheLog) {
   const double plain = train({}, "plain");
   const double focal = train({"--external_plugins", kExample.string(), "--loss_type", "custom_loss"}, "focal");
   const double gentle = train({"--external_plugins", kExample.string(), "--loss_type", "custom_loss", "--plugin_args",
-                               "{\"focal_gamma\": 0}"}, "gentle");
+                               "{\"custom_loss\": {\"focal_gamma\": 0}}"}, "gentle");
   ASSERT_GT(plain, 0);
   // (1 - p)^gamma <= 1 shrinks the loss; gamma 0 gives back plain cross entropy.
   EXPECT_LT(focal, plain);

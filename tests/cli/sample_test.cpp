@@ -66,7 +66,7 @@ struct Letters : lathe::OutcomeRewardModel {
 };
 }
 LATHE_PLUGIN() {
-  lathe::orm_registry().add("letters", "letters / 100, negated unless a multiple of 3", [](const lathe::Arguments&) { return std::make_shared<Letters>(); });
+  lathe::orm_registry().add("letters", "letters / 100, negated unless a multiple of 3", [](const lathe::PluginContext&) { return std::make_shared<Letters>(); });
 }
 )";
 

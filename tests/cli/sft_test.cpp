@@ -109,7 +109,10 @@ TEST(Sft, ConfigFileGivesArgumentsAndTheCommandLineWins) {
   TempDir dir("sft-config");
   write_tiny_model(dir / "model");
   write_jsonl(dir / "train.jsonl", arithmetic_rows(8));
-  write_file_atomic(dir / "config.yaml", "train_type: full\nmax_steps: 3\nlearning_rate: 0.5\nsave_steps: 100\n");
+  write_file_atomic(dir / "config.yaml",
+                    "train_type: full\nmax_steps: 3\nlearning_rate: 0.5\nsave_steps: 100\n"
+                    "plugin_args:\n  infonce: {temperature: 0.2, use_batch: false}\n"
+                    "lr_scheduler_kwargs: {min_lr_rate: 0.05}\n");
   auto args = common_arguments(dir);
   args.insert(args.end(), {"--config", (dir / "config.yaml").string(), "--learning_rate", "1e-4"});
   auto result = run_lathe(args);
@@ -118,6 +121,17 @@ TEST(Sft, ConfigFileGivesArgumentsAndTheCommandLineWins) {
   EXPECT_EQ(saved["train_type"], "full");
   EXPECT_EQ(saved["max_steps"], 3);
   EXPECT_DOUBLE_EQ(saved["learning_rate"].get<double>(), 1e-4);
+  EXPECT_EQ(saved["plugin_args"], json::parse(R"({"infonce": {"temperature": 0.2, "use_batch": false}})"));
+  EXPECT_EQ(saved["lr_scheduler_kwargs"], json::parse(R"({"min_lr_rate": 0.05})"));
+}
+
+// Each plugin's settings live under its name, so two plugins' keys never collide; a flat key is
+// refused with the form to use.
+TEST(Sft, PluginArgsAreNamespacedByPlugin) {
+  auto refused = run_lathe({"sft", "--model", "m", "--dataset", "d.jsonl", "--plugin_args", R"({"focal_gamma": 2})"});
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.err.find("'focal_gamma' is not an object"), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find(R"({"custom_loss": {"focal_gamma": 2}})"), std::string::npos) << refused.err;
 }
 
 std::map<std::string, torch::Tensor> final_weights(const fs::path& output, int64_t step) {

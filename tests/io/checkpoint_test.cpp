@@ -10,12 +10,14 @@
 #include "io/io_test_support.h"
 #include "lathe/common/error.h"
 #include "lathe/io/safetensors.h"
+#include "support/errors.h"
 
 namespace lathe::safetensors {
 namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using lathe::testing::error_of;
 using lathe::testing::read_bytes;
 using lathe::testing::ScratchDir;
 using lathe::testing::write_bytes;
@@ -52,15 +54,6 @@ void expect_same(const Checkpoint& checkpoint, const std::vector<Owned>& tensors
   }
 }
 
-std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const Error& error) {
-    return error.what();
-  }
-  ADD_FAILURE() << "expected a lathe::Error";
-  return {};
-}
 
 class CheckpointTest : public ScratchDir {
  protected:

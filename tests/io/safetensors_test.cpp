@@ -12,12 +12,14 @@
 #include "io/io_test_support.h"
 #include "lathe/common/error.h"
 #include "lathe/common/files.h"
+#include "support/errors.h"
 
 namespace lathe::safetensors {
 namespace {
 
 using ::testing::HasSubstr;
 using lathe::testing::raw_safetensors;
+using lathe::testing::error_of;
 using lathe::testing::read_bytes;
 using lathe::testing::ScratchDir;
 using lathe::testing::write_bytes;
@@ -49,15 +51,6 @@ std::vector<TensorData> views_of(const std::vector<OwnedTensor>& tensors) {
   return views;
 }
 
-std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const Error& error) {
-    return error.what();
-  }
-  ADD_FAILURE() << "expected a lathe::Error";
-  return {};
-}
 
 TEST(SafetensorsDtype, NamesSizesAndParsing) {
   for (Dtype dtype : kAllDtypes) EXPECT_EQ(parse_dtype(dtype_name(dtype)), dtype);

@@ -43,7 +43,7 @@ const json kMistral = json::parse(R"({
   "rope_theta": 1000000.0, "sliding_window": null, "tie_word_embeddings": false,
   "torch_dtype": "bfloat16", "vocab_size": 32768})");
 
-std::string error_of(const json& config) {
+std::string config_error(const json& config) {
   try {
     ModelConfig::from_json(config, "dir/config.json");
   } catch (const Error& error) {
@@ -135,7 +135,7 @@ TEST(ModelConfig, UnsupportedModelTypeListsSupported) {
   auto config = kLlama31;
   config["model_type"] = "gemma";
   config.erase("architectures");
-  const auto message = error_of(config);
+  const auto message = config_error(config);
   EXPECT_NE(message.find("dir/config.json: unsupported model_type \"gemma\""), std::string::npos) << message;
   for (const auto* name : {"llama", "mistral", "qwen2", "qwen3"}) EXPECT_NE(message.find(name), std::string::npos);
 }
@@ -143,7 +143,7 @@ TEST(ModelConfig, UnsupportedModelTypeListsSupported) {
 TEST(ModelConfig, UnsupportedArchitecture) {
   auto config = kQwen25;
   config["architectures"] = {"Qwen2VLForConditionalGeneration"};
-  const auto message = error_of(config);
+  const auto message = config_error(config);
   EXPECT_NE(message.find("dir/config.json: unsupported architecture \"Qwen2VLForConditionalGeneration\""),
             std::string::npos) << message;
   EXPECT_NE(message.find("Qwen2ForCausalLM"), std::string::npos) << message;
@@ -153,23 +153,23 @@ TEST(ModelConfig, MissingOrWrongFieldsAreNamed) {
   for (const auto* field : {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"}) {
     auto config = kQwen3;
     config.erase(field);
-    EXPECT_EQ(error_of(config), std::string("dir/config.json: missing required field \"") + field + "\"");
+    EXPECT_EQ(config_error(config), std::string("dir/config.json: missing required field \"") + field + "\"");
   }
   auto config = kQwen3;
   config["hidden_size"] = "big";
-  EXPECT_NE(error_of(config).find("\"hidden_size\""), std::string::npos);
+  EXPECT_NE(config_error(config).find("\"hidden_size\""), std::string::npos);
   config = kLlama31;
   config["rope_scaling"]["rope_type"] = "yarn";
-  EXPECT_NE(error_of(config).find("rope_scaling.rope_type \"yarn\""), std::string::npos) << error_of(config);
+  EXPECT_NE(config_error(config).find("rope_scaling.rope_type \"yarn\""), std::string::npos) << config_error(config);
   config = kLlama31;
   config["rope_scaling"].erase("low_freq_factor");
-  EXPECT_NE(error_of(config).find("rope_scaling.low_freq_factor"), std::string::npos) << error_of(config);
+  EXPECT_NE(config_error(config).find("rope_scaling.low_freq_factor"), std::string::npos) << config_error(config);
   config = kLlama31;
   config["num_key_value_heads"] = 5;
-  EXPECT_NE(error_of(config).find("num_key_value_heads"), std::string::npos);
+  EXPECT_NE(config_error(config).find("num_key_value_heads"), std::string::npos);
   config = kLlama31;
   config["hidden_act"] = "gelu";
-  EXPECT_NE(error_of(config).find("hidden_act"), std::string::npos);
+  EXPECT_NE(config_error(config).find("hidden_act"), std::string::npos);
 }
 
 }  // namespace

@@ -11,9 +11,12 @@
 
 #include "lathe/common/error.h"
 #include "lathe/model/model.h"
+#include "support/errors.h"
+#include "support/tiny_config.h"
 
 namespace lathe {
 namespace {
+using testing::error_of;
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -28,16 +31,10 @@ fs::path scratch_dir(const std::string& name) {
   return dir;
 }
 
-ModelConfig tiny_config(const std::string& model_type) {
-  ModelConfig config;
+ModelConfig family_config(const std::string& model_type) {
+  auto config = testing::tiny_config(
+      {.vocab = kVocab, .hidden = 64, .intermediate = 128, .layers = 2, .heads = 4, .kv_heads = 2, .head_dim = 16});
   config.model_type = model_type;
-  config.vocab_size = kVocab;
-  config.hidden_size = 64;
-  config.intermediate_size = 128;
-  config.num_hidden_layers = 2;
-  config.num_attention_heads = 4;
-  config.num_key_value_heads = 2;
-  config.head_dim = 16;
   config.rms_norm_eps = 1e-6;
   config.eos_token_ids = {2};
   return config;
@@ -45,21 +42,21 @@ ModelConfig tiny_config(const std::string& model_type) {
 
 // One tiny model per family, each switching on what sets that family apart.
 std::vector<std::pair<std::string, ModelConfig>> tiny_models() {
-  auto llama = tiny_config("llama");  // Llama 3.1 rope scaling: the three frequency bands all occur
+  auto llama = family_config("llama");  // Llama 3.1 rope scaling: the three frequency bands all occur
   llama.rope_theta = 500000.0;
   llama.rope_scaling = {"llama3", 8.0, 1.0, 4.0, 64};
-  auto llama_bias = tiny_config("llama");  // attention_bias: q, k, v and o biases
+  auto llama_bias = family_config("llama");  // attention_bias: q, k, v and o biases
   llama_bias.attention_bias = true;
-  auto mistral = tiny_config("mistral");  // a single kv head, linear rope scaling
+  auto mistral = family_config("mistral");  // a single kv head, linear rope scaling
   mistral.num_key_value_heads = 1;
   mistral.rope_theta = 1000000.0;
   mistral.rope_scaling = {"linear", 2.0};
-  auto qwen2 = tiny_config("qwen2");  // q/k/v biases, tied head, three layers
+  auto qwen2 = family_config("qwen2");  // q/k/v biases, tied head, three layers
   qwen2.attention_bias = true;
   qwen2.tie_word_embeddings = true;
   qwen2.num_hidden_layers = 3;
   qwen2.rms_norm_eps = 1e-5;
-  auto qwen3 = tiny_config("qwen3");  // q/k norms, head_dim not hidden/heads
+  auto qwen3 = family_config("qwen3");  // q/k norms, head_dim not hidden/heads
   qwen3.qk_norm = true;
   qwen3.head_dim = 32;
   qwen3.num_attention_heads = 6;
@@ -433,14 +430,6 @@ TEST(Masks, PackedMaskAndPositions) {
 // --------------------------------------------------------------------------------------------
 // Loading and saving.
 
-std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const Error& error) {
-    return error.what();
-  }
-  return "(no lathe::Error thrown)";
-}
 
 TEST(Pretrained, SaveThenLoadGivesTheSameStateAndTiedHeadIsNotStored) {
   auto tied = random_model(family("qwen2"), 8);

@@ -12,6 +12,8 @@
 #include "lathe/common/error.h"
 #include "lathe/plugin/loss_scale.h"
 #include "lathe/template/template.h"
+#include "lathe/plugin/tool_json.h"
+#include "lathe/plugin/loss_scale_pipeline.h"
 
 namespace lathe {
 namespace {
@@ -27,7 +29,7 @@ const std::vector<std::string> kBuiltIns = {"glm4",   "hermes",   "llama3",    "
                                             "qwen_zh", "react_en", "react_zh", "toolbench"};
 
 std::shared_ptr<AgentTemplate> make(const std::string& name) {
-  return agent_template_registry().factory(name)(Arguments{});
+  return agent_template_registry().create(name, Arguments{});
 }
 
 const json kTools = json::parse(R"([

@@ -4,6 +4,7 @@
 
 #include "lathe/common/error.h"
 #include "lathe/plugin/loss_scale.h"
+#include "lathe/plugin/loss_scale_pipeline.h"
 
 namespace lathe {
 namespace {

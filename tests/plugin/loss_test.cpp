@@ -14,6 +14,8 @@
 #include <functional>
 
 #include "lathe/plugin/loss.h"
+#include "lathe/plugin/embedding_losses.h"
+#include "lathe/plugin/token_losses.h"
 
 namespace lathe {
 namespace {
@@ -325,7 +327,7 @@ struct HandBatch {
 
 torch::Tensor call_loss(const std::string& name, ModelOutputs& outputs, const torch::Tensor& labels,
                         const torch::Tensor& scale, std::optional<int64_t> num_items) {
-  const auto loss = loss_registry().factory(name)(Arguments{});
+  const auto loss = loss_registry().create(name, Arguments{});
   return loss(outputs, labels, scale, num_items);
 }
 
@@ -413,7 +415,7 @@ torch::Tensor pairs_at_cosines(const std::vector<double>& cosines) {
 torch::Tensor call_embedding_loss(const std::string& name, const torch::Tensor& embeddings,
                                   const torch::Tensor& labels, const Arguments& arguments = {}) {
   ModelOutputs outputs(embeddings, torch::Tensor());
-  return loss_registry().factory(name)(arguments)(outputs, labels, {}, {});
+  return loss_registry().create(name, arguments)(outputs, labels, {}, {});
 }
 
 TEST(EmbeddingLosses, CosineSimilarity) {
@@ -460,20 +462,27 @@ TEST(EmbeddingLosses, InfoNCEWithInBatchNegatives) {
 TEST(EmbeddingLosses, InfoNCEOptionsFromPluginArgs) {
   InfoNCEBatch batch;
   Arguments own_group_only;
-  own_group_only.plugin_args = {{"infonce_use_batch", false}};
+  own_group_only.plugin_args = {{"infonce", {{"use_batch", false}}}};
   // Anchor 0 sees (p0, n0): scores (10, 0); anchor 1 sees only p1: loss 0.
   EXPECT_NEAR(call_embedding_loss("infonce", batch.rows, batch.labels, own_group_only).item<double>(),
               std::log(1 + std::exp(-10.0)) / 2, 1e-6);
 
   Arguments no_hard_negatives;
-  no_hard_negatives.plugin_args = {{"infonce_hard_negatives", 0}, {"infonce_temperature", 0.5}};
+  no_hard_negatives.plugin_args = {{"infonce", {{"hard_negatives", 0}, {"temperature", 0.5}}}};
   // Candidates (p0, p1): anchor 0 scores (2, 0), anchor 1 scores (0, 2).
   EXPECT_NEAR(call_embedding_loss("infonce", batch.rows, batch.labels, no_hard_negatives).item<double>(),
               std::log(1 + std::exp(-2.0)), 1e-6);
 
   Arguments bad;
-  bad.plugin_args = {{"infonce_temperature", "warm"}};
-  EXPECT_THROW(loss_registry().factory("infonce")(bad), Error);
+  bad.plugin_args = {{"infonce", {{"temperature", "warm"}}}};
+  EXPECT_THROW(loss_registry().create("infonce", bad), Error);
+  // Another plugin's settings are not infonce's: its own namespace only.
+  Arguments other;
+  other.plugin_args = {{"custom_loss", {{"temperature", "warm"}}}};
+  EXPECT_NO_THROW(loss_registry().create("infonce", other));
+  Arguments flat;
+  flat.plugin_args = {{"infonce", 0.5}};
+  EXPECT_THROW(loss_registry().create("infonce", flat), Error);
 }
 
 TEST(EmbeddingLosses, InfoNCERejectsLabelsThatDoNotDescribeTheRows) {
@@ -492,7 +501,7 @@ TEST(EmbeddingLosses, TokenAndEmbeddingLossesRefuseTheOtherShape) {
   HandBatch batch;
   ModelOutputs token_outputs(batch.hidden, batch.weight);
   try {
-    loss_registry().factory("contrastive")(Arguments{})(token_outputs, batch.labels, {}, {});
+    loss_registry().create("contrastive", Arguments{})(token_outputs, batch.labels, {}, {});
     FAIL() << "no error";
   } catch (const Error& error) {
     EXPECT_THAT(error.what(), HasSubstr("loss 'contrastive' needs pooled embeddings"));
@@ -528,7 +537,7 @@ TEST(LossRegistry, UnknownNameListsTheRegisteredOnes) {
 
 TEST(LossRegistry, RegisteringANameTwiceIsAnError) {
   try {
-    loss_registry().add("cross_entropy", "again", [](const Arguments&) { return LossFunction(); }, "my_plugin.so");
+    loss_registry().add("cross_entropy", "again", [](const PluginContext&) { return LossFunction(); }, "my_plugin.so");
     FAIL() << "no error";
   } catch (const Error& error) {
     EXPECT_THAT(error.what(), HasSubstr("'cross_entropy' is registered twice (by built-in and by my_plugin.so)"));

@@ -5,6 +5,7 @@
 
 #include "lathe/common/error.h"
 #include "lathe/plugin/metric.h"
+#include "lathe/plugin/nlg.h"
 
 namespace lathe {
 namespace {
@@ -61,7 +62,7 @@ TEST(NlgScores, NoOverlapIsZero) {
 }
 
 TEST(NlgMetric, MeansTimesHundred) {
-  auto metric = metric_registry().factory("nlg")(Arguments{});
+  auto metric = metric_registry().create("nlg", Arguments{});
   EXPECT_TRUE(metric->needs_generation());
   EvalPrediction prediction;
   prediction.generated = {"我爱北京", "foo bar"};
@@ -81,7 +82,7 @@ EvalPrediction two_rows() {
   auto labels = torch::tensor({{-100, 1, 2, 3}, {-100, -100, 4, 7}});
   // row 0: predictions[:-1] = 1,2,3 vs labels[1:] = 1,2,3 -> 3 of 3 (row correct).
   // row 1: predictions[:-1] = 4,4,1 vs labels[1:] = -100,4,7 -> 1 of 2 (row wrong).
-  auto metric = metric_registry().factory("acc")(Arguments{});
+  auto metric = metric_registry().create("acc", Arguments{});
   EvalPrediction prediction;
   prediction.predictions.push_back(metric->preprocess_logits(logits, labels));
   prediction.labels.push_back(labels);
@@ -89,17 +90,17 @@ EvalPrediction two_rows() {
 }
 
 TEST(AccMetric, TokenAccuracyIgnoresMaskedLabels) {
-  auto scores = metric_registry().factory("acc")(Arguments{})->compute(two_rows());
+  auto scores = metric_registry().create("acc", Arguments{})->compute(two_rows());
   EXPECT_DOUBLE_EQ(scores.at("token_acc"), 4.0 / 5.0);
 }
 
 TEST(AccMetric, SeqAccuracyNeedsEveryLabelToken) {
   Arguments arguments;
   arguments.acc_strategy = "seq";
-  auto scores = metric_registry().factory("acc")(arguments)->compute(two_rows());
+  auto scores = metric_registry().create("acc", arguments)->compute(two_rows());
   EXPECT_DOUBLE_EQ(scores.at("seq_acc"), 0.5);
   arguments.acc_strategy = "row";
-  EXPECT_THROW(metric_registry().factory("acc")(arguments), Error);
+  EXPECT_THROW(metric_registry().create("acc", arguments), Error);
 }
 
 }  // namespace

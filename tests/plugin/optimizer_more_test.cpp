@@ -8,6 +8,8 @@
 
 #include "lathe/plugin/optimizer.h"
 #include "lathe/tuner/lora.h"
+#include "lathe/plugin/schedules.h"
+#include "lathe/plugin/matrix_optimizer.h"
 
 #include "support/tiny_config.h"
 
@@ -128,7 +130,7 @@ TEST(Lorap, LoraBMatricesGetTheRatioTimesTheRate) {
   arguments.learning_rate = 1e-4;
   arguments.lorap_lr_ratio = 8;
   ASSERT_EQ(optimizer_name(arguments), "lorap");
-  auto setup = optimizer_registry().factory(optimizer_name(arguments))(arguments, *model, 10);
+  auto setup = optimizer_registry().create(optimizer_name(arguments), arguments, *model, 10);
   std::map<const void*, double> rate_of;
   for (auto& group : setup.optimizer->param_groups()) {
     for (auto& parameter : group.params()) rate_of[parameter.unsafeGetTensorImpl()] = group.options().get_lr();
@@ -155,7 +157,7 @@ TEST(OptimizerName, ChosenFromTheArguments) {
 TEST(Muon, HiddenMatricesOnlyAndTrainerCompatible) {
   CausalLM model(tiny_config());
   Arguments arguments;
-  auto setup = optimizer_registry().factory("muon")(arguments, *model, 10);
+  auto setup = optimizer_registry().create("muon", arguments, *model, 10);
   auto input = torch::randint(0, 32, {1, 5});
   auto loss = model->logits(model->forward(ForwardInputs{input})).pow(2).mean();
   loss.backward();

@@ -7,6 +7,7 @@
 
 #include "lathe/common/error.h"
 #include "lathe/plugin/optimizer.h"
+#include "lathe/plugin/schedules.h"
 
 #include "support/tiny_config.h"
 
@@ -81,7 +82,7 @@ TEST(DefaultOptimizer, NoDecayOnBiasesAndNorms) {
   EXPECT_FALSE(groups.decay.empty());
   Arguments arguments;
   arguments.weight_decay = 0.1;
-  auto setup = optimizer_registry().factory("default")(arguments, *model, 10);
+  auto setup = optimizer_registry().create("default", arguments, *model, 10);
   ASSERT_EQ(setup.optimizer->param_groups().size(), 2u);
   EXPECT_DOUBLE_EQ(static_cast<torch::optim::AdamWOptions&>(setup.optimizer->param_groups()[1].options()).weight_decay(), 0.0);
 }

@@ -7,6 +7,7 @@
 #include <numbers>
 
 #include "lathe/common/error.h"
+#include "lathe/plugin/answer_checking.h"
 
 namespace lathe {
 namespace {
@@ -15,7 +16,7 @@ using nlohmann::json;
 
 double reward(const std::string& name, const std::string& completion, const json& row = json::object(),
               const Arguments& arguments = Arguments{}, std::optional<int64_t> tokens = std::nullopt) {
-  auto model = orm_registry().factory(name)(arguments);
+  auto model = orm_registry().create(name, arguments);
   RewardInput input{completion, row, tokens};
   auto rewards = model->score({input});
   EXPECT_EQ(rewards.size(), 1u);
@@ -40,7 +41,7 @@ TEST(Orm, RegistryListsEveryBuiltInAndRejectsUnknownNames) {
 }
 
 TEST(Orm, ScoresEachInputInOrder) {
-  auto model = orm_registry().factory("math")(Arguments{});
+  auto model = orm_registry().create("math", Arguments{});
   auto rewards = model->score({{"\\boxed{1}", solution("1")}, {"\\boxed{2}", solution("1")}, {"\\boxed{3}", solution("3")}});
   EXPECT_EQ(rewards, (std::vector<double>{1.0, 0.0, 1.0}));
 }

@@ -12,9 +12,12 @@
 #include <nlohmann/json.hpp>
 
 #include "lathe/common/error.h"
+#include "lathe/plugin/judge_reward.h"
+#include "support/errors.h"
 
 namespace lathe {
 namespace {
+using testing::error_of;
 
 using nlohmann::json;
 
@@ -72,14 +75,6 @@ Arguments client_arguments(const std::string& base) {
   return arguments;
 }
 
-std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const Error& error) {
-    return error.what();
-  }
-  return "(no error)";
-}
 
 TEST(Prm, RegistryListsClientAndRejectsUnknownNames) {
   EXPECT_TRUE(prm_registry().contains("client"));
@@ -99,7 +94,7 @@ TEST(Prm, ClientSendsQueryAndResponseAndParsesTheReward) {
   JudgeServer server("The steps are fine but terse.\nReward: 0.5");
   Arguments arguments = client_arguments(server.base());
   arguments.prm_api_key = "secret-key";
-  auto model = prm_registry().factory("client")(arguments);
+  auto model = prm_registry().create("client", arguments);
   PrmInput with_truth = request("What is 6*7?", "6*7 = 42");
   with_truth.ground_truth = "42";
   auto rewards = model->score({with_truth, request("Capital of France?", "Paris.")});
@@ -124,7 +119,7 @@ TEST(Prm, ClientSendsQueryAndResponseAndParsesTheReward) {
 TEST(Prm, ClientTakesTheBaseFromTheEnvironment) {
   JudgeServer server("Reward: -0.2");
   ::setenv("LATHE_PRM_API_BASE", (server.base() + "/").c_str(), 1);
-  auto model = prm_registry().factory("client")(client_arguments(""));
+  auto model = prm_registry().create("client", client_arguments(""));
   ::unsetenv("LATHE_PRM_API_BASE");
   auto rewards = model->score({request("q", "r")});
   ASSERT_EQ(rewards.size(), 1u);
@@ -135,14 +130,14 @@ TEST(Prm, ClientTakesTheBaseFromTheEnvironment) {
 TEST(Prm, ClientErrorsNameTheEndpoint) {
   {
     JudgeServer server("I cannot decide.");
-    auto model = prm_registry().factory("client")(client_arguments(server.base()));
+    auto model = prm_registry().create("client", client_arguments(server.base()));
     std::string message = error_of([&] { model->score({request("q", "r")}); });
     EXPECT_NE(message.find(server.base() + "/chat/completions"), std::string::npos) << message;
     EXPECT_NE(message.find("no \"Reward: x\""), std::string::npos) << message;
   }
   {
     JudgeServer server("overloaded", 503);
-    auto model = prm_registry().factory("client")(client_arguments(server.base()));
+    auto model = prm_registry().create("client", client_arguments(server.base()));
     std::string message = error_of([&] { model->score({request("q", "r")}); });
     EXPECT_NE(message.find("HTTP 503"), std::string::npos) << message;
   }
@@ -151,15 +146,15 @@ TEST(Prm, ClientErrorsNameTheEndpoint) {
     JudgeServer server("Reward: 1");  // a port that was free a moment ago and is closed now
     closed_base = server.base();
   }
-  auto model = prm_registry().factory("client")(client_arguments(closed_base));
+  auto model = prm_registry().create("client", client_arguments(closed_base));
   std::string message = error_of([&] { model->score({request("q", "r")}); });
   EXPECT_NE(message.find("cannot reach " + closed_base + "/chat/completions"), std::string::npos) << message;
 
-  EXPECT_NE(error_of([] { prm_registry().factory("client")(client_arguments("ftp://127.0.0.1/v1")); })
+  EXPECT_NE(error_of([] { prm_registry().create("client", client_arguments("ftp://127.0.0.1/v1")); })
                 .find("must start with http:// or https://"),
             std::string::npos);
   ::unsetenv("LATHE_PRM_API_BASE");
-  EXPECT_NE(error_of([] { prm_registry().factory("client")(client_arguments("")); })
+  EXPECT_NE(error_of([] { prm_registry().create("client", client_arguments("")); })
                 .find("LATHE_PRM_API_BASE"),
             std::string::npos);
   auto last_message_not_assistant = PrmInput{Conversation{{{"user", "q"}}, nullptr}, std::nullopt};

@@ -33,7 +33,7 @@ std::vector<std::string> trainable_names(CausalLM& model) {
 }
 
 std::shared_ptr<Tuner> prepared(const std::string& name, const Arguments& arguments, CausalLM& model) {
-  auto tuner = tuner_registry().factory(name)(arguments);
+  auto tuner = tuner_registry().create(name, arguments);
   tuner->prepare_model(arguments, model);
   return tuner;
 }
@@ -128,7 +128,7 @@ TEST_F(Ia3Tuner, ScalesOutputsOrInputsAndRoundTrips) {
   tuner->save_pretrained(model, dir(), arguments);
 
   auto fresh = tiny_model();
-  tuner_registry().factory("ia3")(arguments)->from_pretrained(fresh, dir(), false);
+  tuner_registry().create("ia3", arguments)->from_pretrained(fresh, dir(), false);
   EXPECT_TRUE(torch::allclose(logits_of(fresh), trained, 1e-6, 1e-6));
   EXPECT_TRUE(trainable_names(fresh).empty());
 }

@@ -51,7 +51,7 @@ TEST(Deploy, ThePrmClientJudgesWithItAndSigtermStopsIt) {
   arguments.prm_api_base = "http://127.0.0.1:" + std::to_string(port) + "/v1";
   arguments.prm_api_model = "judge";
   arguments.prm_api_key = "k";
-  auto judge = prm_registry().factory("client")(arguments);
+  auto judge = prm_registry().create("client", arguments);
   PrmInput input{{{{"user", "What is 2+2?", {}, {}}, {"assistant", "4", {}, {}}}, nullptr}, std::string("4")};
   // A random tiny model never writes "Reward: x"; the client's documented answer to that is an
   // error naming the endpoint. Reaching it means the request and the chat completion round-tripped
@@ -65,7 +65,7 @@ TEST(Deploy, ThePrmClientJudgesWithItAndSigtermStopsIt) {
   // Without the key the judge is refused.
   arguments.prm_api_key = "wrong";
   try {
-    prm_registry().factory("client")(arguments)->score({input});
+    prm_registry().create("client", arguments)->score({input});
     ADD_FAILURE() << "a wrong key was accepted";
   } catch (const Error& error) {
     EXPECT_NE(std::string(error.what()).find("HTTP 401"), std::string::npos) << error.what();

@@ -131,7 +131,7 @@ TEST(OpenAIProtocol, ToolChoiceSelectsTheToolsPresented) {
 }
 
 TEST(OpenAIProtocol, AFixedHermesResponseBecomesToolCalls) {
-  auto hermes = agent_template_registry().factory("hermes")(Arguments{});
+  auto hermes = agent_template_registry().create("hermes", Arguments{});
   const std::string response =
       "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
   const json calls = tool_calls_json(hermes->parse_tool_calls(response));

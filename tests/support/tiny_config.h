@@ -8,6 +8,7 @@ namespace lathe::testing {
 struct TinyShape {
   int64_t vocab = 32, hidden = 16, intermediate = 32, layers = 1, heads = 2, kv_heads = 1, head_dim = 8;
   bool attention_bias = false;
+  bool tied = false;  // tie_word_embeddings
 };
 
 inline ModelConfig tiny_config(const TinyShape& shape = {}) {
@@ -21,6 +22,7 @@ inline ModelConfig tiny_config(const TinyShape& shape = {}) {
   config.num_key_value_heads = shape.kv_heads;
   config.head_dim = shape.head_dim;
   config.attention_bias = shape.attention_bias;
+  config.tie_word_embeddings = shape.tied;
   return config;
 }
 

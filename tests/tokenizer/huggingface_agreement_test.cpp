@@ -9,7 +9,7 @@
 
 #include "lathe/tokenizer/tokenizer.h"
 #include "tokenizer/reference.h"
-#include "tokenizer/text.h"
+#include "lathe/tokenizer/text.h"
 
 namespace lathe::test {
 namespace {

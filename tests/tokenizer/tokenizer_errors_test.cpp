@@ -8,19 +8,13 @@
 #include "lathe/common/error.h"
 #include "lathe/tokenizer/tokenizer.h"
 #include "tokenizer/reference.h"
+#include "support/errors.h"
 
 namespace lathe::test {
 namespace {
+using lathe::testing::error_of;
 namespace fs = std::filesystem;
 
-std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const Error& error) {
-    return error.what();
-  }
-  return "(no error)";
-}
 
 fs::path scratch_dir() {
   const fs::path dir = fs::path(LATHE_BINARY_DIR) / "tokenizer" / "errors";

@@ -10,7 +10,7 @@ namespace {
 // Feeds eval values through the trainer's best-metric rule and one on_save per evaluation;
 // returns the 1-based evaluation after which the callback asked to stop, or 0.
 int stopping_evaluation(Arguments arguments, const std::vector<double>& values) {
-  auto callback = callback_registry().factory("early_stop")(arguments);
+  auto callback = callback_registry().create("early_stop", arguments);
   const bool greater = arguments.greater_is_better.value_or(!arguments.metric_for_best_model.ends_with("loss"));
   TrainerState state;
   TrainerControl control;

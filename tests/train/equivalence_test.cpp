@@ -43,7 +43,7 @@ torch::Tensor loss_of(CausalLM& model, const Batch& batch, int64_t num_items) {
       model->forward({batch.input_ids, batch.position_ids, batch.attention_mask, nullptr, batch.sequence_lengths});
   ModelOutputs outputs(*model, hidden);
   Arguments arguments;
-  return loss_registry().factory("cross_entropy")(arguments)(outputs, batch.labels, batch.loss_scale, num_items);
+  return loss_registry().create("cross_entropy", arguments)(outputs, batch.labels, batch.loss_scale, num_items);
 }
 
 std::vector<torch::Tensor> gradients(CausalLM& model) {

@@ -129,7 +129,7 @@ Curve lathe_curve(const fs::path& dir, const CurveCase& test_case) {
   // A bfloat16 base is the model: the reference trains on the same rounded weights (in float32).
   if (test_case.train_type == "lora" && test_case.dtype == "bfloat16") model->to(torch::kBFloat16);
   save_pretrained(model, dir / "model");
-  auto tuner = tuner_registry().factory(test_case.train_type)(arguments);
+  auto tuner = tuner_registry().create(test_case.train_type, arguments);
   tuner->prepare_model(arguments, model);
   if (test_case.train_type == "lora") randomise_and_save_adapters(model, dir / "adapters.safetensors");
   auto recorder = std::make_shared<LossRecorder>();
@@ -183,22 +183,22 @@ double worst_relative_gap(const std::vector<double>& lathe, const std::vector<do
 
 class LossCurve : public ::testing::TestWithParam<CurveCase> {};
 
-// float32 differs from the reference only in the order of floating-point sums (packed rows,
-// chunked loss, the attention scale and mask inside the score GEMM, LoRA's hidden gradient taken
-// in the loss's forward): measured at most 1.8e-7 relative on the loss and 1.6e-6 on the gradient
-// norm over the 8 steps, held to 1e-5. bfloat16 rounds every matmul's inputs to 8 bits of
-// mantissa, and how the products are summed depends on the CPU: libtorch 1.13 sums in float32
-// with AVX512-BF16 (oneDNN), but in bfloat16 on AVX2-only CPUs for the layouts backward uses, so
-// there a gradient is off by about 1% of its norm instead of 0.1% (docs/performance.md, "Platform
-// facts"). Full training under autocast measured 1.9e-4 on the loss and 1.6% on the gradient
-// norm with AVX512-BF16, 2.6e-4 and 1.0% on a Zen 3 (AVX2): held to 2e-3 and 5% on every step.
-// LoRA on a bfloat16 base is more sensitive: Adam moves every adapter entry by about the learning
-// rate whatever its gradient's size, so entries whose small gradients change sign under that
-// rounding take opposite steps, and from step 5 the gradient norms part (0.80 against 1.03 on the
-// Zen 3; a single bfloat16 rounding of the float32 reference's gradients moves them by 0.2%) while
-// the loss stays close (1.7e-3 on the Zen 3; 2.9e-4 with AVX512-BF16, then against the unrounded base). So there the gradient norm
-// is held on the first step, where both sides differentiate the same weights (measured 0.26%),
-// and the loss on every step, to 4e-3.
+// float32 differs from the reference only in the order of floating-point sums (packed rows, chunked
+// loss, the attention scale and mask inside the score GEMM, LoRA's hidden gradient taken in the
+// loss's forward): measured at most 1.8e-7 relative on the loss and 1.6e-6 on the gradient norm
+// over the 8 steps, held to 1e-5. bfloat16 rounds every matmul's inputs to 8 bits of mantissa, and
+// how the products are summed depends on the CPU: libtorch 1.13 sums in float32 with AVX512-BF16
+// (oneDNN), but in bfloat16 on AVX2-only CPUs for the layouts backward uses, so there the error of
+// a gradient grows with the inner dimension of its products (docs/performance.md, "Platform facts"). Full
+// training under autocast measured 1.9e-4 on the loss and 1.6% on the gradient norm with
+// AVX512-BF16, 2.6e-4 and 1.0% on a Zen 3 (AVX2): held to 2e-3 and 5% on every step. LoRA on a
+// bfloat16 base is more sensitive: Adam moves every adapter entry by about the learning rate
+// whatever its gradient's size, so entries whose small gradients change sign under that rounding
+// take opposite steps, and from step 5 the gradient norms part (0.80 against 1.03 on the Zen 3; a
+// single bfloat16 rounding of the float32 reference's gradients moves them by 0.13%) while the loss
+// stays close (1.7e-3 on the Zen 3; 2.9e-4 with AVX512-BF16, then against the unrounded base). So
+// there the gradient norm is held on the first step, where both sides differentiate the same
+// weights (measured 0.26%), and the loss on every step, to 4e-3.
 TEST_P(LossCurve, StaysWithinToleranceOfTheFloat32Reference) {
   const auto& test_case = GetParam();
   const auto dir = scratch(test_case.name);

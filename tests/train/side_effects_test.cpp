@@ -71,7 +71,7 @@ class TrainerSideEffects : public testing::ScratchDir {
   std::unique_ptr<Trainer> trainer(const Arguments& arguments, std::shared_ptr<Recorder> recorder) {
     torch::manual_seed(1);
     model_ = CausalLM(testing::tiny_config({.vocab = 32, .hidden = 16, .layers = 1}));
-    auto tuner = tuner_registry().factory(arguments.train_type)(arguments);
+    auto tuner = tuner_registry().create(arguments.train_type, arguments);
     tuner->prepare_model(arguments, model_);
     TrainerSetup setup{arguments, model_, tuner, examples(6), nullptr, examples(3), arguments.output_dir, {}, {recorder}, 0};
     return std::make_unique<Trainer>(std::move(setup));

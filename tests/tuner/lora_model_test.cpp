@@ -113,7 +113,7 @@ TEST(LoraModel, DefaultAndGaussianInitLeaveLogitsUnchanged) {
 }
 
 TEST(LoraModel, DefaultInitIsKaimingUniformAndGaussianHasStdOneOverR) {
-  ModelConfig config = tiny_config();
+  ModelConfig config = tuner_test_config();
   config.hidden_size = 256;  // enough samples for the statistics
   config.head_dim = 64;
   torch::manual_seed(0);

@@ -15,30 +15,22 @@
 #include "lathe/common/error.h"
 #include "lathe/model/model.h"
 #include "lathe/tuner/lora.h"
+#include "support/errors.h"
+#include "support/tiny_config.h"
 
 namespace lathe::testing {
 
 namespace fs = std::filesystem;
 
 // Two layers with every kind of projection; q/k/v biases so DoRA's bias handling is exercised.
-inline ModelConfig tiny_config(bool tied = false) {
-  ModelConfig config;
-  config.model_type = "qwen2";
-  config.vocab_size = 40;
-  config.hidden_size = 16;
-  config.intermediate_size = 24;
-  config.num_hidden_layers = 2;
-  config.num_attention_heads = 4;
-  config.num_key_value_heads = 2;
-  config.head_dim = 4;
-  config.attention_bias = true;
-  config.tie_word_embeddings = tied;
-  return config;
+inline ModelConfig tuner_test_config(bool tied = false) {
+  return tiny_config({.vocab = 40, .hidden = 16, .intermediate = 24, .layers = 2, .heads = 4, .kv_heads = 2,
+                      .head_dim = 4, .attention_bias = true, .tied = tied});
 }
 
 inline CausalLM tiny_model(torch::Dtype dtype = torch::kFloat32, uint64_t seed = 1, bool tied = false) {
   torch::manual_seed(seed);
-  CausalLM model(tiny_config(tied), dtype);
+  CausalLM model(tuner_test_config(tied), dtype);
   model->eval();
   return model;
 }
@@ -76,14 +68,5 @@ inline double finite_difference(torch::Tensor parameter, int64_t index, double s
 
 
 // Runs `action` and returns the lathe::Error message it throws (fails the test when it does not).
-inline std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const Error& error) {
-    return error.what();
-  }
-  ADD_FAILURE() << "expected a lathe::Error";
-  return {};
-}
 
 }  // namespace lathe::testing

@@ -7,6 +7,7 @@
 //                 --agent_template glm4_example
 #include <lathe/plugin.h>
 #include <lathe/plugin/agent_template.h>
+#include <lathe/plugin/tool_json.h>
 
 #include <algorithm>
 #include <memory>
@@ -88,5 +89,5 @@ class Glm4ExampleTemplate : public lathe::AgentTemplate {
 LATHE_PLUGIN() {
   lathe::agent_template_registry().add(
       "glm4_example", "GLM-4 layout with English headings: \"# Available Tools\", calls as name + JSON arguments",
-      [](const lathe::Arguments&) { return std::make_shared<Glm4ExampleTemplate>(); });
+      [](const lathe::PluginContext&) { return std::make_shared<Glm4ExampleTemplate>(); });
 }

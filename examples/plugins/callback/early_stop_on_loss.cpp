@@ -2,7 +2,7 @@
 // loss has not improved by at least min_delta for `patience` logging events in a row, an
 // early-stopping variant that needs no evaluation set.
 //   lathe sft ... --external_plugins examples/plugins/callback/early_stop_on_loss.cpp \
-//       --callbacks early_stop_on_loss --plugin_args '{"patience": 3, "min_delta": 0.01}'
+//       --callbacks early_stop_on_loss --plugin_args '{"early_stop_on_loss": {"patience": 3, "min_delta": 0.01}}'
 #include <fmt/format.h>
 #include <lathe/plugin.h>
 #include <lathe/plugin/callback.h>
@@ -44,8 +44,8 @@ LATHE_PLUGIN() {
   lathe::callback_registry().add(
       "early_stop_on_loss",
       "stop when the training loss has not improved by min_delta for patience logs (--plugin_args)",
-      [](const lathe::Arguments& arguments) {
-        return std::make_shared<EarlyStopOnLoss>(arguments.plugin_args.value("patience", int64_t{3}),
-                                                 arguments.plugin_args.value("min_delta", 0.0));
+      [](const lathe::PluginContext& context) {
+        return std::make_shared<EarlyStopOnLoss>(context.setting("patience", int64_t{3}),
+                                                 context.setting("min_delta", 0.0));
       });
 }

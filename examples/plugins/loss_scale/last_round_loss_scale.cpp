@@ -20,5 +20,5 @@ class LastRoundLossScale : public lathe::LossScale {
 
 LATHE_PLUGIN() {
   lathe::loss_scale_registry().add("last_round_example", "LastRoundLossScale: the last round weight 1, earlier rounds 0",
-                                   [](const lathe::Arguments&) { return std::make_shared<LastRoundLossScale>(); });
+                                   [](const lathe::PluginContext&) { return std::make_shared<LastRoundLossScale>(); });
 }

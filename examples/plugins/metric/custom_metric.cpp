@@ -2,7 +2,7 @@
 // k most likely token ids of each position instead of the full logits; compute counts a label
 // token as right when it is among them.
 //   lathe sft ... --external_plugins examples/plugins/metric/custom_metric.cpp --metric custom \
-//       --plugin_args '{"top_k": 2}'
+//       --plugin_args '{"custom": {"top_k": 2}}'
 // The value is logged as eval_top_k_acc. With top_k 1 it equals acc's eval_token_acc.
 #include <lathe/plugin.h>
 #include <lathe/plugin/metric.h>
@@ -44,8 +44,8 @@ class TopKAccuracy : public lathe::Metric {
 }  // namespace
 
 LATHE_PLUGIN() {
-  lathe::metric_registry().add("custom", "top-k next-token accuracy (--plugin_args {\"top_k\": k}, default 2)",
-                               [](const lathe::Arguments& arguments) {
-                                 return std::make_shared<TopKAccuracy>(arguments.plugin_args.value("top_k", int64_t{2}));
+  lathe::metric_registry().add("custom", "top-k next-token accuracy (settings: top_k, default 2)",
+                               [](const lathe::PluginContext& context) {
+                                 return std::make_shared<TopKAccuracy>(context.setting("top_k", int64_t{2}));
                                });
 }

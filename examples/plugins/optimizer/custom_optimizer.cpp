@@ -2,10 +2,11 @@
 // (the rate is multiplied by gamma every step_size optimizer steps), instead of the schedule
 // --lr_scheduler_type names.
 //   lathe sft ... --external_plugins examples/plugins/optimizer/custom_optimizer.cpp --optimizer custom \
-//       --plugin_args '{"momentum": 0.9, "step_size": 2, "gamma": 0.5}'
+//       --plugin_args '{"custom": {"momentum": 0.9, "step_size": 2, "gamma": 0.5}}'
 // The learning rate logged at global step s (1-based) is learning_rate * gamma^floor((s - 1) / step_size).
 #include <lathe/plugin.h>
 #include <lathe/plugin/optimizer.h>
+#include <lathe/plugin/schedules.h>
 
 #include <torch/torch.h>
 
@@ -23,10 +24,10 @@ class StepDecay : public lathe::LRScheduler {
   double gamma_;
 };
 
-lathe::OptimizerSetup make_sgd(const lathe::Arguments& arguments, lathe::CausalLMImpl& model, int64_t total_steps) {
-  const auto& settings = arguments.plugin_args;
+lathe::OptimizerSetup make_sgd(const lathe::PluginContext& context, lathe::CausalLMImpl& model, int64_t total_steps) {
+  const auto& arguments = context.arguments;
   auto groups = lathe::trainable_parameter_groups(model);
-  auto options = torch::optim::SGDOptions(arguments.effective_learning_rate()).momentum(settings.value("momentum", 0.9));
+  auto options = torch::optim::SGDOptions(arguments.effective_learning_rate()).momentum(context.setting("momentum", 0.9));
   std::vector<torch::optim::OptimizerParamGroup> param_groups;
   // Weight decay on matrices only, as for the default AdamW.
   if (!groups.decay.empty()) {
@@ -38,14 +39,14 @@ lathe::OptimizerSetup make_sgd(const lathe::Arguments& arguments, lathe::CausalL
   }
   lathe::OptimizerSetup setup;
   setup.optimizer = std::make_unique<torch::optim::SGD>(std::move(param_groups), options);
-  setup.scheduler = std::make_shared<StepDecay>(settings.value("step_size", std::max<int64_t>(1, total_steps / 3)),
-                                                settings.value("gamma", 0.5));
+  setup.scheduler = std::make_shared<StepDecay>(context.setting("step_size", std::max<int64_t>(1, total_steps / 3)),
+                                                context.setting("gamma", 0.5));
   return setup;
 }
 
 }  // namespace
 
 LATHE_PLUGIN() {
-  lathe::optimizer_registry().add("custom", "SGD with momentum and a step-decay schedule (--plugin_args momentum, "
+  lathe::optimizer_registry().add("custom", "SGD with momentum and a step-decay schedule (settings: momentum, "
                                             "step_size, gamma)", make_sgd);
 }

@@ -10,6 +10,7 @@
 // \frac; two numbers (integers, decimals, a/b) are equal within 1e-6 relative.
 #include <lathe/plugin.h>
 #include <lathe/plugin/orm.h>
+#include <lathe/plugin/answer_checking.h>
 
 #include <cmath>
 #include <optional>
@@ -97,5 +98,5 @@ class MathExampleOrm : public lathe::OutcomeRewardModel {
 
 LATHE_PLUGIN() {
   lathe::orm_registry().add("math_example", "1 when the last \\boxed{} equals the reference answer, else 0 (example plugin)",
-                            [](const lathe::Arguments&) { return std::make_shared<MathExampleOrm>(); });
+                            [](const lathe::PluginContext&) { return std::make_shared<MathExampleOrm>(); });
 }

@@ -84,5 +84,5 @@ class StepExamplePrm : public lathe::ProcessRewardModel {
 
 LATHE_PLUGIN() {
   lathe::prm_registry().add("step_example", "one reward per step: 1 when its \"a op b = c\" arithmetic holds, else 0 (example plugin)",
-                            [](const lathe::Arguments&) { return std::make_shared<StepExamplePrm>(); });
+                            [](const lathe::PluginContext&) { return std::make_shared<StepExamplePrm>(); });
 }

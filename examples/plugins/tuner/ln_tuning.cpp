@@ -156,5 +156,5 @@ class LnTuningExampleTuner : public lathe::Tuner {
 
 LATHE_PLUGIN() {
   lathe::tuner_registry().add("ln_tuning_example", "LN-tuning: only the norm weights train; PEFT LN_TUNING format (example plugin)",
-                              [](const lathe::Arguments& arguments) { return std::make_shared<LnTuningExampleTuner>(arguments); });
+                              [](const lathe::PluginContext& context) { return std::make_shared<LnTuningExampleTuner>(context.arguments); });
 }

@@ -1,13 +1,16 @@
 #pragma once
 // One Arguments type for every command, with SWIFT's names and defaults. Parsed from the command
 // line and from --config files (YAML or JSON, same keys; the command line wins). Plugins read it;
-// their own settings travel in plugin_args.
+// their own settings travel in plugin_args, each plugin's under its name.
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include "lathe/common/export.h"
+
+LATHE_API_BEGIN
 
 namespace lathe {
 
@@ -95,6 +98,7 @@ struct Arguments {
   double adam_beta2 = 0.95;
   double adam_epsilon = 1e-8;
   std::string lr_scheduler_type = "cosine";
+  nlohmann::json lr_scheduler_kwargs = nlohmann::json::object();  // cosine_with_min_lr: {"min_lr_rate": r}
   double warmup_ratio = 0.0;
   int64_t warmup_steps = 0;
   int64_t logging_steps = 5;
@@ -142,9 +146,12 @@ struct Arguments {
 
   double effective_learning_rate() const { return learning_rate.value_or(train_type == "full" ? 1e-5 : 1e-4); }
 
+  // Each plugin's own settings, under its name: {"custom_loss": {"focal_gamma": 2}} (PluginContext).
   nlohmann::json plugin_args = nlohmann::json::object();
 
   nlohmann::json to_json() const;
 };
 
 }  // namespace lathe
+
+LATHE_API_END

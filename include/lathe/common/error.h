@@ -4,6 +4,9 @@
 // expected. Programming errors stay as assertions or std::logic_error.
 #include <stdexcept>
 #include <string>
+#include "lathe/common/export.h"
+
+LATHE_API_BEGIN
 
 namespace lathe {
 
@@ -13,3 +16,5 @@ class Error : public std::runtime_error {
 };
 
 }  // namespace lathe
+
+LATHE_API_END

@@ -5,6 +5,9 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include "lathe/common/export.h"
+
+LATHE_API_BEGIN
 
 namespace lathe {
 
@@ -25,3 +28,5 @@ void write_dir_atomic(const std::filesystem::path& dir,
                       const std::function<void(const std::filesystem::path& temporary)>& write);
 
 }  // namespace lathe
+
+LATHE_API_END

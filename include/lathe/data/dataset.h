@@ -17,6 +17,9 @@
 #include <nlohmann/json.hpp>
 
 #include "lathe/template/template.h"
+#include "lathe/common/export.h"
+
+LATHE_API_BEGIN
 
 namespace lathe {
 
@@ -29,6 +32,9 @@ struct RowLocation {
 
 // Normalises one row; throws lathe::Error naming the location and the field.
 Conversation to_conversation(const nlohmann::json& row, const RowLocation& where);
+
+// The conversation as a "messages" list [{"role", "content"}], roles as Lathe names them.
+nlohmann::json to_messages_json(const Conversation& conversation);
 
 // One OpenAI tool call ({"function": {"name", "arguments"}} or {"name", "arguments"}) as a
 // tool_call message holding {"name", "arguments"}; arguments given as JSON text are parsed when
@@ -44,3 +50,5 @@ void for_each_row(const std::filesystem::path& file,
 std::vector<nlohmann::json> read_rows(const std::filesystem::path& file);
 
 }  // namespace lathe
+
+LATHE_API_END

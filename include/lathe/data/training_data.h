@@ -12,6 +12,9 @@
 #include "lathe/data/dataset.h"
 #include "lathe/template/template.h"
 #include "lathe/tokenizer/tokenizer.h"
+#include "lathe/common/export.h"
+
+LATHE_API_BEGIN
 
 namespace lathe {
 
@@ -103,3 +106,5 @@ class ExampleStream {
 ConversationEdit self_cognition_edit(std::vector<std::string> model_name, std::vector<std::string> model_author);
 
 }  // namespace lathe
+
+LATHE_API_END

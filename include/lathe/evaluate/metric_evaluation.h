@@ -15,6 +15,9 @@
 #include "lathe/common/arguments.h"
 #include "lathe/model/model.h"
 #include "lathe/plugin/metric.h"
+#include "lathe/common/export.h"
+
+LATHE_API_BEGIN
 
 namespace lathe {
 
@@ -47,3 +50,5 @@ class MetricEvaluation {
 };
 
 }  // namespace lathe
+
+LATHE_API_END

@@ -11,6 +11,9 @@
 
 #include "lathe/infer/generate.h"
 #include "lathe/model/model.h"
+#include "lathe/common/export.h"
+
+LATHE_API_BEGIN
 
 namespace lathe {
 
@@ -54,3 +57,5 @@ class GenerationEngine {
 };
 
 }  // namespace lathe
+
+LATHE_API_END

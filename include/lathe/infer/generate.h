@@ -11,6 +11,9 @@
 #include <vector>
 
 #include "lathe/model/model.h"
+#include "lathe/common/export.h"
+
+LATHE_API_BEGIN
 
 namespace lathe {
 
@@ -83,3 +86,5 @@ std::vector<Generation> generate(CausalLM& model, const std::vector<std::vector<
                                  const SamplingParams& params, const TokenCallback& on_token = {});
 
 }  // namespace lathe
+
+LATHE_API_END

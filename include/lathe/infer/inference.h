@@ -11,6 +11,9 @@
 #include "lathe/model/model.h"
 #include "lathe/template/template.h"
 #include "lathe/tokenizer/tokenizer.h"
+#include "lathe/common/export.h"
+
+LATHE_API_BEGIN
 
 namespace lathe {
 
@@ -41,3 +44,5 @@ struct InferenceModel {
 InferenceModel load_inference_model(const Arguments& arguments);
 
 }  // namespace lathe
+
+LATHE_API_END

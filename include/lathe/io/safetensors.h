@@ -13,6 +13,9 @@
 #include <string>
 #include <string_view>
 #include <vector>
+#include "lathe/common/export.h"
+
+LATHE_API_BEGIN
 
 namespace lathe::safetensors {
 
@@ -97,3 +100,5 @@ void write_sharded(const std::filesystem::path& dir, std::span<const TensorData>
                    std::size_t max_shard_bytes, std::string_view stem = "model");
 
 }  // namespace lathe::safetensors
+
+LATHE_API_END

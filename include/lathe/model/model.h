@@ -18,6 +18,9 @@
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
+#include "lathe/common/export.h"
+
+LATHE_API_BEGIN
 
 namespace lathe {
 
@@ -171,3 +174,5 @@ void save_pretrained(CausalLM& model, const std::filesystem::path& dir,
                      std::size_t max_shard_bytes = std::size_t{5} << 30);
 
 }  // namespace lathe
+
+LATHE_API_END

@@ -3,6 +3,10 @@
 // passive OpenMP waiting, threads = cores (or OMP_NUM_THREADS), and a warning when libblas.so.3 is
 // the reference BLAS. (The allocator, tcmalloc, is linked into the `lathe` program.)
 
+#include "lathe/common/export.h"
+
+LATHE_API_BEGIN
+
 namespace lathe {
 
 // Call first thing in main(). When OMP_WAIT_POLICY is unset it re-executes the program with
@@ -13,3 +17,5 @@ void configure_runtime(int argc, char** argv);
 int compute_threads();
 
 }  // namespace lathe
+
+LATHE_API_END

@@ -8,6 +8,9 @@
 #include <string>
 
 #include "lathe/io/safetensors.h"
+#include "lathe/common/export.h"
+
+LATHE_API_BEGIN
 
 namespace lathe {
 
@@ -32,3 +35,5 @@ void save_tensors_sharded(const std::filesystem::path& dir,
                           std::size_t max_shard_bytes, std::string_view stem = "model");
 
 }  // namespace lathe
+
+LATHE_API_END

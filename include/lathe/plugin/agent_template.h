@@ -17,22 +17,21 @@
 #include "lathe/common/arguments.h"
 #include "lathe/plugin/registry.h"
 #include "lathe/template/agent_template.h"
+#include "lathe/common/export.h"
+
+LATHE_API_BEGIN
 
 namespace lathe {
 
 struct TemplateSpec;  // lathe/template/template.h
 
-using AgentTemplateFactory = std::function<std::shared_ptr<AgentTemplate>(const Arguments& arguments)>;
+using AgentTemplateFactory = std::function<std::shared_ptr<AgentTemplate>(const PluginContext& context)>;
 Registry<AgentTemplateFactory>& agent_template_registry();
 
 // `arguments.agent_template` when set, else the chat template's own (TemplateSpec::agent_template:
 // hermes for Qwen2.5 / Qwen3, llama3, mistral, react_en for the others); built.
 std::shared_ptr<AgentTemplate> make_agent_template(const Arguments& arguments, const TemplateSpec& chat_template);
 
-// The function object of a tool spec (unwraps {"type": "function", "function": {...}}).
-const nlohmann::json& unwrap_tool(const nlohmann::json& tool);
-
-// JSON text as Python's json.dumps(value, ensure_ascii=False[, indent=n]) writes it.
-std::string python_json_dumps(const nlohmann::json& value, int indent = -1);
-
 }  // namespace lathe
+
+LATHE_API_END

@@ -17,6 +17,9 @@
 #include "lathe/model/model.h"
 #include "lathe/plugin/registry.h"
 #include "lathe/train/state.h"
+#include "lathe/common/export.h"
+
+LATHE_API_BEGIN
 
 namespace lathe {
 
@@ -42,7 +45,9 @@ class Callback {
   virtual void on_prediction_step(const Arguments&, S&, C&, const X&) {}
 };
 
-using CallbackFactory = std::function<std::shared_ptr<Callback>(const Arguments& arguments)>;
+using CallbackFactory = std::function<std::shared_ptr<Callback>(const PluginContext& context)>;
 Registry<CallbackFactory>& callback_registry();
 
 }  // namespace lathe
+
+LATHE_API_END

@@ -14,6 +14,9 @@
 
 #include "lathe/common/arguments.h"
 #include "lathe/plugin/registry.h"
+#include "lathe/common/export.h"
+
+LATHE_API_BEGIN
 
 namespace lathe {
 
@@ -40,18 +43,9 @@ class Metric {
   virtual std::map<std::string, double> compute(const EvalPrediction& prediction) = 0;
 };
 
-using MetricFactory = std::function<std::shared_ptr<Metric>(const Arguments& arguments)>;
+using MetricFactory = std::function<std::shared_ptr<Metric>(const PluginContext& context)>;
 Registry<MetricFactory>& metric_registry();
 
-// The pieces of `nlg`, public for tests and for plugins that combine them.
-// Words split on whitespace; every CJK character (ideographs, kana, CJK punctuation) a token.
-std::vector<std::string> nlg_tokens(std::string_view text);
-// ROUGE-N F1 from clipped n-gram overlap; 0 when either side has no n-gram.
-double rouge_n(const std::vector<std::string>& hypothesis, const std::vector<std::string>& reference, int n);
-// ROUGE-L F1 from the longest common subsequence.
-double rouge_l(const std::vector<std::string>& hypothesis, const std::vector<std::string>& reference);
-// Sentence BLEU-4 (uniform weights, brevity penalty) with NIST geometric smoothing: the k-th
-// n-gram order without a match gets precision 1 / (2^k * hypothesis n-grams).
-double sentence_bleu4(const std::vector<std::string>& hypothesis, const std::vector<std::string>& reference);
-
 }  // namespace lathe
+
+LATHE_API_END

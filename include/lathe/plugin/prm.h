@@ -13,6 +13,9 @@
 #include "lathe/common/arguments.h"
 #include "lathe/plugin/registry.h"
 #include "lathe/template/template.h"
+#include "lathe/common/export.h"
+
+LATHE_API_BEGIN
 
 namespace lathe {
 
@@ -28,10 +31,9 @@ class ProcessRewardModel {
   virtual std::vector<std::vector<double>> score(const std::vector<PrmInput>& inputs) = 0;
 };
 
-using PrmFactory = std::function<std::shared_ptr<ProcessRewardModel>(const Arguments& arguments)>;
+using PrmFactory = std::function<std::shared_ptr<ProcessRewardModel>(const PluginContext& context)>;
 Registry<PrmFactory>& prm_registry();
 
-// The last "Reward: x" of a judge's answer, clamped to [-1, 1]; nullopt when there is none.
-std::optional<double> parse_judge_reward(const std::string& answer);
-
 }  // namespace lathe
+
+LATHE_API_END

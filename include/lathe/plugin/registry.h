@@ -8,7 +8,13 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "lathe/common/arguments.h"
 #include "lathe/common/error.h"
+#include "lathe/common/export.h"
+
+LATHE_API_BEGIN
 
 namespace lathe {
 
@@ -17,6 +23,36 @@ namespace lathe {
 // One per thread, defined once in liblathe (not in this header, where every plugin library would
 // get its own copy).
 std::string& current_plugin_origin();
+
+// What a plugin's factory is given: the run's arguments, read-only, and the plugin's own settings,
+// the object under its name in --plugin_args ('{"custom_loss": {"focal_gamma": 2}}'; empty when
+// the name is absent). Registry::create fills them in; made from the arguments alone, a context
+// has none. Valid for the call only: a plugin copies what it keeps.
+struct PluginContext {
+  explicit PluginContext(const Arguments& arguments, const nlohmann::json& settings = no_settings())
+      : arguments(arguments), settings(settings) {}
+  const Arguments& arguments;
+  const nlohmann::json& settings;
+
+  // settings[key] as T, or `fallback` when absent or null; a lathe::Error naming the key when it
+  // holds another type.
+  template <class T>
+  T setting(const std::string& key, T fallback) const {
+    const auto found = settings.find(key);
+    if (found == settings.end() || found->is_null()) return fallback;
+    try {
+      return found->get<T>();
+    } catch (const nlohmann::json::exception&) {
+      throw Error("--plugin_args: '" + key + "' has the wrong type (" + found->dump() + ")");
+    }
+  }
+
+  static const nlohmann::json& no_settings();
+};
+
+// The settings of the plugin called `name`: arguments.plugin_args[name], or an empty object.
+// Throws lathe::Error when that entry is not an object.
+const nlohmann::json& plugin_settings(const Arguments& arguments, std::string_view name);
 
 template <class Factory>
 class Registry {
@@ -52,6 +88,13 @@ class Registry {
 
   const Factory& factory(std::string_view name) const { return get(name).factory; }
 
+  // The plugin registered as `name`, made with its own settings from --plugin_args (and whatever
+  // else this kind's factories take after the context).
+  template <class... Rest>
+  auto create(std::string_view name, const Arguments& arguments, Rest&&... rest) const {
+    return factory(name)(PluginContext(arguments, plugin_settings(arguments, name)), std::forward<Rest>(rest)...);
+  }
+
   std::vector<const Entry*> entries() const {
     std::vector<const Entry*> result;
     for (const auto& [key, entry] : entries_) result.push_back(&entry);
@@ -64,3 +107,5 @@ class Registry {
 };
 
 }  // namespace lathe
+
+LATHE_API_END

@@ -9,6 +9,9 @@
 #include "lathe/common/arguments.h"
 #include "lathe/model/model.h"
 #include "lathe/plugin/registry.h"
+#include "lathe/common/export.h"
+
+LATHE_API_BEGIN
 
 namespace lathe {
 
@@ -25,7 +28,9 @@ class Tuner {
   virtual bool saves_full_model() const { return false; }
 };
 
-using TunerFactory = std::function<std::shared_ptr<Tuner>(const Arguments& arguments)>;
+using TunerFactory = std::function<std::shared_ptr<Tuner>(const PluginContext& context)>;
 Registry<TunerFactory>& tuner_registry();
 
 }  // namespace lathe
+
+LATHE_API_END

@@ -9,6 +9,9 @@
 #include <nlohmann/json.hpp>
 
 #include "lathe/common/arguments.h"
+#include "lathe/common/export.h"
+
+LATHE_API_BEGIN
 
 namespace lathe {
 
@@ -22,3 +25,5 @@ struct EvaluationReport {
 EvaluationReport run_evaluation(const Arguments& arguments);
 
 }  // namespace lathe
+
+LATHE_API_END

@@ -15,6 +15,9 @@
 #include <filesystem>
 
 #include "lathe/common/arguments.h"
+#include "lathe/common/export.h"
+
+LATHE_API_BEGIN
 
 namespace lathe {
 
@@ -28,3 +31,5 @@ struct SampleSummary {
 SampleSummary run_rejection_sampling(const Arguments& arguments);
 
 }  // namespace lathe
+
+LATHE_API_END

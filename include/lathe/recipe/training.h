@@ -16,6 +16,9 @@
 #include "lathe/template/template.h"
 #include "lathe/tokenizer/tokenizer.h"
 #include "lathe/train/trainer.h"
+#include "lathe/common/export.h"
+
+LATHE_API_BEGIN
 
 namespace lathe {
 
@@ -54,3 +57,5 @@ class TrainingRun {
 };
 
 }  // namespace lathe
+
+LATHE_API_END

@@ -16,6 +16,9 @@
 #include "lathe/infer/generate.h"
 #include "lathe/infer/inference.h"
 #include "lathe/plugin/agent_template.h"
+#include "lathe/common/export.h"
+
+LATHE_API_BEGIN
 
 namespace lathe {
 
@@ -68,3 +71,5 @@ class OpenAIServer {
 };
 
 }  // namespace lathe
+
+LATHE_API_END

@@ -7,6 +7,9 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include "lathe/common/export.h"
+
+LATHE_API_BEGIN
 
 namespace lathe {
 
@@ -38,3 +41,5 @@ class AgentTemplate {
 };
 
 }  // namespace lathe
+
+LATHE_API_END

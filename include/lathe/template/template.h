@@ -10,6 +10,9 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include "lathe/common/export.h"
+
+LATHE_API_BEGIN
 
 namespace lathe {
 
@@ -128,3 +131,5 @@ class Template {
 };
 
 }  // namespace lathe
+
+LATHE_API_END

@@ -10,6 +10,9 @@
 #include <string>
 #include <string_view>
 #include <vector>
+#include "lathe/common/export.h"
+
+LATHE_API_BEGIN
 
 namespace lathe {
 
@@ -61,3 +64,5 @@ class Tokenizer {
 };
 
 }  // namespace lathe
+
+LATHE_API_END

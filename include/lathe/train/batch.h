@@ -8,6 +8,9 @@
 #include <vector>
 
 #include "lathe/data/training_data.h"
+#include "lathe/common/export.h"
+
+LATHE_API_BEGIN
 
 namespace lathe {
 
@@ -37,3 +40,5 @@ std::vector<std::vector<std::size_t>> pack_into_bins(const std::vector<Example>&
 std::vector<std::size_t> epoch_training_order(std::size_t units, uint64_t seed, int64_t epoch);
 
 }  // namespace lathe
+
+LATHE_API_END

@@ -10,6 +10,9 @@
 #include <nlohmann/json.hpp>
 
 #include "lathe/model/model.h"
+#include "lathe/common/export.h"
+
+LATHE_API_BEGIN
 
 namespace torch::optim {
 class Optimizer;
@@ -59,3 +62,5 @@ struct CallbackContext {
 };
 
 }  // namespace lathe
+
+LATHE_API_END

@@ -15,6 +15,9 @@
 #include "lathe/plugin/loss.h"
 #include "lathe/plugin/optimizer.h"
 #include "lathe/plugin/tuner.h"
+#include "lathe/common/export.h"
+
+LATHE_API_BEGIN
 
 namespace lathe {
 
@@ -60,3 +63,5 @@ class Trainer {
 std::filesystem::path make_run_dir(const Arguments& arguments);
 
 }  // namespace lathe
+
+LATHE_API_END

@@ -22,6 +22,9 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "lathe/model/model.h"
+#include "lathe/common/export.h"
+
+LATHE_API_BEGIN
 
 namespace lathe {
 
@@ -121,3 +124,5 @@ LoadedAdapter load_adapter(CausalLM& model, const std::filesystem::path& dir, bo
 std::vector<std::string> merge_lora(CausalLM& model);
 
 }  // namespace lathe
+
+LATHE_API_END

@@ -1,0 +1,81 @@
+#include "lathe/recipe/batch_inference.h"
+
+#include <fmt/format.h>
+
+#include <future>
+
+#include "lathe/common/format.h"
+#include "lathe/common/files.h"
+#include "lathe/data/dataset.h"
+#include "lathe/infer/engine.h"
+
+namespace lathe {
+namespace {
+
+using nlohmann::json;
+
+// The conversation to answer: the row without its final assistant message (kept as the label).
+std::pair<Conversation, std::optional<std::string>> split_label(Conversation conversation) {
+  std::optional<std::string> label;
+  if (!conversation.messages.empty() && conversation.messages.back().role == "assistant") {
+    label = conversation.messages.back().content;
+    conversation.messages.pop_back();
+  }
+  return {std::move(conversation), std::move(label)};
+}
+
+json logprobs_json(const std::vector<TokenLogprob>& logprobs) {
+  json entries = json::array();
+  for (const auto& entry : logprobs) {
+    json top = json::array();
+    for (const auto& [token, logprob] : entry.top) top.push_back({{"id", token}, {"logprob", logprob}});
+    entries.push_back({{"id", entry.token}, {"logprob", entry.logprob}, {"top_logprobs", top}});
+  }
+  return entries;
+}
+
+}  // namespace
+
+std::size_t run_batch_inference(const Arguments& arguments, InferenceModel& loaded) {
+  if (arguments.result_path.empty()) fail("--result_path is required with --val_dataset");
+  struct Pending {
+    Conversation conversation;
+    std::optional<std::string> label;
+  };
+  std::vector<Pending> rows;
+  for (const auto& file : arguments.val_dataset) {
+    for_each_row(file, [&](const json& row, const RowLocation& where) {
+      auto [conversation, label] = split_label(to_conversation(row, where));
+      if (conversation.messages.empty() || conversation.messages.back().role != "user") {
+        fail("{}: the row must end with a user message (or a user message and its answer)", where.describe());
+      }
+      rows.push_back({std::move(conversation), std::move(label)});
+    });
+  }
+  const auto params = loaded.sampling(arguments);
+  GenerationEngine engine(loaded.model, loaded.engine_options(arguments));
+  std::vector<std::future<Generation>> pending;
+  for (const auto& row : rows) pending.push_back(engine.submit(loaded.encode_prompt(row.conversation), params));
+  std::string output;
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    auto generation = pending[i].get();
+    auto& ids = generation.ids;
+    if (!ids.empty() && generation.finish_reason == "stop" && generation.stop_string.empty()) ids.pop_back();
+    json result = {{"messages", to_messages_json(rows[i].conversation)},
+                   {"response", generation.text},
+                   {"response_ids", ids},
+                   {"finish_reason", generation.finish_reason}};
+    if (rows[i].label) result["labels"] = *rows[i].label;
+    if (params.logprobs) result["logprobs"] = logprobs_json(generation.logprobs);
+    // A response cut by max_new_tokens may end inside a UTF-8 character.
+    output += result.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+    const auto done = i + 1;
+    if (done % static_cast<std::size_t>(engine.max_batch_size()) == 0 || done == rows.size()) {
+      fmt::print(stderr, "lathe infer: {}/{} rows\n", done, rows.size());
+    }
+  }
+  write_file_atomic(arguments.result_path, output);
+  return rows.size();
+}
+
+}  // namespace lathe
