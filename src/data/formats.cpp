@@ -175,6 +175,19 @@ Conversation from_query_response(const json& row, const RowLocation& where) {
 
 }  // namespace
 
+PromptRow to_prompt_row(const json& row, const RowLocation& where) {
+  PromptRow result{to_conversation(row, where), std::nullopt};
+  auto& messages = result.prompt.messages;
+  if (!messages.empty() && messages.back().role == "assistant") {
+    result.answer = messages.back().content;
+    messages.pop_back();
+  }
+  if (messages.empty() || messages.back().role != "user") {
+    fail("{}: the row must end with a user message (or a user message and its answer)", where.describe());
+  }
+  return result;
+}
+
 json to_messages_json(const Conversation& conversation) {
   json messages = json::array();
   for (const auto& message : conversation.messages) messages.push_back({{"role", message.role}, {"content", message.content}});

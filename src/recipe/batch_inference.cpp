@@ -14,16 +14,6 @@ namespace {
 
 using nlohmann::json;
 
-// The conversation to answer: the row without its final assistant message (kept as the label).
-std::pair<Conversation, std::optional<std::string>> split_label(Conversation conversation) {
-  std::optional<std::string> label;
-  if (!conversation.messages.empty() && conversation.messages.back().role == "assistant") {
-    label = conversation.messages.back().content;
-    conversation.messages.pop_back();
-  }
-  return {std::move(conversation), std::move(label)};
-}
-
 json logprobs_json(const std::vector<TokenLogprob>& logprobs) {
   json entries = json::array();
   for (const auto& entry : logprobs) {
@@ -45,11 +35,8 @@ std::size_t run_batch_inference(const Arguments& arguments, InferenceModel& load
   std::vector<Pending> rows;
   for (const auto& file : arguments.val_dataset) {
     for_each_row(file, [&](const json& row, const RowLocation& where) {
-      auto [conversation, label] = split_label(to_conversation(row, where));
-      if (conversation.messages.empty() || conversation.messages.back().role != "user") {
-        fail("{}: the row must end with a user message (or a user message and its answer)", where.describe());
-      }
-      rows.push_back({std::move(conversation), std::move(label)});
+      auto [prompt, answer] = to_prompt_row(row, where);
+      rows.push_back({std::move(prompt), std::move(answer)});
     });
   }
   const auto params = loaded.sampling(arguments);

@@ -61,15 +61,7 @@ std::vector<Query> read_queries(const Arguments& arguments) {
     for_each_row(file, [&](const json& row, const RowLocation& where) {
       const int64_t position = index++;
       if (position < begin || position >= end) return;
-      auto prompt = to_conversation(row, where);
-      std::optional<std::string> answer;
-      if (!prompt.messages.empty() && prompt.messages.back().role == "assistant") {
-        answer = prompt.messages.back().content;
-        prompt.messages.pop_back();
-      }
-      if (prompt.messages.empty() || prompt.messages.back().role != "user") {
-        fail("{}: the row must end with a user message (or a user message and its answer)", where.describe());
-      }
+      auto [prompt, answer] = to_prompt_row(row, where);
       queries.push_back({row, std::move(prompt), std::move(answer), row_id(row)});
     });
   }

@@ -33,6 +33,16 @@ struct RowLocation {
 // Normalises one row; throws lathe::Error naming the location and the field.
 Conversation to_conversation(const nlohmann::json& row, const RowLocation& where);
 
+// A row as a prompt to answer (inference, sampling): the conversation up to its last user
+// message, and the row's final assistant message when it has one (its label or reference answer).
+// Throws lathe::Error naming the location when the row does not end with a user message (or a
+// user message and its answer).
+struct PromptRow {
+  Conversation prompt;
+  std::optional<std::string> answer;
+};
+PromptRow to_prompt_row(const nlohmann::json& row, const RowLocation& where);
+
 // The conversation as a "messages" list [{"role", "content"}], roles as Lathe names them.
 nlohmann::json to_messages_json(const Conversation& conversation);
 
