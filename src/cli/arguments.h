@@ -9,14 +9,13 @@
 
 namespace lathe::cli {
 
-enum class OptionGroup { Model, Generation, Data, Training, Reward, Evaluation, Serving, Sampling };  // Reward: ORM / PRM settings
-
-// Adds the options of the given groups to `app`, bound to `arguments`.
-void add_options(CLI::App& app, Arguments& arguments, std::initializer_list<OptionGroup> groups);
+// Adds the options of the given groups of the argument table to `app`, bound to `arguments`.
+void add_options(CLI::App& app, Arguments& arguments, std::initializer_list<ArgumentGroup> groups);
 
 // Parses `args` (plus --config FILE, whose keys are the long option names without dashes and
-// which the command line overrides). Returns the exit code when parsing ends the command
-// (--help: 0, an error: 2 with the message printed), or -1 to go on.
-int parse(CLI::App& app, const Args& args);
+// which the command line overrides, and --external_plugins, loaded once parsed) and checks every
+// argument's rule. Returns the exit code when parsing ends the command (--help: 0, an error: 2
+// with the message printed), or -1 to go on.
+int parse(CLI::App& app, Arguments& arguments, const Args& args);
 
 }  // namespace lathe::cli

@@ -31,9 +31,9 @@ int run_eval(const Args& args) {
                "scores next-token predictions on the reference answers instead.",
                "eval");
   Arguments arguments;
-  add_options(app, arguments, {OptionGroup::Model, OptionGroup::Generation, OptionGroup::Data, OptionGroup::Evaluation});
-  app.add_option("--output_dir", arguments.output_dir, "where eval_report.json goes without --result_path")->capture_default_str();
-  if (int code = parse(app, args); code >= 0) return code;
+  add_options(app, arguments, {ArgumentGroup::Model, ArgumentGroup::Generation, ArgumentGroup::Data, ArgumentGroup::Evaluation,
+                               ArgumentGroup::Output});
+  if (int code = parse(app, arguments, args); code >= 0) return code;
   const auto evaluation = run_evaluation(arguments);
   print_table(evaluation.report["metrics"]);
   fmt::print(stderr, "lathe eval: {} rows; report written to {}\n", evaluation.report["rows"].get<std::size_t>(),

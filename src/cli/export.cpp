@@ -14,17 +14,14 @@ int run_export(const Args& args) {
                "folder to --output_dir.",
                "export");
   Arguments arguments;
-  bool merge = false;
-  std::string output_dir;
-  add_options(app, arguments, {OptionGroup::Model});
-  app.add_option("--merge_lora", merge, "fold the adapters into the weights")->capture_default_str();
-  app.add_option("--output_dir", output_dir, "where the merged model is written (default: <adapter>-merged)");
-  if (int code = parse(app, args); code >= 0) return code;
+  add_options(app, arguments, {ArgumentGroup::Model, ArgumentGroup::Export, ArgumentGroup::Output});
+  if (int code = parse(app, arguments, args); code >= 0) return code;
   if (arguments.model.empty()) fail("--model is required (the base model folder)");
-  if (!merge) fail("nothing to do: pass --merge_lora true (the only export this build has)");
+  if (!arguments.merge_lora) fail("nothing to do: pass --merge_lora true (the only export this build has)");
   if (arguments.adapters.size() != 1) fail("--adapters: give exactly one adapter folder to merge");
   const fs::path model_dir = arguments.model, adapter_dir = arguments.adapters[0];
-  const fs::path output = output_dir.empty() ? fs::path(adapter_dir.string() + "-merged") : fs::path(output_dir);
+  // SWIFT's default: the adapter folder's name with -merged.
+  const fs::path output = app.count("--output_dir") ? fs::path(arguments.output_dir) : fs::path(adapter_dir.string() + "-merged");
 
   auto model = load_pretrained(model_dir, arguments.torch_dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat32);
   load_adapter(model, adapter_dir, /*trainable=*/false);

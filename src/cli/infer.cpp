@@ -72,8 +72,8 @@ int run_infer(const Args& args) {
                "--result_path (jsonl rows with response and response_ids).",
                "infer");
   Arguments arguments;
-  add_options(app, arguments, {OptionGroup::Model, OptionGroup::Generation, OptionGroup::Data});
-  if (int code = parse(app, args); code >= 0) return code;
+  add_options(app, arguments, {ArgumentGroup::Model, ArgumentGroup::Generation, ArgumentGroup::Data});
+  if (int code = parse(app, arguments, args); code >= 0) return code;
   auto loaded = load_inference_model(arguments);
   if (arguments.val_dataset.empty()) return run_chat(arguments, loaded);
   const auto rows = run_batch_inference(arguments, loaded);

@@ -28,7 +28,7 @@ static void list(const Registry<Factory>& registry, const std::string& flag) {
 int run_plugins(const Args& args) {
   CLI::App app("List every registered plugin of every kind, with a one-line description.", "plugins");
   Arguments arguments;
-  if (int code = parse(app, args); code >= 0) return code;
+  if (int code = parse(app, arguments, args); code >= 0) return code;
   list(agent_template_registry(), "--agent_template");
   list(callback_registry(), "--callbacks");
   list(loss_registry(), "--loss_type");

@@ -15,10 +15,9 @@ int run_sample(const Args& args) {
   Arguments arguments;
   arguments.output_dir = "sample_output";
   arguments.temperature = 1.0;  // N greedy samples would all be the same response
-  add_options(app, arguments, {OptionGroup::Model, OptionGroup::Generation, OptionGroup::Data, OptionGroup::Reward,
-                               OptionGroup::Sampling});
-  app.add_option("--output_dir", arguments.output_dir, "where sample.jsonl is written")->capture_default_str();
-  if (int code = parse(app, args); code >= 0) return code;
+  add_options(app, arguments, {ArgumentGroup::Model, ArgumentGroup::Generation, ArgumentGroup::Data,
+                               ArgumentGroup::Reward, ArgumentGroup::Sampling, ArgumentGroup::Output});
+  if (int code = parse(app, arguments, args); code >= 0) return code;
   const auto summary = run_rejection_sampling(arguments);
   fmt::print(stderr, "lathe sample: {} rows written to {} ({} queries done before were skipped)\n", summary.rows_written,
              summary.output.string(), summary.queries_skipped);

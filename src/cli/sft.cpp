@@ -22,12 +22,11 @@ int run_training(const Args& args, bool pretraining) {
     arguments.loss_scale = "all";
     arguments.packing = true;
   }
-  add_options(app, arguments, {OptionGroup::Model, OptionGroup::Data, OptionGroup::Training, OptionGroup::Generation});
-  if (int code = parse(app, args); code >= 0) return code;
-  // SWIFT: with generated responses, rouge-l names the best checkpoint unless the user chose.
-  if (arguments.predict_with_generate && app.count("--metric_for_best_model") == 0) {
-    arguments.metric_for_best_model = "rouge-l";
-  }
+  add_options(app, arguments,
+              {ArgumentGroup::Model, ArgumentGroup::Data, ArgumentGroup::Dataset, ArgumentGroup::Tuner,
+               ArgumentGroup::Schedule, ArgumentGroup::Checkpoints, ArgumentGroup::Output, ArgumentGroup::Evaluation,
+               ArgumentGroup::Generation});
+  if (int code = parse(app, arguments, args); code >= 0) return code;
   const bool embedded = arguments.model.empty() && arguments.dataset.empty() && !pretraining;
   if (embedded) use_embedded_default(app, arguments);
   TrainingRun run(std::move(arguments));

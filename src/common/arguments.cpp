@@ -1,54 +1,153 @@
 #include "lathe/common/arguments.h"
 
+#include <fmt/ranges.h>
+
+#include <functional>
+#include <map>
+
+#include "lathe/common/format.h"
+
 namespace lathe {
 
-nlohmann::json Arguments::to_json() const {
-  nlohmann::json json = {
-      {"model", model}, {"adapters", adapters}, {"template", template_name}, {"agent_template", agent_template},
-      {"system", system ? nlohmann::json(*system) : nlohmann::json()}, {"torch_dtype", torch_dtype},
-      {"max_length", max_length}, {"max_new_tokens", max_new_tokens}, {"temperature", temperature},
-      {"top_k", top_k}, {"top_p", top_p}, {"repetition_penalty", repetition_penalty}, {"seed", seed},
-      {"stream", stream}, {"max_batch_size", max_batch_size}, {"dataset", dataset},
-      {"val_dataset", val_dataset}, {"result_path", result_path},
-      {"split_dataset_ratio", split_dataset_ratio}, {"truncation_strategy", truncation_strategy},
-      {"packing", packing}, {"padding_free", padding_free}, {"dataset_num_proc", dataset_num_proc},
-      {"strict", strict}, {"streaming", streaming}, {"loss_scale", loss_scale}, {"model_name", model_name},
-      {"model_author", model_author}, {"train_type", train_type}, {"lora_rank", lora_rank},
-      {"lora_alpha", lora_alpha}, {"lora_dropout", lora_dropout}, {"target_modules", target_modules},
-      {"use_rslora", use_rslora}, {"use_dora", use_dora}, {"init_weights", init_weights},
-      {"learning_rate", effective_learning_rate()}, {"num_train_epochs", num_train_epochs},
-      {"max_steps", max_steps}, {"per_device_train_batch_size", per_device_train_batch_size},
-      {"per_device_eval_batch_size", per_device_eval_batch_size},
-      {"gradient_accumulation_steps", gradient_accumulation_steps}, {"max_grad_norm", max_grad_norm},
-      {"weight_decay", weight_decay}, {"adam_beta1", adam_beta1}, {"adam_beta2", adam_beta2},
-      {"adam_epsilon", adam_epsilon}, {"lr_scheduler_type", lr_scheduler_type},
-      {"lr_scheduler_kwargs", lr_scheduler_kwargs},
-      {"warmup_ratio", warmup_ratio}, {"warmup_steps", warmup_steps}, {"logging_steps", logging_steps},
-      {"eval_steps", eval_steps}, {"save_steps", save_steps}, {"save_total_limit", save_total_limit},
-      {"save_only_model", save_only_model}, {"output_dir", output_dir}, {"add_version", add_version},
-      {"gradient_checkpointing", gradient_checkpointing},
-      {"resume_from_checkpoint", resume_from_checkpoint}, {"resume_only_model", resume_only_model},
-      {"loss_type", loss_type}, {"optimizer", optimizer}, {"lorap_lr_ratio", lorap_lr_ratio}, {"use_galore", use_galore}, {"galore_rank", galore_rank}, {"galore_update_proj_gap", galore_update_proj_gap}, {"galore_scale", galore_scale}, {"freeze_parameters", freeze_parameters}, {"trainable_parameters", trainable_parameters}, {"acc_strategy", acc_strategy}, {"callbacks", callbacks}, {"early_stop_interval", early_stop_interval}, {"task_type", task_type},
-      {"metric_for_best_model", metric_for_best_model}, {"max_nan_steps", max_nan_steps},
-      {"pretraining", pretraining}, {"plugin_args", plugin_args}};
-  json.update({{"max_completion_length", max_completion_length},
-               {"cosine_min_len_value_wrong", cosine_min_len_value_wrong},
-               {"cosine_max_len_value_wrong", cosine_max_len_value_wrong},
-               {"cosine_min_len_value_correct", cosine_min_len_value_correct},
-               {"cosine_max_len_value_correct", cosine_max_len_value_correct}, {"cosine_max_len", cosine_max_len},
-               {"repetition_n_grams", repetition_n_grams}, {"repetition_max_penalty", repetition_max_penalty},
-               {"soft_max_length", soft_max_length}, {"soft_cache_length", soft_cache_length},
-               {"prm_api_base", prm_api_base}, {"prm_api_model", prm_api_model}});  // never the API key
-  json.update({{"min_p", min_p}, {"presence_penalty", presence_penalty}, {"frequency_penalty", frequency_penalty},
-               {"stop", stop}, {"logprobs", logprobs}, {"top_logprobs", top_logprobs}, {"host", host}, {"port", port},
-               {"served_model_name", served_model_name}, {"max_body_bytes", max_body_bytes},
-               {"sampler_type", sampler_type}, {"sampler_engine", sampler_engine},
-               {"engine_kwargs_base_url", engine_kwargs_base_url}, {"engine_kwargs_model", engine_kwargs_model},
-               {"num_return_sequences", num_return_sequences}, {"n_best_to_keep", n_best_to_keep},
-               {"orm_model", orm_model}, {"prm_model", prm_model}, {"prm_threshold", prm_threshold},
-               {"data_range", data_range}, {"metric", metric}, {"predict_with_generate", predict_with_generate}});
-  if (greater_is_better) json["greater_is_better"] = *greater_is_better;
-  return json;
+namespace {
+
+using nlohmann::json;
+
+template <class T>
+json to_json_value(const T& value) {
+  return value;
+}
+template <class T>
+json to_json_value(const std::optional<T>& value) {
+  return value ? json(*value) : json(nullptr);
+}
+
+// What a JSON value must be to set a field of this type, and reading it when it is.
+const char* expected_json(const std::string*) { return "a string"; }
+const char* expected_json(const bool*) { return "true or false"; }
+const char* expected_json(const int64_t*) { return "an integer"; }
+const char* expected_json(const double*) { return "a number"; }
+const char* expected_json(const std::vector<std::string>*) { return "a list of strings"; }
+const char* expected_json(const std::vector<int64_t>*) { return "a list of integers"; }
+const char* expected_json(const json*) { return "a JSON object"; }
+template <class T>
+std::string expected_json(const std::optional<T>*) {
+  return std::string(expected_json(static_cast<const T*>(nullptr))) + " or null";
+}
+
+template <class T>
+bool read_if(const json& value, T& out, bool (json::*is_expected)() const noexcept) {
+  if (!(value.*is_expected)()) return false;
+  out = value.get<T>();
+  return true;
+}
+bool read_json(const json& value, std::string& out) { return read_if(value, out, &json::is_string); }
+bool read_json(const json& value, bool& out) { return read_if(value, out, &json::is_boolean); }
+bool read_json(const json& value, int64_t& out) { return read_if(value, out, &json::is_number_integer); }
+bool read_json(const json& value, double& out) { return read_if(value, out, &json::is_number); }
+bool read_json(const json& value, json& out) { return read_if(value, out, &json::is_object); }
+template <class T>
+bool read_json(const json& value, std::vector<T>& out) {
+  if (!value.is_array()) return false;
+  std::vector<T> items(value.size());
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (!read_json(value[i], items[i])) return false;
+  }
+  out = std::move(items);
+  return true;
+}
+template <class T>
+bool read_json(const json& value, std::optional<T>& out) {
+  if (value.is_null()) {
+    out.reset();
+    return true;
+  }
+  T item{};
+  if (!read_json(value, item)) return false;
+  out = std::move(item);
+  return true;
+}
+
+// The rule's complaint about a value, or nothing when the value keeps it.
+std::optional<std::string> rule_violation(const ArgumentRule& rule, const std::string& value) {
+  if (rule.choices.empty()) return std::nullopt;
+  for (std::size_t begin = 0; begin <= rule.choices.size();) {
+    const auto end = std::min(rule.choices.find('|', begin), rule.choices.size());
+    if (rule.choices.substr(begin, end - begin) == value) return std::nullopt;
+    begin = end + 1;
+  }
+  return fmt::format("expected one of {}, got '{}'", rule.choices, value);
+}
+std::optional<std::string> rule_violation(const ArgumentRule& rule, double value) {
+  if (value >= rule.minimum && value <= rule.maximum) return std::nullopt;
+  if (rule.maximum == HUGE_VAL) return fmt::format("expected at least {}, got {}", rule.minimum, value);
+  if (rule.minimum == -HUGE_VAL) return fmt::format("expected at most {}, got {}", rule.maximum, value);
+  return fmt::format("expected a value from {} to {}, got {}", rule.minimum, rule.maximum, value);
+}
+std::optional<std::string> rule_violation(const ArgumentRule& rule, int64_t value) {
+  return rule_violation(rule, static_cast<double>(value));
+}
+std::optional<std::string> rule_violation(const ArgumentRule&, bool) { return std::nullopt; }
+std::optional<std::string> rule_violation(const ArgumentRule& rule, const json& value) {
+  if (!rule.settings_by_name) return std::nullopt;
+  for (const auto& [name, settings] : value.items()) {
+    if (!settings.is_object()) {
+      return fmt::format("'{}' is not an object: each plugin's settings go under its name, e.g. "
+                         "'{{\"custom_loss\": {{\"focal_gamma\": 2}}}}'",
+                         name);
+    }
+  }
+  return std::nullopt;
+}
+template <class T>
+std::optional<std::string> rule_violation(const ArgumentRule& rule, const std::vector<T>& values) {
+  if (rule.count != 0 && !values.empty() && values.size() != rule.count) {
+    return fmt::format("expected {} values, got {}", rule.count, values.size());
+  }
+  return std::nullopt;
+}
+template <class T>
+std::optional<std::string> rule_violation(const ArgumentRule& rule, const std::optional<T>& value) {
+  return value ? rule_violation(rule, *value) : std::nullopt;
+}
+
+}  // namespace
+
+json Arguments::to_json() const {
+  auto object = json::object();
+  for_each_argument([&](const ArgumentInfo& info, auto field) {
+    if (!info.rule.secret) object[std::string(info.key)] = to_json_value(this->*field);
+  });
+  object["learning_rate"] = effective_learning_rate();
+  object["metric_for_best_model"] = best_model_metric();
+  return object;
+}
+
+void Arguments::update_from_json(const json& values, const std::string& source) {
+  if (!values.is_object()) fail("{}: expected a mapping of argument names to values", source);
+  std::map<std::string, std::function<void(const json&)>, std::less<>> setters;
+  for_each_argument([&](const ArgumentInfo& info, auto field) {
+    setters[std::string(info.key)] = [this, info, field, &source](const json& value) {
+      auto& target = this->*field;
+      auto read = target;
+      if (!read_json(value, read)) {
+        fail("{}: '{}' expects {}, got {}", source, info.key, expected_json(&target), value.dump());
+      }
+      if (auto violation = rule_violation(info.rule, read)) fail("{}: '{}': {}", source, info.key, *violation);
+      target = std::move(read);
+    };
+  });
+  for (const auto& [key, value] : values.items()) {
+    const auto setter = setters.find(key);
+    if (setter == setters.end()) fail("{}: unknown argument '{}'", source, key);
+    setter->second(value);
+  }
+}
+
+void Arguments::check() const {
+  for_each_argument([&](const ArgumentInfo& info, auto field) {
+    if (auto violation = rule_violation(info.rule, this->*field)) fail("--{}: {}", info.key, *violation);
+  });
 }
 
 }  // namespace lathe

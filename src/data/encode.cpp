@@ -82,6 +82,30 @@ std::optional<Example> ExampleEncoder::encode(const Conversation& conversation, 
   return example;
 }
 
+std::optional<Example> ExampleEncoder::encode_row(const nlohmann::json& row, const RowLocation& where,
+                                                 const ConversationEdit& prepare, bool* truncated) const {
+  if (!options_.embedding) {
+    auto conversation = to_conversation(row, where);
+    if (prepare) prepare(conversation, row);
+    return encode(conversation, truncated);
+  }
+  auto embedding_row = to_embedding_row(row, where);
+  std::vector<Conversation*> sequences{&embedding_row.anchor, &embedding_row.positive};
+  for (auto& negative : embedding_row.negatives) sequences.push_back(&negative);
+  Example example;
+  for (auto* sequence : sequences) {
+    if (prepare) prepare(*sequence, row);
+    auto encoded = encode(*sequence, truncated);
+    if (!encoded) return std::nullopt;
+    if (encoded->size() == 0) fail("{}: a sequence of this embedding row encodes to no tokens", where.describe());
+    example.input_ids.insert(example.input_ids.end(), encoded->input_ids.begin(), encoded->input_ids.end());
+    example.segment_lengths.push_back(encoded->size());
+  }
+  example.embedding_labels.push_back(static_cast<float>(embedding_row.label));
+  example.embedding_labels.resize(sequences.size() - 1, 0.0f);
+  return example;
+}
+
 namespace {
 
 struct PendingRow {
@@ -134,9 +158,7 @@ std::vector<Example> encode_datasets(const std::vector<std::string>& specs, cons
     for (std::size_t i = next++; i < rows.size(); i = next++) {
       try {
         bool cut = false;
-        auto conversation = to_conversation(rows[i].row, rows[i].where);
-        if (prepare) prepare(conversation, rows[i].row);
-        encoded[i] = encoder.encode(conversation, &cut);
+        encoded[i] = encoder.encode_row(rows[i].row, rows[i].where, prepare, &cut);
         truncated[i] = cut;
       } catch (const Error& error) {
         bad_row(i, error);
@@ -169,8 +191,11 @@ std::vector<Example> encode_datasets(const std::vector<std::string>& specs, cons
     }
     stats.truncated += truncated[i];
     stats.tokens += encoded[i]->size();
-    stats.trained_tokens += std::count_if(encoded[i]->labels.begin(), encoded[i]->labels.end(),
-                                          [](int32_t label) { return label != kIgnoreIndex; });
+    // Every token of an embedding row reaches the loss (through its sequence's pooled state).
+    stats.trained_tokens += encoded[i]->segment_lengths.empty()
+                                ? std::count_if(encoded[i]->labels.begin(), encoded[i]->labels.end(),
+                                                [](int32_t label) { return label != kIgnoreIndex; })
+                                : encoded[i]->size();
     examples.push_back(std::move(*encoded[i]));
   }
   stats.rows = static_cast<int64_t>(examples.size());

@@ -62,9 +62,7 @@ struct ExampleStream::State {
       for_each_row(DatasetSpec::parse(text).path, [&](const nlohmann::json& row, const RowLocation& where) {
         std::optional<Example> example;
         try {
-          auto conversation = to_conversation(row, where);
-          if (prepare) prepare(conversation, row);
-          example = encoder->encode(conversation);
+          example = encoder->encode_row(row, where, prepare);
         } catch (const Error&) {
           if (strict) throw;
           count_bad_row();

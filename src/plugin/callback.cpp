@@ -18,7 +18,7 @@ class EarlyStopCallback : public Callback {
   explicit EarlyStopCallback(int64_t patience) : patience_(patience) {}
   void on_save(const Arguments& arguments, S& state, C& control, const X&) override {
     if (!state.best_metric) return;
-    const bool greater = arguments.greater_is_better.value_or(!arguments.metric_for_best_model.ends_with("loss"));
+    const bool greater = arguments.best_metric_greater_is_better();
     const double current = *state.best_metric;
     const bool improved = !best_ || (greater ? current > *best_ : current < *best_);
     if (improved) {
@@ -29,7 +29,7 @@ class EarlyStopCallback : public Callback {
     }
     if (saves_without_improvement_ >= patience_) {
       fmt::print(stderr, "lathe: early stop: {} saves without a better {}\n", saves_without_improvement_,
-                 arguments.metric_for_best_model);
+                 arguments.best_model_metric());
       control.should_training_stop = true;
     }
   }

@@ -406,6 +406,10 @@ SampleSummary sample_all(const Arguments& arguments, const std::vector<Query>& q
 }  // namespace
 
 SampleSummary run_rejection_sampling(const Arguments& arguments) {
+  if (arguments.sampler_type != "sample") {
+    fail("--sampler_type {}: Lathe samples with 'sample' (generate, score, keep the best); SWIFT's mcts and "
+         "distill samplers are not built", arguments.sampler_type);
+  }
   if (arguments.num_return_sequences < 1) fail("--num_return_sequences {}: expected at least 1", arguments.num_return_sequences);
   const auto queries = read_queries(arguments);
   if (arguments.sampler_engine == "client") {

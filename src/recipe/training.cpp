@@ -54,6 +54,7 @@ void check_arguments(const Arguments& arguments) {
   if (arguments.dataset.empty()) fail("--dataset is required (jsonl, json or csv files)");
   std::error_code ec;
   if (!fs::is_directory(arguments.model, ec)) fail("{}: model folder not found", arguments.model);
+  if (arguments.task_type == "embedding" && arguments.pretraining) fail("lathe pt trains next-token prediction; --task_type embedding is for lathe sft");
 }
 
 ConversationEdit conversation_edit(const Arguments& arguments) {
@@ -90,7 +91,8 @@ struct TrainingRun::State {
                 [this](const std::vector<Context>& contexts, const Conversation& conversation) {
                   return loss_scale.apply(contexts, conversation);
                 },
-                EncodeOptions{max_length(), arguments.truncation_strategy, arguments.system, arguments.pretraining}) {
+                EncodeOptions{max_length(), arguments.truncation_strategy, arguments.system, arguments.pretraining,
+                              arguments.task_type == "embedding"}) {
     chat_template.set_agent_template(make_agent_template(arguments, chat_template.spec()));
     encode_data();
     tuner = tuner_registry().create(arguments.train_type, arguments);

@@ -76,6 +76,31 @@ Batch collate_packed(const std::vector<const Example*>& examples) {
   return batch;
 }
 
+Batch collate_embeddings(const std::vector<const Example*>& examples) {
+  Batch batch;
+  std::vector<int64_t> ids, lengths, last_tokens;
+  std::vector<float> labels;
+  int64_t end = 0;
+  for (const auto* example : examples) {
+    if (example->segment_lengths.empty()) throw std::logic_error("collate_embeddings: an example without sequences");
+    ids.insert(ids.end(), example->input_ids.begin(), example->input_ids.end());
+    labels.insert(labels.end(), example->embedding_labels.begin(), example->embedding_labels.end());
+    for (auto length : example->segment_lengths) {
+      lengths.push_back(length);
+      end += length;
+      last_tokens.push_back(end - 1);
+    }
+  }
+  batch.input_ids = torch::tensor(ids, torch::kLong).unsqueeze(0);
+  batch.labels = torch::tensor(labels, torch::kFloat32);
+  batch.pooled_positions = torch::tensor(last_tokens, torch::kLong);
+  batch.position_ids = packed_position_ids(lengths);
+  batch.sequence_lengths = std::move(lengths);
+  batch.tokens = static_cast<int64_t>(ids.size());
+  batch.label_tokens = static_cast<int64_t>(examples.size());
+  return batch;
+}
+
 namespace {
 
 // The free space of each bin in a max tree, so that the first bin with at least `size` free is

@@ -124,7 +124,17 @@ torch::Tensor seeded_generator_state(uint64_t seed) {
   return generator.get_state();
 }
 
+bool embedding_task(const Arguments& arguments) { return arguments.task_type == "embedding"; }
+
 std::string loss_name(const Arguments& arguments) {
+  if (embedding_task(arguments)) {
+    if (arguments.loss_type == "cross_entropy" || arguments.loss_type == "loss_scale") {
+      fail("--loss_type {} trains tokens; --task_type embedding takes an embedding loss (infonce, cosine_similarity, "
+           "contrastive, online_contrastive, or a plugin's)",
+           arguments.loss_type);
+    }
+    return arguments.loss_type.empty() ? "infonce" : arguments.loss_type;
+  }
   if (!arguments.loss_type.empty()) return arguments.loss_type;
   return arguments.loss_scale == "default" || arguments.loss_scale == "all" || arguments.loss_scale == "last_round"
              ? "cross_entropy"
@@ -132,6 +142,10 @@ std::string loss_name(const Arguments& arguments) {
 }
 
 std::vector<std::string> metric_names(const Arguments& arguments) {
+  if (embedding_task(arguments)) {
+    if (!arguments.metric.empty()) fail("--metric: embedding training is evaluated by its loss (eval_loss) alone");
+    return {};
+  }
   if (!arguments.metric.empty()) return arguments.metric;
   return {arguments.predict_with_generate ? "nlg" : "acc"};
 }
@@ -265,6 +279,11 @@ struct Trainer::Impl {
     state.num_train_epochs = 1;
   }
 
+  Batch collate(const std::vector<const Example*>& examples) const {
+    if (embedding_task(arguments)) return collate_embeddings(examples);
+    return packed ? collate_packed(examples) : collate_padded(examples, setup.pad_token_id);
+  }
+
   std::vector<Batch> streamed_batches() {
     const auto batch = std::max<int64_t>(1, arguments.per_device_train_batch_size);
     std::vector<Batch> batches;
@@ -273,7 +292,7 @@ struct Trainer::Impl {
       for (int64_t i = 0; i < batch; ++i) examples.push_back(setup.stream->next());
       std::vector<const Example*> pointers;
       for (const auto& example : examples) pointers.push_back(&example);
-      batches.push_back(packed ? collate_packed(pointers) : collate_padded(pointers, setup.pad_token_id));
+      batches.push_back(collate(pointers));
     }
     return batches;
   }
@@ -312,7 +331,7 @@ struct Trainer::Impl {
       for (int64_t u = micro * batch; u < std::min<int64_t>(static_cast<int64_t>(units.size()), (micro + 1) * batch); ++u) {
         for (auto index : units[order[u]]) examples.push_back(&setup.train[index]);
       }
-      batches.push_back(packed ? collate_packed(examples) : collate_padded(examples, setup.pad_token_id));
+      batches.push_back(collate(examples));
     }
     return batches;
   }
@@ -323,12 +342,39 @@ struct Trainer::Impl {
     AutocastScope autocast(arguments.torch_dtype == "bfloat16");
     const auto hidden = setup.model->forward(
         {batch.input_ids, batch.position_ids, batch.attention_mask, nullptr, batch.sequence_lengths});
-    ModelOutputs outputs(*setup.model, hidden);
+    // Embedding losses see one row per sequence: the hidden state of its last token.
+    ModelOutputs outputs = batch.pooled_positions.defined()
+                               ? ModelOutputs(hidden.squeeze(0).index_select(0, batch.pooled_positions), torch::Tensor())
+                               : ModelOutputs(*setup.model, hidden);
     try {
       return loss_function(outputs, batch.labels, batch.loss_scale, num_items);
     } catch (const std::exception& error) {
       fail("{} failed in step {}: {}; {}", loss_label, state.global_step + 1, error.what(), checkpoint_note());
     }
+  }
+
+  // The evaluation set in batches of --per_device_eval_batch_size rows.
+  template <class Visit>
+  void for_each_eval_batch(Visit&& visit) {
+    const auto batch_size = static_cast<std::size_t>(std::max<int64_t>(1, arguments.per_device_eval_batch_size));
+    for (std::size_t start = 0; start < setup.eval.size(); start += batch_size) {
+      std::vector<const Example*> examples;
+      for (std::size_t i = start; i < std::min(setup.eval.size(), start + batch_size); ++i) examples.push_back(&setup.eval[i]);
+      visit(examples);
+      emit(&Callback::on_prediction_step);
+    }
+  }
+
+  // eval_loss of an embedding run: each evaluation batch's loss, weighted by its rows.
+  std::map<std::string, double> evaluate_embeddings() {
+    double loss_sum = 0;
+    std::size_t rows = 0;
+    for_each_eval_batch([&](const std::vector<const Example*>& examples) {
+      loss_sum += forward_loss(collate_embeddings(examples), std::nullopt).item<double>() * static_cast<double>(examples.size());
+      rows += examples.size();
+    });
+    if (rows == 0) return {};
+    return {{"eval_loss", loss_sum / static_cast<double>(rows)}};
   }
 
   struct StepOutcome {
@@ -344,6 +390,9 @@ struct Trainer::Impl {
                                               [](int64_t sum, const Batch& b) { return sum + b.label_tokens; });
     for (const auto& batch : batches) {
       auto loss = forward_loss(batch, std::max<int64_t>(1, num_items));
+      // Embedding losses are means per micro-batch, so the step's loss is their mean (as Hugging
+      // Face's Trainer divides a loss that ignores num_items_in_batch by the accumulation steps).
+      if (embedding_task(arguments)) loss = loss / static_cast<double>(batches.size());
       const double value = loss.item<double>();
       if (!std::isfinite(value)) {
         outcome.finite = false;
@@ -389,18 +438,15 @@ struct Trainer::Impl {
     }
   }
 
-  const std::string& best_metric_name() const { return arguments.metric_for_best_model; }
-  bool greater_is_better() const {
-    return arguments.greater_is_better.value_or(best_metric_name() != "loss" && !best_metric_name().ends_with("loss"));
-  }
 
   void save_checkpoint() {
     const fs::path dir = setup.run_dir / fmt::format("checkpoint-{}", state.global_step);
     if (last_eval && last_eval_step == state.global_step) {
-      auto key = best_metric_name().starts_with("eval_") ? best_metric_name() : "eval_" + best_metric_name();
+      const auto metric = arguments.best_model_metric();
+      const auto key = metric.starts_with("eval_") ? metric : "eval_" + metric;
       if (auto found = last_eval->find(key); found != last_eval->end()) {
         const bool better = !state.best_metric ||
-                            (greater_is_better() ? found->second > *state.best_metric : found->second < *state.best_metric);
+                            (arguments.best_metric_greater_is_better() ? found->second > *state.best_metric : found->second < *state.best_metric);
         if (better) {
           state.best_metric = found->second;
           state.best_model_checkpoint = dir.string();
@@ -588,23 +634,20 @@ std::map<std::string, double> Trainer::evaluate() {
   auto& s = *impl_;
   torch::NoGradGuard no_grad;
   EvalModeScope eval_mode(s.setup.model);
+  if (embedding_task(s.arguments)) return s.evaluate_embeddings();
   double loss_sum = 0;
   int64_t tokens = 0;
   const auto when = fmt::format("at step {}", s.state.global_step);
-  const auto batch_size = static_cast<std::size_t>(std::max<int64_t>(1, s.arguments.per_device_eval_batch_size));
-  for (std::size_t start = 0; start < s.setup.eval.size(); start += batch_size) {
-    std::vector<const Example*> examples;
-    for (std::size_t i = start; i < std::min(s.setup.eval.size(), start + batch_size); ++i) examples.push_back(&s.setup.eval[i]);
+  s.for_each_eval_batch([&](const std::vector<const Example*>& examples) {
     auto batch = collate_padded(examples, s.setup.pad_token_id);
     AutocastScope autocast(s.arguments.torch_dtype == "bfloat16");
     const auto hidden = s.setup.model->forward({batch.input_ids, batch.position_ids, batch.attention_mask, nullptr});
     auto shifted = shift_tokens(hidden, batch.labels, torch::Tensor());
-    if (shifted.targets.numel() == 0) continue;
+    if (shifted.targets.numel() == 0) return;
     loss_sum += chunked_token_cross_entropy(shifted.hidden, s.setup.model->output_weight(), shifted.targets).sum().item<double>();
     tokens += shifted.targets.numel();
     s.metrics->add_batch(*s.setup.model, hidden, batch.labels, when);
-    s.emit(&Callback::on_prediction_step);
-  }
+  });
   std::map<std::string, double> results;
   if (tokens == 0) {
     s.metrics->compute(when);  // clears what was gathered

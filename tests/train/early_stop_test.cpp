@@ -11,7 +11,7 @@ namespace {
 // returns the 1-based evaluation after which the callback asked to stop, or 0.
 int stopping_evaluation(Arguments arguments, const std::vector<double>& values) {
   auto callback = callback_registry().create("early_stop", arguments);
-  const bool greater = arguments.greater_is_better.value_or(!arguments.metric_for_best_model.ends_with("loss"));
+  const bool greater = arguments.best_metric_greater_is_better();
   TrainerState state;
   TrainerControl control;
   for (std::size_t i = 0; i < values.size(); ++i) {

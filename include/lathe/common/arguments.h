@@ -1,10 +1,13 @@
 #pragma once
-// One Arguments type for every command, with SWIFT's names and defaults. Parsed from the command
-// line and from --config files (YAML or JSON, same keys; the command line wins). Plugins read it;
-// their own settings travel in plugin_args, each plugin's under its name.
+// One Arguments type for every command, with SWIFT's names and defaults. Every argument is declared
+// once, in LATHE_ARGUMENTS below: the struct's fields, the command-line options (and so --config
+// files, whose keys are the option names), args.json and its reading back all come from that table.
+// Plugins read Arguments; their own settings travel in plugin_args, each plugin's under its name.
+#include <cmath>
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -14,143 +17,237 @@ LATHE_API_BEGIN
 
 namespace lathe {
 
+// Which commands offer an argument: each command adds the options of the groups it uses.
+enum class ArgumentGroup {
+  Model,       // every command that loads a model
+  Plugins,     // every command
+  Generation,  // infer, deploy, eval, sample, sft (generated evaluation)
+  Serving,     // deploy
+  Data,        // --dataset / --val_dataset
+  Dataset,     // how training rows are read and encoded
+  Tuner,
+  Schedule,
+  Checkpoints,
+  Output,      // sft, pt, eval, sample, export
+  Evaluation,  // sft, eval
+  Reward,      // ORM / PRM settings (sample)
+  Sampling,    // sample
+  Export,
+};
+
+// What a value must satisfy beyond its type, and how it is named.
+struct ArgumentRule {
+  std::string_view key;      // flag and JSON key, when they differ from the field's name
+  std::string_view alias;    // a second flag
+  std::string_view choices;  // "a|b|c": one of these
+  double minimum = -HUGE_VAL;
+  double maximum = HUGE_VAL;
+  std::size_t count = 0;          // a list of exactly this many values (0: any)
+  bool secret = false;            // never written to args.json
+  bool command_line = true;       // false: set by the program (`lathe pt`), no flag
+  bool settings_by_name = false;  // a JSON object whose values are objects (plugin_args)
+};
+
+struct ArgumentInfo {
+  ArgumentGroup group;
+  std::string_view key;
+  std::string_view help;
+  ArgumentRule rule;
+};
+
+constexpr ArgumentInfo describe_argument(ArgumentGroup group, std::string_view field, std::string_view help,
+                                         ArgumentRule rule) {
+  return {group, rule.key.empty() ? field : rule.key, help, rule};
+}
+
+// X(group, type, field, default, rule, help). Lists take several words on the command line
+// (`--dataset a.jsonl b.jsonl`) and arrays in JSON; an unset optional is null in args.json.
+#define LATHE_ARGUMENTS(X)                                                                                              \
+  X(Model, std::string, model, {}, {}, "Hugging Face model folder (config.json, *.safetensors, tokenizer.json)")        \
+  X(Model, std::vector<std::string>, adapters, {}, {}, "adapter folders to load (PEFT format)")                         \
+  X(Model, std::string, template_name, {}, {.key = "template"}, "chat template (default: chosen from the model folder)") \
+  X(Model, std::optional<std::string>, system, {}, {}, "system prompt, replacing the template's default")               \
+  X(Model, std::string, agent_template, {}, {.alias = "tools_prompt"},                                                  \
+    "tools format (default: the chat template's own, else react_en)")                                                   \
+  X(Model, std::string, torch_dtype, "float32", {.choices = "float32|bfloat16"}, "parameter dtype")                     \
+  X(Model, int64_t, max_length, 0, {}, "maximum tokens per sequence (0: the model's limit)")                            \
+  X(Model, int64_t, seed, 42, {}, "random seed (initialisation, data order, sampling)")                                 \
+  X(Model, nlohmann::json, plugin_args, nlohmann::json::object(), {.settings_by_name = true},                           \
+    "each plugin's settings under its name, as JSON (e.g. '{\"custom_loss\": {\"focal_gamma\": 2}}')")                   \
+  X(Plugins, std::vector<std::string>, external_plugins, {}, {},                                                        \
+    "plugin shared libraries (.so) or C++ files (.cpp, compiled and cached) to load first")                             \
+                                                                                                                        \
+  X(Generation, int64_t, max_new_tokens, 512, {}, "tokens to generate at most")                                         \
+  X(Generation, double, temperature, 0.0, {}, "sampling temperature (0: greedy)")                                       \
+  X(Generation, int64_t, top_k, 0, {}, "sample among the k likeliest tokens (0: off)")                                  \
+  X(Generation, double, top_p, 1.0, {}, "nucleus sampling mass (1: off)")                                               \
+  X(Generation, double, min_p, 0.0, {}, "drop tokens less likely than min_p times the likeliest (0: off)")              \
+  X(Generation, double, repetition_penalty, 1.0, {}, "penalty on repeated tokens (1: off)")                             \
+  X(Generation, double, presence_penalty, 0.0, {}, "subtracted from tokens already generated (0: off)")                 \
+  X(Generation, double, frequency_penalty, 0.0, {}, "subtracted per occurrence of a generated token (0: off)")          \
+  X(Generation, std::vector<std::string>, stop, {}, {}, "stop strings: a response ends before the first one")           \
+  X(Generation, bool, logprobs, false, {}, "record each generated token's log-probability")                             \
+  X(Generation, int64_t, top_logprobs, 0, {}, "and this many likeliest alternatives")                                   \
+  X(Generation, bool, stream, true, {}, "stream tokens as they are generated")                                          \
+  X(Generation, int64_t, max_batch_size, 8, {},                                                                         \
+    "sequences decoded together (deploy: concurrent requests; more wait their turn)")                                   \
+                                                                                                                        \
+  X(Serving, std::string, host, "127.0.0.1", {}, "address to listen on (127.0.0.1: this machine only)")                 \
+  X(Serving, int64_t, port, 8000, {}, "TCP port (0: a free one)")                                                       \
+  X(Serving, std::string, api_key, {}, {.secret = true}, "require 'Authorization: Bearer KEY' on every request")       \
+  X(Serving, std::string, served_model_name, {}, {}, "model name clients use (default: the model folder's name)")       \
+  X(Serving, int64_t, max_body_bytes, 8 << 20, {}, "largest request body accepted (larger ones get 413)")               \
+                                                                                                                        \
+  X(Data, std::vector<std::string>, dataset, {}, {}, "training datasets (.jsonl/.json/.csv; path#N samples N rows)")    \
+  X(Data, std::vector<std::string>, val_dataset, {}, {}, "validation / inference datasets")                             \
+  X(Data, std::string, result_path, {}, {}, "where batch inference and eval write their results")                      \
+                                                                                                                        \
+  X(Dataset, double, split_dataset_ratio, 0.0, (ArgumentRule{.minimum = 0, .maximum = 1}),                              \
+    "share of --dataset held out for evaluation")                                                                       \
+  X(Dataset, std::string, truncation_strategy, "delete", {.choices = "delete|left|right"},                              \
+    "over-long rows: delete them, or cut on the left or right")                                                         \
+  X(Dataset, bool, packing, false, {}, "pack rows into sequences of max_length (attention kept within each row)")       \
+  X(Dataset, bool, padding_free, false, {}, "concatenate each batch's rows without padding")                             \
+  X(Dataset, int64_t, dataset_num_proc, 0, {}, "threads that tokenize the dataset (0: all cores)")                      \
+  X(Dataset, bool, strict, true, {}, "stop at the first bad row (false: skip and count bad rows)")                      \
+  X(Dataset, bool, streaming, false, {},                                                                                \
+    "read and tokenize rows during training (datasets larger than memory; needs --max_steps)")                          \
+  X(Dataset, std::string, loss_scale, "default", {},                                                                    \
+    "which tokens are trained and how strongly: default | last_round | all, plus '+name' parts")                        \
+  X(Dataset, std::vector<std::string>, model_name, {}, {},                                                              \
+    "self-cognition: the model's name, Chinese then English (e.g. 小黄 'Xiao Huang')")                                  \
+  X(Dataset, std::vector<std::string>, model_author, {}, {}, "self-cognition: the model's author, Chinese then English") \
+                                                                                                                        \
+  X(Tuner, std::string, train_type, "lora", {}, "tuner: full | lora | ... (lathe plugins lists them)")                  \
+  X(Tuner, int64_t, lora_rank, 8, {}, "LoRA rank")                                                                      \
+  X(Tuner, double, lora_alpha, 32, {}, "LoRA alpha (scaling = alpha / rank)")                                           \
+  X(Tuner, double, lora_dropout, 0.05, {}, "dropout on the LoRA input")                                                 \
+  X(Tuner, std::vector<std::string>, target_modules, {"all-linear"}, {}, "all-linear, module-name suffixes, or one regex") \
+  X(Tuner, bool, use_rslora, false, {}, "rank-stabilised scaling alpha / sqrt(rank)")                                   \
+  X(Tuner, bool, use_dora, false, {}, "DoRA: learn a magnitude vector per output")                                      \
+  X(Tuner, std::string, init_weights, "default", {.choices = "default|gaussian|pissa"}, "LoRA init")                    \
+  X(Tuner, std::vector<std::string>, freeze_parameters, {}, {}, "freeze tuner: parameter-name prefixes to freeze")     \
+  X(Tuner, std::vector<std::string>, trainable_parameters, {}, {},                                                      \
+    "freeze tuner: parameter-name prefixes that train (the rest is frozen)")                                            \
+                                                                                                                        \
+  X(Schedule, std::optional<double>, learning_rate, {}, {}, "peak learning rate (default 1e-4 for adapters, 1e-5 for full)") \
+  X(Schedule, double, num_train_epochs, 3, {}, "passes over the dataset")                                               \
+  X(Schedule, int64_t, max_steps, -1, {}, "optimizer steps (overrides epochs when > 0)")                                \
+  X(Schedule, int64_t, per_device_train_batch_size, 1, {}, "rows per micro-batch")                                      \
+  X(Schedule, int64_t, per_device_eval_batch_size, 1, {}, "rows per evaluation batch")                                  \
+  X(Schedule, int64_t, gradient_accumulation_steps, 1, {}, "micro-batches per optimizer step")                          \
+  X(Schedule, double, max_grad_norm, 1.0, {}, "gradient clipping norm (0: off)")                                        \
+  X(Schedule, double, weight_decay, 0.1, {}, "AdamW decoupled weight decay (not on biases and norms)")                  \
+  X(Schedule, double, adam_beta1, 0.9, {}, "AdamW beta1")                                                               \
+  X(Schedule, double, adam_beta2, 0.95, {}, "AdamW beta2")                                                              \
+  X(Schedule, double, adam_epsilon, 1e-8, {}, "AdamW epsilon")                                                          \
+  X(Schedule, std::string, lr_scheduler_type, "cosine", {},                                                             \
+    "cosine | linear | constant | constant_with_warmup | cosine_with_min_lr")                                          \
+  X(Schedule, nlohmann::json, lr_scheduler_kwargs, nlohmann::json::object(), {},                                        \
+    "the schedule's settings as JSON (cosine_with_min_lr: '{\"min_lr_rate\": 0.1}')")                                   \
+  X(Schedule, double, warmup_ratio, 0.0, {}, "share of steps spent warming up")                                         \
+  X(Schedule, int64_t, warmup_steps, 0, {}, "warm-up steps (wins over --warmup_ratio)")                                 \
+  X(Schedule, std::string, optimizer, "default", {}, "optimizer plugin")                                                \
+  X(Schedule, double, lorap_lr_ratio, 0, {}, "LoRA+: LoRA B learning rate = lr * ratio (> 0 selects the lorap optimizer)") \
+  X(Schedule, bool, use_galore, false, {}, "GaLore: Adam in a low-rank projection of 2-D gradients")                    \
+  X(Schedule, int64_t, galore_rank, 128, {}, "GaLore projection rank")                                                  \
+  X(Schedule, int64_t, galore_update_proj_gap, 50, {}, "GaLore: steps between SVD refreshes of the projection")         \
+  X(Schedule, double, galore_scale, 1.0, {}, "GaLore: scale of the projected-back update")                              \
+  X(Schedule, std::vector<std::string>, callbacks, {}, {}, "callback plugins to add, by name")                          \
+  X(Schedule, int64_t, early_stop_interval, 0, {}, "stop after N saves without a better metric (0: off)")               \
+  X(Schedule, std::string, loss_type, {}, {}, "loss plugin (default cross_entropy; loss_scale with --loss_scale)")      \
+  X(Schedule, std::string, task_type, "causal_lm", {.choices = "causal_lm|embedding"},                                  \
+    "causal_lm: next-token prediction; embedding: last-token embeddings trained with an embedding loss")               \
+  X(Schedule, int64_t, max_nan_steps, 10, {}, "non-finite losses in a row before the run stops")                        \
+  X(Schedule, bool, pretraining, false, {.command_line = false}, "set by `lathe pt`")                                   \
+                                                                                                                        \
+  X(Checkpoints, int64_t, logging_steps, 5, {}, "log every N steps")                                                    \
+  X(Checkpoints, int64_t, eval_steps, -1, {}, "evaluate every N steps (-1: with each save)")                            \
+  X(Checkpoints, int64_t, save_steps, 500, {}, "save a checkpoint every N steps")                                       \
+  X(Checkpoints, int64_t, save_total_limit, -1, {}, "checkpoints to keep (-1: all; the best and last are kept)")        \
+  X(Checkpoints, bool, save_only_model, false, {}, "checkpoints without optimizer, scheduler and RNG state")            \
+  X(Checkpoints, bool, add_version, true, {}, "write into output_dir/vN-YYYYMMDD-HHMMSS")                               \
+  X(Checkpoints, bool, gradient_checkpointing, false, {}, "recompute activations in backward to save memory")           \
+  X(Checkpoints, std::string, resume_from_checkpoint, {}, {}, "checkpoint folder to resume from")                       \
+  X(Checkpoints, bool, resume_only_model, false, {}, "resume weights only, not optimizer and data position")            \
+  X(Checkpoints, std::optional<std::string>, metric_for_best_model, {}, {},                                             \
+    "eval metric that names the best checkpoint (default: loss; rouge-l with --predict_with_generate)")                 \
+  X(Checkpoints, std::optional<bool>, greater_is_better, {}, {},                                                        \
+    "whether a larger metric is better (default: false for metrics ending in loss)")                                    \
+                                                                                                                        \
+  X(Output, std::string, output_dir, "output", {},                                                                      \
+    "where results go (sft/pt: runs; sample: sample.jsonl; eval: eval_report.json; export: the merged model)")          \
+                                                                                                                        \
+  X(Evaluation, std::vector<std::string>, metric, {}, {},                                                               \
+    "metric plugins (sft: acc, or nlg with --predict_with_generate; lathe eval: nlg)")                                  \
+  X(Evaluation, bool, predict_with_generate, false, {},                                                                 \
+    "evaluate generated responses (nlg) instead of next-token predictions")                                            \
+  X(Evaluation, std::string, acc_strategy, "token", {.choices = "token|seq"}, "acc metric: per token or per sequence")   \
+                                                                                                                        \
+  X(Reward, int64_t, max_completion_length, 1024, {},                                                                   \
+    "length scale of cosine and soft_overlong rewards (tokens, or words without a tokenizer)")                          \
+  X(Reward, double, cosine_min_len_value_wrong, -0.5, {}, "cosine reward: a wrong answer of length 0")                  \
+  X(Reward, double, cosine_max_len_value_wrong, 0.0, {}, "cosine reward: a wrong answer of the max length")             \
+  X(Reward, double, cosine_min_len_value_correct, 1.0, {}, "cosine reward: a correct answer of length 0")               \
+  X(Reward, double, cosine_max_len_value_correct, 0.5, {}, "cosine reward: a correct answer of the max length")         \
+  X(Reward, int64_t, cosine_max_len, 0, {}, "cosine reward: the max length (0: --max_completion_length)")               \
+  X(Reward, int64_t, repetition_n_grams, 3, {}, "repetition reward: n-gram size")                                       \
+  X(Reward, double, repetition_max_penalty, -1.0, {},                                                                   \
+    "repetition reward: the penalty (<= 0) for all-repeated text (SWIFT's sign)")                                       \
+  X(Reward, int64_t, soft_max_length, 0, {}, "soft_overlong reward: where it reaches -1 (0: --max_completion_length)")  \
+  X(Reward, int64_t, soft_cache_length, 0, {},                                                                          \
+    "soft_overlong reward: the span before --soft_max_length over which it falls")                                      \
+  X(Reward, std::string, prm_api_base, {}, {},                                                                          \
+    "PRM client: OpenAI-compatible base URL, http://host:port/v1 (env LATHE_PRM_API_BASE)")                             \
+  X(Reward, std::string, prm_api_model, {}, {}, "PRM client: the judge model's name")                                   \
+  X(Reward, std::string, prm_api_key, {}, {.secret = true}, "PRM client: API key (env LATHE_PRM_API_KEY)")              \
+                                                                                                                        \
+  X(Sampling, std::string, sampler_type, "sample", {}, "sampling strategy: sample (SWIFT's mcts and distill are not built)") \
+  X(Sampling, std::string, sampler_engine, "local", {.choices = "local|client"},                                        \
+    "local (this model) | client (an OpenAI-compatible server)")                                                        \
+  X(Sampling, std::string, engine_kwargs_base_url, {}, {}, "client engine: base URL, http://host:port/v1")              \
+  X(Sampling, std::string, engine_kwargs_model, {}, {}, "client engine: model name on the server")                      \
+  X(Sampling, std::string, engine_kwargs_api_key, {}, {.secret = true}, "client engine: API key (env LATHE_API_KEY)")   \
+  X(Sampling, int64_t, num_return_sequences, 64, {}, "responses generated per query")                                   \
+  X(Sampling, int64_t, n_best_to_keep, 5, {}, "responses kept per query")                                               \
+  X(Sampling, std::string, orm_model, {}, {}, "outcome reward model plugin (lathe plugins lists them)")                 \
+  X(Sampling, std::string, prm_model, {}, {}, "process reward model plugin")                                            \
+  X(Sampling, double, prm_threshold, 0.0, {}, "keep responses whose normalised score is above this")                    \
+  X(Sampling, std::vector<int64_t>, data_range, {}, {.count = 2}, "BEGIN END: only these dataset rows")                 \
+                                                                                                                        \
+  X(Export, bool, merge_lora, false, {}, "fold the adapters into the weights")
+
 struct Arguments {
-  // Model
-  std::string model;                  // Hugging Face model folder
-  std::vector<std::string> adapters;  // adapter folders (PEFT format)
-  std::string template_name;          // --template; empty: chosen from the model folder
-  std::optional<std::string> system;  // overrides the template's default system
-  std::string agent_template;         // --agent_template (--tools_prompt); empty: the template's default
-  std::string torch_dtype = "float32";  // float32 | bfloat16
-  int64_t max_length = 0;             // 0: the model's max_position_embeddings
-
-  // Generation
-  int64_t max_new_tokens = 512;
-  double temperature = 0.0;
-  int64_t top_k = 0;
-  double top_p = 1.0;
-  double min_p = 0.0;
-  double repetition_penalty = 1.0;
-  double presence_penalty = 0.0;
-  double frequency_penalty = 0.0;
-  std::vector<std::string> stop;      // stop strings
-  bool logprobs = false;
-  int64_t top_logprobs = 0;
-  int64_t seed = 42;
-  bool stream = true;
-  int64_t max_batch_size = 8;
-
-  // Serving (`lathe deploy`)
-  std::string host = "127.0.0.1";
-  int64_t port = 8000;
-  std::string api_key;                // empty: no authentication
-  std::string served_model_name;      // empty: the model folder's name
-  int64_t max_body_bytes = 8 << 20;   // larger request bodies get 413
-
-  // Sampling and evaluation (`lathe sample`, `lathe eval`)
-  std::string sampler_type = "sample";
-  std::string sampler_engine = "local";  // local | client
-  std::string engine_kwargs_base_url;    // --sampler_engine client: http://host:port/v1
-  std::string engine_kwargs_model;       // --sampler_engine client: served model name
-  std::string engine_kwargs_api_key;     // env LATHE_API_KEY
-  int64_t num_return_sequences = 64;
-  int64_t n_best_to_keep = 5;
-  std::string orm_model;                 // ORM plugin name; empty: none
-  std::string prm_model;                 // PRM plugin name; empty: none
-  double prm_threshold = 0.0;
-  std::vector<int64_t> data_range;       // two numbers: rows [begin, end) of the dataset
-  std::vector<std::string> metric;       // --metric: metric plugins for eval / training evaluation
-  bool predict_with_generate = false;
-
-  // Data
-  std::vector<std::string> dataset;      // path, or path#N to sample N rows
-  std::vector<std::string> val_dataset;
-  std::string result_path;
-  double split_dataset_ratio = 0.0;      // share of --dataset held out for evaluation
-  std::string truncation_strategy = "delete";  // delete | left | right
-  bool packing = false;
-  bool padding_free = false;
-  int64_t dataset_num_proc = 0;          // 0: all cores
-  bool strict = true;                    // false: skip bad rows and count them
-  bool streaming = false;                // read and encode rows while training (needs max_steps)
-  std::string loss_scale = "default";
-  std::vector<std::string> model_name;   // self-cognition: the model's name, Chinese then English
-  std::vector<std::string> model_author; // self-cognition: the author, Chinese then English
-
-  // Training
-  std::string train_type = "lora";       // full | lora | ...
-  int64_t lora_rank = 8;
-  double lora_alpha = 32;
-  double lora_dropout = 0.05;
-  std::vector<std::string> target_modules{"all-linear"};
-  bool use_rslora = false;
-  bool use_dora = false;
-  std::string init_weights = "default";  // default | gaussian | pissa
-  std::optional<double> learning_rate;   // default 1e-4 for adapters, 1e-5 for full
-  double num_train_epochs = 3;
-  int64_t max_steps = -1;
-  int64_t per_device_train_batch_size = 1;
-  int64_t per_device_eval_batch_size = 1;
-  int64_t gradient_accumulation_steps = 1;
-  double max_grad_norm = 1.0;
-  double weight_decay = 0.1;
-  double adam_beta1 = 0.9;
-  double adam_beta2 = 0.95;
-  double adam_epsilon = 1e-8;
-  std::string lr_scheduler_type = "cosine";
-  nlohmann::json lr_scheduler_kwargs = nlohmann::json::object();  // cosine_with_min_lr: {"min_lr_rate": r}
-  double warmup_ratio = 0.0;
-  int64_t warmup_steps = 0;
-  int64_t logging_steps = 5;
-  int64_t eval_steps = -1;               // -1: same as save_steps
-  int64_t save_steps = 500;
-  int64_t save_total_limit = -1;
-  bool save_only_model = false;
-  std::string output_dir = "output";     // `lathe sample` defaults to sample_output
-  bool add_version = true;
-  bool gradient_checkpointing = false;
-  std::string resume_from_checkpoint;
-  bool resume_only_model = false;
-  std::string loss_type;                 // empty: cross_entropy, or loss_scale when --loss_scale is set
-  std::string optimizer = "default";
-  double lorap_lr_ratio = 0;              // > 0: LoRA+ (lorap optimizer), LoRA B rate = lr * ratio
-  bool use_galore = false;               // GaLore optimizer (low-rank projected Adam)
-  int64_t galore_rank = 128;
-  int64_t galore_update_proj_gap = 50;
-  double galore_scale = 1.0;
-  std::vector<std::string> freeze_parameters;     // freeze tuner: parameter-name prefixes to freeze
-  std::vector<std::string> trainable_parameters;  // freeze tuner: prefixes that train (rest frozen)
-  std::string acc_strategy = "token";    // acc metric: token | seq
-  std::vector<std::string> callbacks;    // --callbacks: callback plugins by name
-  int64_t early_stop_interval = 0;       // > 0: add early_stop with this patience (in saves)
-  std::string task_type = "causal_lm";
-  std::string metric_for_best_model = "loss";
-  std::optional<bool> greater_is_better;
-  int64_t max_nan_steps = 10;            // consecutive non-finite losses before the run stops
-  bool pretraining = false;              // set by `lathe pt`
-
-  // Rewards (docs/plugins.md: ORM and PRM plugins)
-  int64_t max_completion_length = 1024;        // lengths are in tokens, or words without a tokenizer
-  double cosine_min_len_value_wrong = -0.5;    // cosine: reward of a wrong answer of length 0
-  double cosine_max_len_value_wrong = 0.0;     // ... and of one of cosine_max_len
-  double cosine_min_len_value_correct = 1.0;   // cosine: reward of a correct answer of length 0
-  double cosine_max_len_value_correct = 0.5;   // ... and of one of cosine_max_len
-  int64_t cosine_max_len = 0;                  // 0: max_completion_length
-  int64_t repetition_n_grams = 3;
-  double repetition_max_penalty = -1.0;        // SWIFT's sign: the reward is scaling * this (<= 0)
-  int64_t soft_max_length = 0;                 // soft_overlong; 0: max_completion_length
-  int64_t soft_cache_length = 0;               // soft_overlong: the span over which it falls to -1
-  std::string prm_api_base;                    // PRM client: http://host:port/v1 (env LATHE_PRM_API_BASE)
-  std::string prm_api_model;
-  std::string prm_api_key;                     // env LATHE_PRM_API_KEY
+#define LATHE_DECLARE_ARGUMENT(group, type, field, value, rule, help) type field = value;
+  LATHE_ARGUMENTS(LATHE_DECLARE_ARGUMENT)
+#undef LATHE_DECLARE_ARGUMENT
 
   double effective_learning_rate() const { return learning_rate.value_or(train_type == "full" ? 1e-5 : 1e-4); }
+  std::string best_model_metric() const {
+    return metric_for_best_model.value_or(predict_with_generate ? "rouge-l" : "loss");
+  }
+  bool best_metric_greater_is_better() const { return greater_is_better.value_or(!best_model_metric().ends_with("loss")); }
 
-  // Each plugin's own settings, under its name: {"custom_loss": {"focal_gamma": 2}} (PluginContext).
-  nlohmann::json plugin_args = nlohmann::json::object();
-
+  // args.json: every argument under its key except the secrets, with the learning rate and the
+  // best-model metric as resolved.
   nlohmann::json to_json() const;
+  // Sets the arguments that `json` names (args.json, or a --config file read as JSON); `source`
+  // names the file in errors. An unknown key or a value of the wrong type or outside its rule is an
+  // error naming the key and what was expected.
+  void update_from_json(const nlohmann::json& json, const std::string& source);
+  // Every argument's rule (choices, range, count, plugin_args' shape) holds; else an error naming
+  // the flag.
+  void check() const;
 };
+
+// Calls visit(info, &Arguments::field) for every argument, in the table's order.
+template <class Visit>
+void for_each_argument(Visit&& visit) {
+#define LATHE_VISIT_ARGUMENT(group, type, field, value, rule, help) \
+  visit(describe_argument(ArgumentGroup::group, #field, help, ArgumentRule rule), &Arguments::field);
+  LATHE_ARGUMENTS(LATHE_VISIT_ARGUMENT)
+#undef LATHE_VISIT_ARGUMENT
+}
 
 }  // namespace lathe
 

@@ -43,6 +43,24 @@ struct PromptRow {
 };
 PromptRow to_prompt_row(const nlohmann::json& row, const RowLocation& where);
 
+// A --task_type embedding row: the anchor, its positive, its negatives (each a conversation ending
+// with an empty assistant message, whose last user message carries the text to embed) and the
+// positive's label. SWIFT's two layouts:
+//   {"messages": [..., user: anchor, assistant: positive], "rejected_response"?: [negative...] or one
+//    string, "label"?: similarity}  (also query/response and the other conversation formats); the
+//    positive and negatives replace the anchor's text in the same conversation (system, history);
+//   {"messages": [... user: anchor], "positive_messages": [[messages]], "negative_messages"?:
+//    [[messages]...], "label"?}: each list its own conversation.
+// label is a number or a boolean, 1 when absent (infonce's positive). Throws lathe::Error naming
+// the location and the field.
+struct EmbeddingRow {
+  Conversation anchor;
+  Conversation positive;
+  std::vector<Conversation> negatives;
+  double label = 1.0;
+};
+EmbeddingRow to_embedding_row(const nlohmann::json& row, const RowLocation& where);
+
 // The conversation as a "messages" list [{"role", "content"}], roles as Lathe names them.
 nlohmann::json to_messages_json(const Conversation& conversation);
 

@@ -24,6 +24,11 @@ struct Example {
   std::vector<int32_t> input_ids;
   std::vector<int32_t> labels;      // kIgnoreIndex where untrained
   std::vector<float> loss_scale;    // empty when every weight is 0 or 1
+  // --task_type embedding: the row's sequences (anchor, positive, negatives) end to end in
+  // input_ids, their lengths, and one label per sequence after the anchor (the positive's label,
+  // then 0 for each negative: embedding_losses.h's layouts). labels stays empty.
+  std::vector<int64_t> segment_lengths;
+  std::vector<float> embedding_labels;
   int64_t size() const { return static_cast<int64_t>(input_ids.size()); }
 };
 
@@ -32,10 +37,14 @@ struct EncodeOptions {
   std::string truncation_strategy = "delete";  // delete | left | right
   std::optional<std::string> system;
   bool pretraining = false;  // {"text": ...} rows: the raw text plus eos, every token trained
+  bool embedding = false;    // --task_type embedding: rows are EmbeddingRow (dataset.h)
 };
 
 // Weighs rendered contexts: LossScalePipeline::apply, passed in so this library needs no plugins.
 using ContextWeigher = std::function<std::vector<WeightedText>(const std::vector<Context>&, const Conversation&)>;
+
+// Edits a row's conversation before it is encoded (self-cognition names).
+using ConversationEdit = std::function<void(Conversation& conversation, const nlohmann::json& row)>;
 
 class ExampleEncoder {
  public:
@@ -44,6 +53,11 @@ class ExampleEncoder {
   // nullopt when the example is longer than max_length and the strategy is `delete`.
   // `truncated` is set when it was cut.
   std::optional<Example> encode(const Conversation& conversation, bool* truncated = nullptr) const;
+  // A dataset row: a conversation (edited by `prepare` when given), or with options.embedding an
+  // EmbeddingRow whose sequences are each encoded as above; nullopt when one of them is deleted as
+  // too long. Throws lathe::Error naming the row's location.
+  std::optional<Example> encode_row(const nlohmann::json& row, const RowLocation& where,
+                                    const ConversationEdit& prepare, bool* truncated = nullptr) const;
 
  private:
   const Template* template_;
@@ -74,7 +88,6 @@ struct DatasetSpec {
 // Reads, normalises and encodes every row of the given datasets on `threads` threads (0: all
 // cores). Bad rows throw (naming file:line) unless strict is false, when they are counted.
 // `prepare` (optional) edits each conversation before encoding (e.g. self-cognition names).
-using ConversationEdit = std::function<void(Conversation& conversation, const nlohmann::json& row)>;
 std::vector<Example> encode_datasets(const std::vector<std::string>& specs, const ExampleEncoder& encoder,
                                      bool strict, int64_t threads, uint64_t seed, DatasetStats& stats,
                                      const ConversationEdit& prepare = {});

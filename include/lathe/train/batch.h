@@ -25,10 +25,15 @@ struct Batch {
   std::vector<int64_t> sequence_lengths;
   int64_t tokens = 0;            // real (non-padding) tokens
   int64_t label_tokens = 0;      // non-ignored shifted labels: this batch's share of num_items_in_batch
+  torch::Tensor pooled_positions;  // collate_embeddings: each sequence's last token in the row
 };
 
 Batch collate_padded(const std::vector<const Example*>& examples, int32_t pad_id = 0);
 Batch collate_packed(const std::vector<const Example*>& examples);
+// --task_type embedding: every sequence of every example end to end in one row (as packed rows),
+// labels the examples' embedding_labels in order (float32 [candidates]) and pooled_positions the
+// index of each sequence's last token (int64 [sequences]). label_tokens counts the examples.
+Batch collate_embeddings(const std::vector<const Example*>& examples);
 
 // Groups examples into bins of at most max_length tokens (first fit, longest first), for --packing.
 // O(n log n): the first bin with room is found in a tree of the bins' free space.
