@@ -29,6 +29,7 @@
 
 #include "benchmark_model.h"
 #include "lathe/model/runtime.h"
+#include "lathe/recipe/training.h"
 #include "lathe/train/trainer.h"
 
 using namespace lathe;
@@ -237,10 +238,8 @@ int main(int argc, char** argv) {
   const auto gemm_dtype = options.dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
   const double peak_before = gemm_peak_flops(gemm_dtype);
 
-  // As `lathe sft`: frozen base weights in bfloat16 for adapters, float32 master weights with
-  // bfloat16 autocast for full training.
-  const bool bf16_base = options.dtype == "bfloat16" && options.train != "full";
-  CausalLM model(config, bf16_base ? torch::kBFloat16 : torch::kFloat32);
+  // The weight dtype rule of `lathe sft` (the training recipe's).
+  CausalLM model(config, base_weight_dtype(arguments));
   auto tuner = tuner_registry().create(arguments.train_type, arguments);
   tuner->prepare_model(arguments, model);
   auto timer = std::make_shared<StepTimer>();

@@ -1,7 +1,6 @@
 // `lathe tokenize`: encode lines of text to token ids, or decode ids back to text, with the
 // tokenizer of a model folder (only its tokenizer.json is read); or (--render) show the text a
 // chat template and agent template make of dataset rows.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -9,10 +8,9 @@
 #include <optional>
 #include <string>
 
-#include "cli/commands.h"
+#include "cli/arguments.h"
 #include "lathe/common/format.h"
 #include "lathe/data/dataset.h"
-#include "lathe/plugin.h"
 #include "lathe/plugin/agent_template.h"
 #include "lathe/tokenizer/tokenizer.h"
 
@@ -55,35 +53,20 @@ std::string decode_line(const Tokenizer& tokenizer, const std::string& line, std
 }  // namespace
 
 int run_tokenize(const Args& args) {
-  CLI::App app{kDescription, "lathe tokenize"};
-  std::string model_dir;
-  bool add_special_tokens = true;
-  bool decode = false;
-  bool skip_special_tokens = false;
-  app.add_option("--model", model_dir, "model folder holding tokenizer.json (or the file itself)")->required();
+  CLI::App app{kDescription, "tokenize"};
+  Arguments arguments;
+  add_options(app, arguments, {ArgumentGroup::Model});
+  bool add_special_tokens = true, decode = false, skip_special_tokens = false, render = false;
   app.add_option("--add_special_tokens", add_special_tokens,
                  "add what the post-processor adds (e.g. Llama's <s>); encode only")
-      ->default_str("true");
+      ->capture_default_str();
   app.add_flag("--decode", decode, "read JSON arrays of ids, print each decoded text as a JSON string");
   app.add_option("--skip_special_tokens", skip_special_tokens, "leave special tokens out of decoded text")
-      ->default_str("false");
-  bool render = false;
-  Arguments arguments;
-  std::vector<std::string> external_plugins;
+      ->capture_default_str();
   app.add_flag("--render", render, "read dataset rows, print each rendered by the chat template as a JSON string");
-  app.add_option("--template", arguments.template_name, "chat template for --render (default: from the model folder)");
-  app.add_option("--agent_template,--tools_prompt", arguments.agent_template,
-                 "tools format for --render (default: the chat template's own, else react_en)");
-  app.add_option("--system", arguments.system, "system prompt for --render, replacing the template's default");
-  app.add_option("--external_plugins", external_plugins, "plugin libraries or C++ files to load first");
-  std::vector<std::string> reversed(args.rbegin(), args.rend());
-  try {
-    app.parse(reversed);
-  } catch (const CLI::ParseError& error) {
-    return app.exit(error);
-  }
-
-  load_external_plugins(external_plugins);
+  if (int code = parse(app, arguments, args); code >= 0) return code;
+  if (arguments.model.empty()) fail("--model is required (a model folder holding tokenizer.json, or the file itself)");
+  const auto& model_dir = arguments.model;
   const Tokenizer tokenizer = Tokenizer::from_file(model_dir);
   std::optional<Template> chat_template;
   if (render) {

@@ -88,7 +88,8 @@ struct Pairs {
 
 Pairs split_pairs(const torch::Tensor& embeddings, const torch::Tensor& labels) {
   if (embeddings.dim() != 2 || embeddings.size(0) % 2 != 0 || labels.numel() * 2 != embeddings.size(0))
-    fail("pair losses expect embeddings [2P, hidden] (first, second interleaved) and P labels, got {} and {} labels",
+    fail("pair losses expect embeddings [2P, hidden] (first, second interleaved) and P labels, got {} and {} labels "
+         "(with --task_type embedding: an anchor and a positive per row; rows with negatives need infonce)",
          shape_text(embeddings), labels.numel());
   const auto rows = embeddings.to(torch::kFloat32);
   return {rows.slice(0, 0, rows.size(0), 2), rows.slice(0, 1, rows.size(0), 2),

@@ -18,11 +18,18 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 // Pairs (anchor, positive, similarity label) and groups (anchor, positive, negatives).
-std::vector<json> pair_rows() {
-  return {{{"query", "a small cat"}, {"response", "a kitten"}, {"label", 0.9}},
-          {{"query", "the red car"}, {"response", "a banana"}, {"label", 0.1}},
-          {{"query", "two plus two"}, {"response", "four"}, {"label", 1}},
-          {{"query", "cold weather"}, {"response", "hot soup is nice"}, {"label", 0}}};
+// Similarity scores for cosine_similarity; 1 (similar) or 0 for the contrastive losses.
+std::vector<json> pair_rows(bool binary) {
+  std::vector<json> rows{{{"query", "a small cat"}, {"response", "a kitten"}, {"label", 0.9}},
+                         {{"query", "the red car"}, {"response", "a banana"}, {"label", 0.1}},
+                         {{"query", "two plus two"}, {"response", "four"}, {"label", 1}},
+                         {{"query", "cold weather"}, {"response", "hot soup is nice"}, {"label", 0}},
+                         {{"query", "a quiet night"}, {"response", "silence after dark"}, {"label", 0.8}},
+                         {{"query", "fast trains"}, {"response", "green tea"}, {"label", 0.2}}};
+  if (binary) {
+    for (auto& row : rows) row["label"] = row["label"].get<double>() >= 0.5 ? 1 : 0;
+  }
+  return rows;
 }
 std::vector<json> group_rows() {
   return {{{"query", "a small cat"}, {"response", "a kitten"}, {"rejected_response", {"a truck", "the sea"}}},
@@ -118,7 +125,7 @@ TEST_P(EmbeddingLoss, FirstStepEqualsSeparatelyPooledSequences) {
   const auto loss = GetParam();
   TempDir dir("embedding-" + loss);
   write_tiny_model(dir / "model");
-  const auto rows = loss == "infonce" ? group_rows() : pair_rows();
+  const auto rows = loss == "infonce" ? group_rows() : pair_rows(loss != "cosine_similarity");
   const auto result = train_embeddings(dir, rows, loss, "1", "1e-4");
   ASSERT_EQ(result.exit_code, 0) << result.err;
   const auto losses = logged_losses(dir / "output");
@@ -144,7 +151,7 @@ TEST(EmbeddingTraining, InfoNCELossFalls) {
 TEST(EmbeddingTraining, RefusesTokenLossesAndRowsWithoutAPositive) {
   TempDir dir("embedding-errors");
   write_tiny_model(dir / "model");
-  auto token_loss = train_embeddings(dir, pair_rows(), "cross_entropy", "1", "1e-4");
+  auto token_loss = train_embeddings(dir, pair_rows(false), "cross_entropy", "1", "1e-4");
   EXPECT_NE(token_loss.exit_code, 0);
   EXPECT_NE(token_loss.err.find("--loss_type cross_entropy trains tokens"), std::string::npos) << token_loss.err;
   auto no_positive = train_embeddings(dir, {{{"query", "a"}, {"response", "b"}}, {{"query", "lonely"}}}, "infonce", "1", "1e-4");
