@@ -50,6 +50,7 @@ void add_group(CLI::App& app, Arguments& arguments, ArgumentGroup group) {
     if (!info.rule.alias.empty()) names += fmt::format(",--{}", info.rule.alias);
     auto* option = add_bound_option(app, names, info, arguments.*field);
     if (info.rule.count != 0) option->expected(static_cast<int>(info.rule.count));
+    if (!info.rule.no_effect.empty()) option->group("ms-swift's arguments without an effect here");
   });
 }
 
@@ -117,12 +118,23 @@ std::vector<std::string> config_arguments(const std::string& path, const std::se
   return words;
 }
 
+// The argument keys given on the command line or in the --config file.
+std::vector<std::string> keys_set(const CLI::App& app) {
+  std::vector<std::string> keys;
+  for_each_argument([&](const ArgumentInfo& info, auto) {
+    const auto* option = app.get_option_no_throw("--" + std::string(info.key));
+    if (option && option->count() > 0) keys.emplace_back(info.key);
+  });
+  return keys;
+}
+
 }  // namespace
 
 int parse(CLI::App& app, Arguments& arguments, const Args& args) {
   std::string config_path;
   app.add_option("--config", config_path, "YAML or JSON file of arguments (the command line wins)");
   add_group(app, arguments, ArgumentGroup::Plugins);
+  add_group(app, arguments, ArgumentGroup::Ignored);
   std::set<std::string> given;
   for (std::size_t i = 0; i < args.size(); ++i) {
     if (args[i] == "--config" && i + 1 < args.size()) config_path = args[i + 1];
@@ -140,6 +152,7 @@ int parse(CLI::App& app, Arguments& arguments, const Args& args) {
   try {
     app.parse(words);
     arguments.check();
+    arguments.load_checkpoint_arguments(keys_set(app));
   } catch (const CLI::CallForHelp&) {
     fmt::print("{}", app.help());
     return 0;
@@ -148,6 +161,7 @@ int parse(CLI::App& app, Arguments& arguments, const Args& args) {
   } catch (const Error& error) {
     return refuse(error.what());
   }
+  for (const auto& notice : arguments.notices()) fmt::print(stderr, "lathe {}: {}\n", app.get_name(), notice);
   load_external_plugins(arguments.external_plugins);
   return -1;
 }

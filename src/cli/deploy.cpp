@@ -55,7 +55,7 @@ int run_deploy(const Args& args) {
                "/v1/models, /health. --port 0 picks a free port; the address is printed on stdout.",
                "deploy");
   Arguments arguments;
-  add_options(app, arguments, {ArgumentGroup::Model, ArgumentGroup::Generation, ArgumentGroup::Serving});
+  add_options(app, arguments, {ArgumentGroup::Model, ArgumentGroup::Generation, ArgumentGroup::Serving, ArgumentGroup::Export});
   if (int code = parse(app, arguments, args); code >= 0) return code;
   const auto options = server_options(arguments);
   // Signals go to the thread that waits for them, not to whichever thread is running; so the

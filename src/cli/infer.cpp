@@ -72,7 +72,7 @@ int run_infer(const Args& args) {
                "--result_path (jsonl rows with response and response_ids).",
                "infer");
   Arguments arguments;
-  add_options(app, arguments, {ArgumentGroup::Model, ArgumentGroup::Generation, ArgumentGroup::Data});
+  add_options(app, arguments, {ArgumentGroup::Model, ArgumentGroup::Generation, ArgumentGroup::Data, ArgumentGroup::Export});
   if (int code = parse(app, arguments, args); code >= 0) return code;
   auto loaded = load_inference_model(arguments);
   if (arguments.val_dataset.empty()) return run_chat(arguments, loaded);

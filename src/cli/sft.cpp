@@ -17,6 +17,7 @@ int run_training(const Args& args, bool pretraining) {
   // 1.26x (LoRA, hidden 512) to 1.72x (full, hidden 256) the tokens/s of padded batches, with a
   // lower peak (docs/performance.md). `--padding_free false` gives SWIFT's padded batches.
   arguments.padding_free = true;
+  arguments.load_args = false;  // --adapters here are weights to go on training, as in SWIFT
   if (pretraining) {
     arguments.pretraining = true;
     arguments.loss_scale = "all";

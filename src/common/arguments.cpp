@@ -5,6 +5,7 @@
 #include <functional>
 #include <map>
 
+#include "lathe/common/files.h"
 #include "lathe/common/format.h"
 
 namespace lathe {
@@ -142,6 +143,42 @@ void Arguments::update_from_json(const json& values, const std::string& source) 
     if (setter == setters.end()) fail("{}: unknown argument '{}'", source, key);
     setter->second(value);
   }
+}
+
+std::vector<std::string> Arguments::notices() const {
+  std::vector<std::string> lines;
+  const Arguments defaults;
+  for_each_argument([&](const ArgumentInfo& info, auto field) {
+    if (!info.rule.no_effect.empty() && !(this->*field == defaults.*field)) {
+      lines.push_back(fmt::format("--{} has no effect here: {}", info.key, info.rule.no_effect));
+    }
+  });
+  return lines;
+}
+
+void Arguments::load_checkpoint_arguments(const std::vector<std::string>& given) {
+  if (!load_args || adapters.empty()) return;
+  const auto file = std::filesystem::path(adapters.back()) / "args.json";
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(file, ec)) return;
+  const auto saved = json::parse(read_file(file), nullptr, false);
+  if (!saved.is_object()) fail("{}: not a JSON object of arguments", file.string());
+  // What SWIFT's load_args and load_data_args carry over from a training run.
+  static const std::vector<std::string> model_keys{"model",         "template",   "system",   "agent_template",
+                                                   "torch_dtype",   "max_length", "task_type"};
+  static const std::vector<std::string> data_keys{"dataset",         "val_dataset",      "split_dataset_ratio",
+                                                  "truncation_strategy", "dataset_num_proc", "streaming",
+                                                  "model_name",      "model_author"};
+  auto loaded = json::object();
+  auto take = [&](const std::vector<std::string>& keys) {
+    for (const auto& key : keys) {
+      const bool user_set = std::find(given.begin(), given.end(), key) != given.end();
+      if (!user_set && saved.contains(key) && !saved[key].is_null()) loaded[key] = saved[key];
+    }
+  };
+  take(model_keys);
+  if (load_data_args) take(data_keys);
+  update_from_json(loaded, file.string());
 }
 
 void Arguments::check() const {

@@ -22,6 +22,16 @@ std::string read_file(const fs::path& path) {
   return std::move(buffer).str();
 }
 
+void fail_not_local(std::string_view what, const std::string& path) {
+  const bool hub_like = !path.empty() && path.find('/') != std::string::npos && path.find('/') == path.rfind('/') &&
+                        path.front() != '/' && path.front() != '.' && path.front() != '~' &&
+                        std::filesystem::path(path).extension().empty();
+  if (!hub_like) fail("{}: {} not found", path, what);
+  fail("{}: {} not found. Lathe reads local folders and files only; '{}' looks like a hub id: download it first "
+       "(e.g. huggingface-cli download {}{} --local-dir DIR) and give the local path",
+       path, what, path, what == "dataset file" ? "--repo-type dataset " : "", path);
+}
+
 static fs::path temporary_sibling(const fs::path& path) {
   static std::atomic<unsigned> counter{0};
   auto name = fmt::format(".{}.tmp-{}-{}", path.filename().string(), ::getpid(), counter++);

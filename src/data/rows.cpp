@@ -82,7 +82,7 @@ void for_each_csv_row(const fs::path& file, const std::function<void(const json&
 
 void for_each_row(const fs::path& file, const std::function<void(const json&, const RowLocation&)>& visit) {
   std::error_code ec;
-  if (!fs::exists(file, ec)) fail("{}: dataset file not found", file.string());
+  if (!fs::exists(file, ec)) fail_not_local("dataset file", file.string());
   const auto extension = file.extension().string();
   if (extension == ".jsonl") return for_each_jsonl_row(file, visit);
   if (extension == ".json") return for_each_json_row(file, visit);

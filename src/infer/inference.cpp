@@ -53,11 +53,12 @@ InferenceModel load_inference_model(const Arguments& arguments) {
   if (arguments.model.empty()) fail("--model is required (a Hugging Face model folder)");
   const fs::path dir = arguments.model;
   std::error_code ec;
-  if (!fs::is_directory(dir, ec)) fail("{}: model folder not found", dir.string());
+  if (!fs::is_directory(dir, ec)) fail_not_local("model folder", dir.string());
   if (arguments.adapters.size() > 1) fail("--adapters: one adapter folder at a time (got {})", arguments.adapters.size());
   auto tokenizer = Tokenizer::from_file(dir);
   auto model = load_pretrained(dir, parse_dtype(arguments.torch_dtype));
   for (const auto& adapter : arguments.adapters) load_adapter(model, adapter, /*trainable=*/false);
+  if (arguments.merge_lora) merge_lora(model);
   model->eval();
   auto chat_template = Template::for_model(dir.string(), arguments.template_name);
   chat_template.set_agent_template(make_agent_template(arguments, chat_template.spec()));

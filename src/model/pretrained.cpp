@@ -21,7 +21,7 @@ std::string dtype_name(torch::Dtype dtype) {
 }  // namespace
 
 CausalLM load_pretrained(const std::filesystem::path& dir, torch::Dtype dtype) {
-  if (!std::filesystem::is_directory(dir)) fail("{}: model folder not found", dir.string());
+  if (!std::filesystem::is_directory(dir)) fail_not_local("model folder", dir.string());
   const auto config_path = dir / "config.json";
   if (!std::filesystem::exists(config_path)) fail("{}: missing config.json in the model folder", config_path.string());
   dtype_name(dtype);  // refuses what the model cannot run in

@@ -53,8 +53,17 @@ void check_arguments(const Arguments& arguments) {
   if (arguments.model.empty()) fail("--model is required (a Hugging Face model folder)");
   if (arguments.dataset.empty()) fail("--dataset is required (jsonl, json or csv files)");
   std::error_code ec;
-  if (!fs::is_directory(arguments.model, ec)) fail("{}: model folder not found", arguments.model);
+  if (!fs::is_directory(arguments.model, ec)) fail_not_local("model folder", arguments.model);
+  if (!arguments.adapters.empty()) {
+    fail("--adapters: training on from a saved adapter is not built yet; --resume_from_checkpoint CKPT resumes a "
+         "run, and lathe export --merge_lora true folds an adapter into a model to train further");
+  }
   if (arguments.task_type == "embedding" && arguments.pretraining) fail("lathe pt trains next-token prediction; --task_type embedding is for lathe sft");
+}
+
+// --dataset_num_proc, else SWIFT's --dataloader_num_workers, else every core (0).
+int64_t encoding_threads(const Arguments& arguments) {
+  return arguments.dataset_num_proc > 0 ? arguments.dataset_num_proc : arguments.dataloader_num_workers;
 }
 
 ConversationEdit conversation_edit(const Arguments& arguments) {
@@ -120,12 +129,12 @@ struct TrainingRun::State {
       if (arguments.split_dataset_ratio > 0) fail("--streaming: use --val_dataset (a stream cannot be split)");
       stream = std::make_shared<ExampleStream>(arguments.dataset, encoder, arguments.strict, edit, seed);
     } else {
-      train = encode_datasets(arguments.dataset, encoder, arguments.strict, arguments.dataset_num_proc, seed, stats, edit);
+      train = encode_datasets(arguments.dataset, encoder, arguments.strict, encoding_threads(arguments), seed, stats, edit);
       fmt::print(stderr, "lathe: train dataset: {}\n", stats.summary());
     }
     eval = arguments.val_dataset.empty()
                ? split_off(train, arguments.split_dataset_ratio, seed)
-               : encode_datasets(arguments.val_dataset, encoder, arguments.strict, arguments.dataset_num_proc, seed,
+               : encode_datasets(arguments.val_dataset, encoder, arguments.strict, encoding_threads(arguments), seed,
                                  eval_stats, edit);
     if (!eval.empty()) fmt::print(stderr, "lathe: eval dataset: {} rows\n", eval.size());
   }

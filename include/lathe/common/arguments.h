@@ -21,6 +21,7 @@ namespace lathe {
 enum class ArgumentGroup {
   Model,       // every command that loads a model
   Plugins,     // every command
+  Ignored,     // every command: SWIFT's arguments without an effect here (ArgumentRule::no_effect)
   Generation,  // infer, deploy, eval, sample, sft (generated evaluation)
   Serving,     // deploy
   Data,        // --dataset / --val_dataset
@@ -46,6 +47,9 @@ struct ArgumentRule {
   bool secret = false;            // never written to args.json
   bool command_line = true;       // false: set by the program (`lathe pt`), no flag
   bool settings_by_name = false;  // a JSON object whose values are objects (plugin_args)
+  // SWIFT's arguments that mean nothing here: accepted, and a value other than the default prints
+  // this reason as a notice, so a SWIFT command line runs unchanged and says what it ignored.
+  std::string_view no_effect;
 };
 
 struct ArgumentInfo {
@@ -72,6 +76,10 @@ constexpr ArgumentInfo describe_argument(ArgumentGroup group, std::string_view f
   X(Model, std::string, torch_dtype, "float32", {.choices = "float32|bfloat16"}, "parameter dtype")                     \
   X(Model, int64_t, max_length, 0, {}, "maximum tokens per sequence (0: the model's limit)")                            \
   X(Model, int64_t, seed, 42, {}, "random seed (initialisation, data order, sampling)")                                 \
+  X(Model, bool, load_args, true, {},                                                                                   \
+    "with --adapters and no --model: read the base model, template, system, agent template, dtype and "               \
+    "max_length from the checkpoint's args.json (sft and pt: false)")                                                   \
+  X(Model, bool, load_data_args, false, {}, "with load_args: read the data arguments (dataset, val_dataset, ...) too")   \
   X(Model, nlohmann::json, plugin_args, nlohmann::json::object(), {.settings_by_name = true},                           \
     "each plugin's settings under its name, as JSON (e.g. '{\"custom_loss\": {\"focal_gamma\": 2}}')")                   \
   X(Plugins, std::vector<std::string>, external_plugins, {}, {},                                                        \
@@ -99,7 +107,7 @@ constexpr ArgumentInfo describe_argument(ArgumentGroup group, std::string_view f
   X(Serving, int64_t, max_body_bytes, 8 << 20, {}, "largest request body accepted (larger ones get 413)")               \
                                                                                                                         \
   X(Data, std::vector<std::string>, dataset, {}, {}, "training datasets (.jsonl/.json/.csv; path#N samples N rows)")    \
-  X(Data, std::vector<std::string>, val_dataset, {}, {}, "validation / inference datasets")                             \
+  X(Data, std::vector<std::string>, val_dataset, {}, {.alias = "eval_dataset"}, "validation / inference datasets")       \
   X(Data, std::string, result_path, {}, {}, "where batch inference and eval write their results")                      \
                                                                                                                         \
   X(Dataset, double, split_dataset_ratio, 0.0, (ArgumentRule{.minimum = 0, .maximum = 1}),                              \
@@ -109,6 +117,8 @@ constexpr ArgumentInfo describe_argument(ArgumentGroup group, std::string_view f
   X(Dataset, bool, packing, false, {}, "pack rows into sequences of max_length (attention kept within each row)")       \
   X(Dataset, bool, padding_free, false, {}, "concatenate each batch's rows without padding")                             \
   X(Dataset, int64_t, dataset_num_proc, 0, {}, "threads that tokenize the dataset (0: all cores)")                      \
+  X(Dataset, int64_t, dataloader_num_workers, 0, {},                                                                    \
+    "SWIFT's data-loader workers: here the tokenizing threads when --dataset_num_proc is 0")                          \
   X(Dataset, bool, strict, true, {}, "stop at the first bad row (false: skip and count bad rows)")                      \
   X(Dataset, bool, streaming, false, {},                                                                                \
     "read and tokenize rows during training (datasets larger than memory; needs --max_steps)")                          \
@@ -203,8 +213,8 @@ constexpr ArgumentInfo describe_argument(ArgumentGroup group, std::string_view f
   X(Reward, std::string, prm_api_key, {}, {.secret = true}, "PRM client: API key (env LATHE_PRM_API_KEY)")              \
                                                                                                                         \
   X(Sampling, std::string, sampler_type, "sample", {}, "sampling strategy: sample (SWIFT's mcts and distill are not built)") \
-  X(Sampling, std::string, sampler_engine, "local", {.choices = "local|client"},                                        \
-    "local (this model) | client (an OpenAI-compatible server)")                                                        \
+  X(Sampling, std::string, sampler_engine, "local", {.choices = "local|pt|client"},                                     \
+    "local or pt (this model, Lathe's engine) | client (an OpenAI-compatible server)")                                 \
   X(Sampling, std::string, engine_kwargs_base_url, {}, {}, "client engine: base URL, http://host:port/v1")              \
   X(Sampling, std::string, engine_kwargs_model, {}, {}, "client engine: model name on the server")                      \
   X(Sampling, std::string, engine_kwargs_api_key, {}, {.secret = true}, "client engine: API key (env LATHE_API_KEY)")   \
@@ -215,7 +225,33 @@ constexpr ArgumentInfo describe_argument(ArgumentGroup group, std::string_view f
   X(Sampling, double, prm_threshold, 0.0, {}, "keep responses whose normalised score is above this")                    \
   X(Sampling, std::vector<int64_t>, data_range, {}, {.count = 2}, "BEGIN END: only these dataset rows")                 \
                                                                                                                         \
-  X(Export, bool, merge_lora, false, {}, "fold the adapters into the weights")
+  X(Export, bool, merge_lora, false, {}, "fold the adapters into the weights (export: before writing; infer, deploy: on loading)") \
+                                                                                                                        \
+  X(Ignored, std::string, infer_backend, "pt", {.no_effect = "Lathe generates with its own engine (continuous batching)"}, \
+    "SWIFT's inference backend; pt is Lathe's own engine")                                                              \
+  X(Ignored, std::string, deepspeed, {}, {.no_effect = "Lathe trains in one process; ZeRO sharding does not apply"},    \
+    "SWIFT's DeepSpeed config")                                                                                         \
+  X(Ignored, std::string, attn_impl, {}, {.no_effect = "Lathe's attention is its own kernel, there is no implementation to choose"}, \
+    "SWIFT's attention implementation (flash_attn, sdpa, eager)")                                                       \
+  X(Ignored, std::string, model_type, {}, {.no_effect = "the architecture is read from the model folder's config.json"}, \
+    "SWIFT's model type")                                                                                               \
+  X(Ignored, bool, lazy_tokenize, false, {.no_effect = "rows are tokenized on all cores before training (or while it runs with --streaming)"}, \
+    "SWIFT's tokenize-on-the-fly switch")                                                                               \
+  X(Ignored, int64_t, vllm_max_model_len, 0, {.no_effect = "the vllm backend is not used"}, "SWIFT's vLLM context length") \
+  X(Ignored, double, vllm_gpu_memory_utilization, 0.9, {.no_effect = "the vllm backend is not used"},                    \
+    "SWIFT's vLLM memory share")                                                                                        \
+  X(Ignored, std::string, eval_backend, "Native", {.no_effect = "lathe eval scores --val_dataset with its --metric plugins"}, \
+    "SWIFT's evaluation backend (OpenCompass, VLMEvalKit, Native)")                                                     \
+  X(Ignored, int64_t, quant_bits, 0, {.no_effect = "quantized export is not built; weights are written in --torch_dtype"}, \
+    "SWIFT's export quantization bits")                                                                                 \
+  X(Ignored, std::string, quant_method, {}, {.no_effect = "quantized export is not built; weights are written in --torch_dtype"}, \
+    "SWIFT's export quantization method (awq, gptq, bnb)")                                                              \
+  X(Ignored, bool, push_to_hub, false, {.no_effect = "Lathe reads and writes local folders only"}, "SWIFT's hub upload") \
+  X(Ignored, std::string, hub_model_id, {}, {.no_effect = "Lathe reads and writes local folders only"}, "SWIFT's hub upload target") \
+  X(Ignored, std::string, hub_token, {}, (ArgumentRule{.secret = true, .no_effect = "Lathe reads and writes local folders only"}), \
+    "SWIFT's hub token")                                                                                                \
+  X(Ignored, bool, use_hf, false, {.no_effect = "Lathe reads local folders and files only, from no hub"},               \
+    "SWIFT's choice of hub (Hugging Face or ModelScope)")
 
 struct Arguments {
 #define LATHE_DECLARE_ARGUMENT(group, type, field, value, rule, help) type field = value;
@@ -238,7 +274,17 @@ struct Arguments {
   // Every argument's rule (choices, range, count, plugin_args' shape) holds; else an error naming
   // the flag.
   void check() const;
+  // The notices for SWIFT's arguments set here to something Lathe does not do (ArgumentRule::no_effect):
+  // "--deepspeed has no effect here: ...", one per argument.
+  std::vector<std::string> notices() const;
+  // SWIFT's --adapters CKPT without --model (when load_args): the checkpoint's args.json supplies
+  // the model and how it was prompted (model, template, system, agent_template, torch_dtype,
+  // max_length, task_type) and, with load_data_args, the data arguments, except the keys in
+  // `given` (set by the user). Without an args.json nothing changes.
+  void load_checkpoint_arguments(const std::vector<std::string>& given);
 };
+
+
 
 // Calls visit(info, &Arguments::field) for every argument, in the table's order.
 template <class Visit>

@@ -27,6 +27,11 @@ void write_atomic_with(const std::filesystem::path& path,
 void write_dir_atomic(const std::filesystem::path& dir,
                       const std::function<void(const std::filesystem::path& temporary)>& write);
 
+// For a --model or --dataset path that is not on this machine: an error naming it, and when it
+// reads like a hub id (org/name), saying that Lathe reads local folders and files only and how to
+// point it at a downloaded copy. `what` is "model folder" or "dataset file".
+[[noreturn]] void fail_not_local(std::string_view what, const std::string& path);
+
 }  // namespace lathe
 
 LATHE_API_END

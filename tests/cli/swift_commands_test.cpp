@@ -1,0 +1,136 @@
+// ms-swift's own example command lines run with `lathe` in place of `swift`, the hub ids swapped
+// for the test's local files: the quick-start LoRA run, inference and export from the checkpoint
+// alone (the base model read from its args.json), pre-training and sampling. SWIFT's arguments that
+// mean nothing here are accepted with a notice; a hub id is refused with how to use a local copy.
+#include <gtest/gtest.h>
+
+#include "cli/cli_util.h"
+#include "lathe/common/files.h"
+
+namespace lathe::testing {
+namespace {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+class SwiftCommands : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir("swift-commands");
+    write_tiny_model(*dir_ / "model");
+    std::vector<json> alpaca, english;
+    for (int i = 0; i < 8; ++i) {
+      alpaca.push_back({{"instruction", "把 " + std::to_string(i) + " 加一"}, {"output", std::to_string(i + 1)}});
+      english.push_back({{"instruction", "Add one to " + std::to_string(i)}, {"input", ""}, {"output", std::to_string(i + 1)}});
+    }
+    write_jsonl(*dir_ / "alpaca-gpt4-data-zh.jsonl", alpaca);
+    write_jsonl(*dir_ / "alpaca-gpt4-data-en.jsonl", english);
+    // ms-swift's quick start, as its README has it, with local paths.
+    quick_start_ = run_lathe(
+        {"sft", "--model", path("model"), "--train_type", "lora", "--dataset", path("alpaca-gpt4-data-zh.jsonl") + "#8",
+         path("alpaca-gpt4-data-en.jsonl") + "#8", std::string(LATHE_SOURCE_DIR) + "/assets/self_cognition.jsonl#8",
+         "--torch_dtype", "bfloat16", "--num_train_epochs", "1", "--per_device_train_batch_size", "1",
+         "--per_device_eval_batch_size", "1", "--learning_rate", "1e-4", "--lora_rank", "8", "--lora_alpha", "32",
+         "--target_modules", "all-linear", "--gradient_accumulation_steps", "16", "--eval_steps", "50", "--save_steps",
+         "50", "--save_total_limit", "2", "--logging_steps", "5", "--max_length", "2048", "--output_dir", path("output"),
+         "--system", "You are a helpful assistant.", "--warmup_ratio", "0.05", "--dataloader_num_workers", "4",
+         "--model_author", "swift", "--model_name", "swift-robot"});
+  }
+  static void TearDownTestSuite() { delete dir_; }
+
+  static std::string path(const std::string& name) { return (*dir_ / name).string(); }
+  // The run's last checkpoint folder.
+  static std::string checkpoint() {
+    for (const auto& run : fs::directory_iterator(*dir_ / "output")) {
+      fs::path last;
+      for (const auto& entry : fs::directory_iterator(run.path())) {
+        if (entry.path().filename().string().starts_with("checkpoint-")) last = entry.path();
+      }
+      return last.string();
+    }
+    return "";
+  }
+
+  static TempDir* dir_;
+  static CommandResult quick_start_;
+};
+TempDir* SwiftCommands::dir_ = nullptr;
+CommandResult SwiftCommands::quick_start_;
+
+TEST_F(SwiftCommands, QuickStartTrains) {
+  ASSERT_EQ(quick_start_.exit_code, 0) << quick_start_.err;
+  ASSERT_FALSE(checkpoint().empty());
+  const auto saved = json::parse(read_file(fs::path(checkpoint()) / "args.json"));
+  EXPECT_EQ(saved["dataloader_num_workers"], 4);
+  EXPECT_EQ(saved["model_name"], json({"swift-robot"}));
+}
+
+// `swift infer --adapters CKPT`: the base model, template and system come from the checkpoint.
+TEST_F(SwiftCommands, InferFromTheCheckpointAlone) {
+  ASSERT_EQ(quick_start_.exit_code, 0) << quick_start_.err;
+  auto plain = run_lathe({"infer", "--adapters", checkpoint(), "--stream", "true", "--temperature", "0",
+                          "--max_new_tokens", "8"},
+                         "who are you?\n");
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  EXPECT_FALSE(plain.out.empty());
+  auto merged = run_lathe({"infer", "--adapters", checkpoint(), "--stream", "true", "--merge_lora", "true",
+                           "--infer_backend", "vllm", "--vllm_max_model_len", "8192", "--temperature", "0",
+                           "--max_new_tokens", "8"},
+                          "who are you?\n");
+  ASSERT_EQ(merged.exit_code, 0) << merged.err;
+  // Greedy answers from the merged weights are those of base + adapter.
+  EXPECT_EQ(merged.out, plain.out);
+  EXPECT_TRUE(contains(merged.err, "--infer_backend has no effect here")) << merged.err;
+  EXPECT_TRUE(contains(merged.err, "--vllm_max_model_len has no effect here")) << merged.err;
+}
+
+TEST_F(SwiftCommands, ExportMergesFromTheCheckpointAlone) {
+  ASSERT_EQ(quick_start_.exit_code, 0) << quick_start_.err;
+  auto merged = run_lathe({"export", "--adapters", checkpoint(), "--merge_lora", "true"});
+  ASSERT_EQ(merged.exit_code, 0) << merged.err;
+  EXPECT_TRUE(fs::exists(fs::path(checkpoint() + "-merged") / "model.safetensors"));
+  auto pushed = run_lathe({"export", "--adapters", checkpoint(), "--push_to_hub", "true", "--hub_model_id", "me/model",
+                           "--hub_token", "secret", "--use_hf", "false"});
+  EXPECT_TRUE(contains(pushed.err, "--push_to_hub has no effect here: Lathe reads and writes local folders only"))
+      << pushed.err;
+  EXPECT_NE(pushed.exit_code, 0);  // nothing left to do without --merge_lora
+  EXPECT_TRUE(contains(pushed.err, "nothing to do")) << pushed.err;
+}
+
+TEST_F(SwiftCommands, PretrainingWithDeepspeedAndStreaming) {
+  std::vector<json> text;
+  for (int i = 0; i < 8; ++i) text.push_back({{"text", "Line " + std::to_string(i) + " of a small corpus."}});
+  write_jsonl(*dir_ / "chinese-c4.jsonl", text);
+  auto result = run_lathe({"pt", "--model", path("model"), "--dataset", path("chinese-c4.jsonl"), "--streaming", "true",
+                           "--train_type", "full", "--deepspeed", "zero2", "--output_dir", path("pt-output"),
+                           "--max_steps", "2", "--attn_impl", "flash_attn", "--lazy_tokenize", "true"});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_TRUE(contains(result.err, "--deepspeed has no effect here: Lathe trains in one process")) << result.err;
+  EXPECT_TRUE(contains(result.err, "--attn_impl has no effect here")) << result.err;
+}
+
+TEST_F(SwiftCommands, SamplingWithThePtEngine) {
+  auto result = run_lathe({"sample", "--model", path("model"), "--sampler_engine", "pt", "--num_return_sequences", "2",
+                           "--dataset", path("alpaca-gpt4-data-zh.jsonl") + "#2", "--output_dir", path("sample-output"),
+                           "--max_new_tokens", "4"});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_TRUE(fs::exists(*dir_ / "sample-output" / "sample.jsonl"));
+}
+
+TEST_F(SwiftCommands, HubIdsAreRefusedWithHowToUseALocalCopy) {
+  auto model = run_lathe({"sft", "--model", "Qwen/Qwen2.5-7B-Instruct", "--dataset", path("alpaca-gpt4-data-en.jsonl")});
+  EXPECT_NE(model.exit_code, 0);
+  EXPECT_TRUE(contains(model.err, "Qwen/Qwen2.5-7B-Instruct: model folder not found. Lathe reads local folders and files "
+                                  "only"))
+      << model.err;
+  EXPECT_TRUE(contains(model.err, "huggingface-cli download Qwen/Qwen2.5-7B-Instruct --local-dir DIR")) << model.err;
+  auto dataset = run_lathe({"sft", "--model", path("model"), "--dataset", "AI-ModelScope/alpaca-gpt4-data-zh#500",
+                            "--output_dir", path("hub-output")});
+  EXPECT_NE(dataset.exit_code, 0);
+  EXPECT_TRUE(contains(dataset.err, "huggingface-cli download --repo-type dataset AI-ModelScope/alpaca-gpt4-data-zh"))
+      << dataset.err;
+}
+
+}  // namespace
+}  // namespace lathe::testing
