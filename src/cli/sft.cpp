@@ -28,6 +28,8 @@ int run_training(const Args& args, bool pretraining) {
                ArgumentGroup::Schedule, ArgumentGroup::Checkpoints, ArgumentGroup::Output, ArgumentGroup::Evaluation,
                ArgumentGroup::Generation});
   if (int code = parse(app, arguments, args); code >= 0) return code;
+  // A stream cannot be packed (packing needs every row up front): pt's packing default gives way.
+  if (pretraining && arguments.streaming && app.count("--packing") == 0) arguments.packing = false;
   const bool embedded = arguments.model.empty() && arguments.dataset.empty() && !pretraining;
   if (embedded) use_embedded_default(app, arguments);
   TrainingRun run(std::move(arguments));

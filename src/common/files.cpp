@@ -23,9 +23,11 @@ std::string read_file(const fs::path& path) {
 }
 
 void fail_not_local(std::string_view what, const std::string& path) {
+  // org/name: one slash, not a path from / . or ~, not a file name (model names have dots: Qwen2.5-7B).
+  const auto extension = std::filesystem::path(path).extension().string();
+  const bool file_name = extension == ".jsonl" || extension == ".json" || extension == ".csv";
   const bool hub_like = !path.empty() && path.find('/') != std::string::npos && path.find('/') == path.rfind('/') &&
-                        path.front() != '/' && path.front() != '.' && path.front() != '~' &&
-                        std::filesystem::path(path).extension().empty();
+                        path.front() != '/' && path.front() != '.' && path.front() != '~' && !file_name;
   if (!hub_like) fail("{}: {} not found", path, what);
   fail("{}: {} not found. Lathe reads local folders and files only; '{}' looks like a hub id: download it first "
        "(e.g. huggingface-cli download {}{} --local-dir DIR) and give the local path",

@@ -108,17 +108,12 @@ std::optional<Example> ExampleEncoder::encode_row(const nlohmann::json& row, con
 
 namespace {
 
-struct PendingRow {
-  nlohmann::json row;
-  RowLocation where;
-};
-
-std::vector<PendingRow> read_spec(const DatasetSpec& spec, std::mt19937_64& rng) {
-  std::vector<PendingRow> rows;
+std::vector<DatasetRow> read_spec(const DatasetSpec& spec, std::mt19937_64& rng) {
+  std::vector<DatasetRow> rows;
   for_each_row(spec.path, [&](const nlohmann::json& row, const RowLocation& where) { rows.push_back({row, where}); });
   if (!spec.sample || rows.empty()) return rows;
   // Whole copies first, then a shuffled remainder, as SWIFT samples path#N.
-  std::vector<PendingRow> sampled;
+  std::vector<DatasetRow> sampled;
   const auto wanted = static_cast<std::size_t>(*spec.sample);
   while (sampled.size() + rows.size() <= wanted) sampled.insert(sampled.end(), rows.begin(), rows.end());
   std::vector<std::size_t> order(rows.size());
@@ -130,15 +125,20 @@ std::vector<PendingRow> read_spec(const DatasetSpec& spec, std::mt19937_64& rng)
 
 }  // namespace
 
-std::vector<Example> encode_datasets(const std::vector<std::string>& specs, const ExampleEncoder& encoder,
-                                     bool strict, int64_t threads, uint64_t seed, DatasetStats& stats,
-                                     const ConversationEdit& prepare) {
+std::vector<DatasetRow> read_dataset_rows(const std::vector<std::string>& specs, uint64_t seed) {
   std::mt19937_64 rng(seed);
-  std::vector<PendingRow> rows;
+  std::vector<DatasetRow> rows;
   for (const auto& text : specs) {
     auto more = read_spec(DatasetSpec::parse(text), rng);
     rows.insert(rows.end(), std::make_move_iterator(more.begin()), std::make_move_iterator(more.end()));
   }
+  return rows;
+}
+
+std::vector<Example> encode_datasets(const std::vector<std::string>& specs, const ExampleEncoder& encoder,
+                                     bool strict, int64_t threads, uint64_t seed, DatasetStats& stats,
+                                     const ConversationEdit& prepare) {
+  const auto rows = read_dataset_rows(specs, seed);
   std::vector<std::optional<Example>> encoded(rows.size());
   std::vector<char> truncated(rows.size(), 0), bad(rows.size(), 0);
   std::atomic<std::size_t> next{0};

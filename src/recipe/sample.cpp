@@ -16,6 +16,7 @@
 
 #include "lathe/common/format.h"
 #include "lathe/data/dataset.h"
+#include "lathe/data/training_data.h"
 #include "lathe/infer/engine.h"
 #include "lathe/common/files.h"
 #include "lathe/infer/inference.h"
@@ -57,13 +58,11 @@ std::vector<Query> read_queries(const Arguments& arguments) {
   }
   std::vector<Query> queries;
   int64_t index = 0;
-  for (const auto& file : arguments.dataset) {
-    for_each_row(file, [&](const json& row, const RowLocation& where) {
-      const int64_t position = index++;
-      if (position < begin || position >= end) return;
-      auto [prompt, answer] = to_prompt_row(row, where);
-      queries.push_back({row, std::move(prompt), std::move(answer), row_id(row)});
-    });
+  for (const auto& [row, where] : read_dataset_rows(arguments.dataset, static_cast<uint64_t>(arguments.seed))) {
+    const int64_t position = index++;
+    if (position < begin || position >= end) continue;
+    auto [prompt, answer] = to_prompt_row(row, where);
+    queries.push_back({row, std::move(prompt), std::move(answer), row_id(row)});
   }
   return queries;
 }

@@ -85,6 +85,15 @@ struct DatasetSpec {
   static DatasetSpec parse(const std::string& text);
 };
 
+// A dataset row and where it came from.
+struct DatasetRow {
+  nlohmann::json row;
+  RowLocation where;
+};
+// The rows of the --dataset entries in order: each file whole, or for path#N N rows sampled with
+// the seed (whole copies first, then a shuffled remainder, as SWIFT samples path#N).
+std::vector<DatasetRow> read_dataset_rows(const std::vector<std::string>& specs, uint64_t seed);
+
 // Reads, normalises and encodes every row of the given datasets on `threads` threads (0: all
 // cores). Bad rows throw (naming file:line) unless strict is false, when they are counted.
 // `prepare` (optional) edits each conversation before encoding (e.g. self-cognition names).

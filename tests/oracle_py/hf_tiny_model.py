@@ -1,0 +1,205 @@
+"""Tiny random causal LMs made with Hugging Face transformers' own classes, and their logits, as oracles
+for Lathe's C++ tests. Runs in the venv that scripts/oracle_env.sh makes (transformers 5.x); it never
+reaches a model hub.
+
+  hf_tiny_model.py create --arch llama|mistral|qwen2|qwen3 --out DIR [--tied] [--gqa] [--seed N]
+                          [--rope_scaling JSON] [--tokenizer DIR] [--vocab N] [--no_perturb] ...
+  hf_tiny_model.py logits --model DIR --ids 1,2,3 [--dtype float32|bfloat16] [--attn eager|sdpa]
+                          --out FILE.json
+
+create: hidden 64, 2 layers, 4 attention heads (2 key/value heads with --gqa), intermediate 128, head_dim
+16, saved with save_pretrained as float32 safetensors. The vocabulary is the size of the tokenizer copied in
+with --tokenizer (its files are copied into DIR), else --vocab (512). transformers initialises every bias to
+zero and every RMSNorm weight to one, which would leave Qwen2's q/k/v biases and Qwen3's q/k norms untested,
+so those are then set to random values too (--no_perturb keeps transformers' own initialisation).
+--rope_scaling takes transformers 4.x's rope_scaling object (e.g. '{"rope_type":"linear","factor":2.0}');
+transformers 5.x stores it, with rope_theta, as config.json's "rope_parameters".
+
+logits: the logits of the whole sequence in one forward pass ("logits", [seq][vocab]), and those of the
+same tokens fed one at a time through the KV cache ("step_logits", [seq][vocab], row i = the last logits
+after token i), both as float32 values (bfloat16 results converted exactly).
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
+
+transformers.utils.logging.disable_progress_bar()
+
+ARCHS = {
+    "llama": (LlamaConfig, LlamaForCausalLM),
+    "mistral": (MistralConfig, MistralForCausalLM),
+    "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+    "qwen3": (Qwen3Config, Qwen3ForCausalLM),
+}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "vocab.json", "merges.txt", "tokenizer.model", "chat_template.jinja", "chat_template.json",
+)
+
+
+def copy_tokenizer(src, out):
+    copied = [name for name in TOKENIZER_FILES if os.path.isfile(os.path.join(src, name))]
+    if not copied:
+        sys.exit(f"hf_tiny_model: no tokenizer files in {src}")
+    for name in copied:
+        shutil.copyfile(os.path.join(src, name), os.path.join(out, name))
+    return AutoTokenizer.from_pretrained(out, local_files_only=True)
+
+
+def create(args):
+    os.makedirs(args.out, exist_ok=True)
+    tokenizer = copy_tokenizer(args.tokenizer, args.out) if args.tokenizer else None
+    vocab = args.vocab or (len(tokenizer) if tokenizer is not None else 512)
+    if tokenizer is not None and vocab < len(tokenizer):
+        sys.exit(f"hf_tiny_model: --vocab {vocab} is smaller than the tokenizer's {len(tokenizer)} tokens")
+
+    def token_id(name, fallback):
+        value = getattr(tokenizer, name, None) if tokenizer is not None else fallback
+        return value if value is None or value < vocab else None
+
+    config_class, model_class = ARCHS[args.arch]
+    fields = dict(
+        vocab_size=vocab,
+        hidden_size=args.hidden,
+        intermediate_size=args.intermediate,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.kv_heads or (args.heads // 2 if args.gqa else args.heads),
+        head_dim=args.head_dim or args.hidden // args.heads,
+        max_position_embeddings=args.max_positions,
+        tie_word_embeddings=args.tied,
+        bos_token_id=token_id("bos_token_id", 1),
+        eos_token_id=token_id("eos_token_id", 2),
+        pad_token_id=token_id("pad_token_id", None),
+        dtype="float32",
+    )
+    if args.rms_norm_eps is not None:
+        fields["rms_norm_eps"] = args.rms_norm_eps
+    rope = json.loads(args.rope_scaling) if args.rope_scaling else {}
+    if args.rope_theta is not None or rope:
+        fields["rope_parameters"] = {"rope_type": rope.pop("type", "default"), **rope}
+        fields["rope_parameters"].setdefault("rope_theta", args.rope_theta or config_class.default_theta)
+    config = config_class(**fields)
+
+    torch.manual_seed(args.seed)
+    model = model_class(config).to(torch.float32).eval()
+    if not args.no_perturb:
+        generator = torch.Generator().manual_seed(args.seed + 1)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name.endswith(".bias"):
+                    param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
+                elif name.endswith("norm.weight"):
+                    param.copy_(1 + torch.randn(param.shape, generator=generator) * 0.1)
+    model.save_pretrained(args.out)
+    # transformers 5.x writes the safetensors file through a temporary file, mode 0600.
+    for name in os.listdir(args.out):
+        os.chmod(os.path.join(args.out, name), 0o644)
+    print(json.dumps({"out": args.out, "arch": args.arch, "vocab_size": vocab,
+                      "parameters": sum(p.numel() for p in model.parameters()),
+                      "tied": bool(config.tie_word_embeddings),
+                      "num_key_value_heads": config.num_key_value_heads}))
+
+
+def logits(args):
+    ids = [int(token) for token in args.ids.split(",") if token.strip()]
+    if not ids:
+        sys.exit("hf_tiny_model: --ids is empty")
+    model = AutoModelForCausalLM.from_pretrained(
+        args.model, dtype=DTYPES[args.dtype], attn_implementation=args.attn, local_files_only=True
+    ).eval()
+    input_ids = torch.tensor([ids])
+    with torch.inference_mode():
+        full = model(input_ids=input_ids, use_cache=False).logits[0].float()
+        past = None
+        steps = []
+        for i in range(len(ids)):
+            out = model(input_ids=input_ids[:, i:i + 1], past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            steps.append(out.logits[0, -1].float())
+        steps = torch.stack(steps)
+    result = {
+        "model": args.model,
+        "model_type": model.config.model_type,
+        "dtype": args.dtype,
+        "attn_implementation": args.attn,
+        "ids": ids,
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "max_abs_diff_full_vs_steps": (full - steps).abs().max().item(),
+        "logits": full.tolist(),
+        "step_logits": steps.tolist(),
+    }
+    if args.out == "-":
+        json.dump(result, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        with open(args.out, "w") as f:
+            json.dump(result, f)
+    print(f"hf_tiny_model: {len(ids)} tokens, vocab {full.shape[-1]}, full vs cached steps max |diff| "
+          f"{result['max_abs_diff_full_vs_steps']:.3g}", file=sys.stderr)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("create", help="make a tiny random model")
+    c.add_argument("--arch", choices=sorted(ARCHS), required=True)
+    c.add_argument("--out", required=True)
+    c.add_argument("--tied", action="store_true", help="tie the output head to the embeddings")
+    c.add_argument("--gqa", action="store_true", help="2 key/value heads for the 4 query heads")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--rope_scaling", help="JSON object, e.g. '{\"rope_type\":\"linear\",\"factor\":2.0}'")
+    c.add_argument("--rope_theta", type=float, help="default: the config class's (10000)")
+    c.add_argument("--tokenizer", help="copy this directory's tokenizer files in; vocab = its size")
+    c.add_argument("--vocab", type=int, help="vocabulary size (default: the tokenizer's, else 512)")
+    c.add_argument("--hidden", type=int, default=64)
+    c.add_argument("--intermediate", type=int, default=128)
+    c.add_argument("--layers", type=int, default=2)
+    c.add_argument("--heads", type=int, default=4)
+    c.add_argument("--kv_heads", type=int, help="overrides --gqa")
+    c.add_argument("--head_dim", type=int, help="default: hidden / heads (Qwen3's own default is 128)")
+    c.add_argument("--max_positions", type=int, default=2048)
+    c.add_argument("--rms_norm_eps", type=float)
+    c.add_argument("--no_perturb", action="store_true",
+                   help="keep transformers' zero biases and unit norm weights")
+    c.set_defaults(func=create)
+
+    g = sub.add_parser("logits", help="full-sequence and KV-cached per-step logits as JSON")
+    g.add_argument("--model", required=True)
+    g.add_argument("--ids", required=True, help="comma-separated token ids")
+    g.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    g.add_argument("--attn", choices=["eager", "sdpa"], default="eager")
+    g.add_argument("--out", required=True, help="JSON file, or - for stdout")
+    g.set_defaults(func=logits)
+
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
