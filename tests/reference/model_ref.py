@@ -58,10 +58,13 @@ def read_weights(model_dir):
 
 
 def rotary_inverse_frequencies(config, head_dim):
-    theta = config.get("rope_theta", 10000.0)
+    # transformers 5 writes theta and scaling together as rope_parameters; older ones as rope_theta
+    # and rope_scaling.
+    parameters = config.get("rope_parameters") or {}
+    theta = parameters.get("rope_theta", config.get("rope_theta", 10000.0))
     # float32, as the published implementations compute it
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-    scaling = config.get("rope_scaling") or {}
+    scaling = parameters or config.get("rope_scaling") or {}
     kind = scaling.get("rope_type", scaling.get("type", "default"))
     if kind == "linear":
         return inv_freq / scaling["factor"]
