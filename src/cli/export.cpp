@@ -11,17 +11,17 @@ namespace fs = std::filesystem;
 
 int run_export(const Args& args) {
   CLI::App app("Merge adapters into the base model (--merge_lora true) and write a full Hugging Face model "
-               "folder to --output_dir.",
+               "folder to --output_dir (default: the adapter folder's name with -merged).",
                "export");
   Arguments arguments;
+  arguments.output_dir.clear();  // SWIFT's default: the adapter folder's name with -merged
   add_options(app, arguments, {ArgumentGroup::Model, ArgumentGroup::Export, ArgumentGroup::Output});
   if (int code = parse(app, arguments, args); code >= 0) return code;
   if (arguments.model.empty()) fail("--model is required (the base model folder)");
   if (!arguments.merge_lora) fail("nothing to do: pass --merge_lora true (the only export this build has)");
   if (arguments.adapters.size() != 1) fail("--adapters: give exactly one adapter folder to merge");
   const fs::path model_dir = arguments.model, adapter_dir = arguments.adapters[0];
-  // SWIFT's default: the adapter folder's name with -merged.
-  const fs::path output = app.count("--output_dir") ? fs::path(arguments.output_dir) : fs::path(adapter_dir.string() + "-merged");
+  const fs::path output = arguments.output_dir.empty() ? fs::path(adapter_dir.string() + "-merged") : fs::path(arguments.output_dir);
 
   auto model = load_pretrained(model_dir, arguments.torch_dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat32);
   load_adapter(model, adapter_dir, /*trainable=*/false);

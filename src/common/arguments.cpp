@@ -1,7 +1,5 @@
 #include "lathe/common/arguments.h"
 
-#include <fmt/ranges.h>
-
 #include <functional>
 #include <map>
 

@@ -438,7 +438,6 @@ struct Trainer::Impl {
     }
   }
 
-
   void save_checkpoint() {
     const fs::path dir = setup.run_dir / fmt::format("checkpoint-{}", state.global_step);
     if (last_eval && last_eval_step == state.global_step) {

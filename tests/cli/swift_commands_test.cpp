@@ -142,5 +142,15 @@ TEST_F(SwiftCommands, HubIdsAreRefusedWithHowToUseALocalCopy) {
       << dataset.err;
 }
 
+// Training on from a saved adapter is not built: refused, not silently ignored.
+TEST_F(SwiftCommands, SftRefusesAdaptersItCannotTrainOn) {
+  ASSERT_EQ(quick_start_.exit_code, 0) << quick_start_.err;
+  auto result = run_lathe({"sft", "--model", path("model"), "--adapters", checkpoint(), "--dataset",
+                           path("alpaca-gpt4-data-en.jsonl"), "--output_dir", path("adapter-output")});
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_TRUE(contains(result.err, "--adapters: training on from a saved adapter is not built yet")) << result.err;
+  EXPECT_FALSE(fs::exists(*dir_ / "adapter-output"));
+}
+
 }  // namespace
 }  // namespace lathe::testing
