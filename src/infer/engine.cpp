@@ -349,57 +349,79 @@ GenerationEngine::~GenerationEngine() {
   state_->thread.join();
 }
 
+namespace {
+
+// Validates a request against the model and fits its max_new_tokens; throws what the engine refuses.
+void prepare(GenerationRequest& request, const ModelConfig& config, const EngineOptions& options) {
+  auto& params = request.params;
+  check_prompt(request.prompt, config.vocab_size);
+  check_params(params, config.vocab_size, static_cast<bool>(options.decode));
+  const auto limit = config.max_position_embeddings;
+  const auto prompt_length = static_cast<int64_t>(request.prompt.size());
+  if (limit > 0 && options.fit_max_new_tokens) {
+    if (prompt_length >= limit) {
+      fail("the prompt of {} tokens leaves no room under the model's max_position_embeddings ({})", prompt_length, limit);
+    }
+    params.max_new_tokens = std::min(params.max_new_tokens, limit - prompt_length);
+  } else if (limit > 0 && prompt_length + params.max_new_tokens > limit) {
+    fail("the prompt of {} tokens plus max_new_tokens {} exceeds the model's max_position_embeddings ({})",
+         prompt_length, params.max_new_tokens, limit);
+  }
+}
+
+}  // namespace
+
 std::future<Generation> GenerationEngine::submit(std::vector<int32_t> prompt, SamplingParams params,
                                                  StreamCallback on_token) {
-  std::promise<Generation> promise;
-  auto future = promise.get_future();
-  try {
-    const auto& config = state_->model->config();
-    check_prompt(prompt, config.vocab_size);
-    check_params(params, config.vocab_size, static_cast<bool>(state_->options.decode));
-    const auto limit = config.max_position_embeddings;
-    const auto prompt_length = static_cast<int64_t>(prompt.size());
-    if (limit > 0 && state_->options.fit_max_new_tokens) {
-      if (prompt_length >= limit) {
-        fail("the prompt of {} tokens leaves no room under the model's max_position_embeddings ({})", prompt_length, limit);
-      }
-      params.max_new_tokens = std::min(params.max_new_tokens, limit - prompt_length);
-    } else if (limit > 0 && prompt_length + params.max_new_tokens > limit) {
-      fail("the prompt of {} tokens plus max_new_tokens {} exceeds the model's max_position_embeddings ({})",
-           prompt_length, params.max_new_tokens, limit);
+  std::vector<GenerationRequest> one;
+  one.push_back({std::move(prompt), std::move(params), std::move(on_token)});
+  return std::move(submit_all(std::move(one)).front());
+}
+
+std::vector<std::future<Generation>> GenerationEngine::submit_all(std::vector<GenerationRequest> requests) {
+  std::vector<std::future<Generation>> futures;
+  std::vector<Request> accepted;
+  for (auto& request : requests) {
+    std::promise<Generation> promise;
+    futures.push_back(promise.get_future());
+    try {
+      prepare(request, state_->model->config(), state_->options);
+    } catch (...) {
+      promise.set_exception(std::current_exception());
+      continue;
     }
-  } catch (...) {
-    promise.set_exception(std::current_exception());
-    return future;
+    if (request.params.max_new_tokens == 0) {
+      Generation empty;
+      empty.finish_reason = "length";
+      promise.set_value(std::move(empty));
+      continue;
+    }
+    accepted.push_back(
+        Request{std::move(request.prompt), std::move(request.params), std::move(request.on_token), std::move(promise)});
   }
-  if (params.max_new_tokens == 0) {
-    Generation empty;
-    empty.finish_reason = "length";
-    promise.set_value(std::move(empty));
-    return future;
-  }
+  if (accepted.empty()) return futures;
   {
     std::lock_guard lock(state_->mutex);
-    state_->queue.push_back(Request{std::move(prompt), std::move(params), std::move(on_token), std::move(promise)});
+    for (auto& request : accepted) state_->queue.push_back(std::move(request));
   }
   state_->wake.notify_one();
-  return future;
+  return futures;
 }
 
 std::vector<Generation> GenerationEngine::generate_all(const std::vector<std::vector<int32_t>>& prompts,
                                                        const SamplingParams& params) {
-  std::vector<std::future<Generation>> pending;
+  std::vector<GenerationRequest> requests;
   for (const auto& prompt : prompts) {
     for (int64_t sample = 0; sample < std::max<int64_t>(1, params.n); ++sample) {
       SamplingParams one = params;
       one.n = 1;
       if (params.seed) one.seed = *params.seed + static_cast<uint64_t>(sample);
-      pending.push_back(submit(prompt, one));
+      requests.push_back({prompt, one});
     }
   }
   std::vector<Generation> results;
-  results.reserve(pending.size());
-  for (auto& future : pending) results.push_back(future.get());
+  results.reserve(requests.size());
+  for (auto& future : submit_all(std::move(requests))) results.push_back(future.get());
   return results;
 }
 

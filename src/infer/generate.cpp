@@ -101,16 +101,16 @@ std::vector<Generation> generate(CausalLM& model, const std::vector<std::vector<
   options.max_batch_size = static_cast<int64_t>(prompts.size());
   options.fit_max_new_tokens = true;
   GenerationEngine engine(model, options);
-  std::vector<std::future<Generation>> pending;
+  std::vector<GenerationRequest> requests;
   for (std::size_t row = 0; row < prompts.size(); ++row) {
     SamplingParams row_params = params;
     if (params.seed) row_params.seed = *params.seed + row;  // distinct but reproducible per row
     StreamCallback stream;
     if (on_token) stream = [&on_token, row](const TokenLogprob& token) { return on_token(row, token.token); };
-    pending.push_back(engine.submit(prompts[row], row_params, stream));
+    requests.push_back({prompts[row], row_params, stream});
   }
   std::vector<Generation> results;
-  for (auto& future : pending) {
+  for (auto& future : engine.submit_all(std::move(requests))) {
     results.push_back(future.get());
     if (results.back().finish_reason == "abort") results.back().finish_reason = "stop";  // the callback said so
   }

@@ -41,8 +41,9 @@ std::size_t run_batch_inference(const Arguments& arguments, InferenceModel& load
   }
   const auto params = loaded.sampling(arguments);
   GenerationEngine engine(loaded.model, loaded.engine_options(arguments));
-  std::vector<std::future<Generation>> pending;
-  for (const auto& row : rows) pending.push_back(engine.submit(loaded.encode_prompt(row.conversation), params));
+  std::vector<GenerationRequest> requests;
+  for (const auto& row : rows) requests.push_back({loaded.encode_prompt(row.conversation), params});
+  auto pending = engine.submit_all(std::move(requests));
   std::string output;
   for (std::size_t i = 0; i < rows.size(); ++i) {
     auto generation = pending[i].get();

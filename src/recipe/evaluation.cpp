@@ -43,12 +43,13 @@ std::vector<EvalRow> read_eval_rows(const Arguments& arguments) {
 EvalPrediction generated_responses(InferenceModel& loaded, const Arguments& arguments, const std::vector<EvalRow>& rows) {
   GenerationEngine engine(loaded.model, loaded.engine_options(arguments));
   const auto params = loaded.sampling(arguments);
-  std::vector<std::future<Generation>> pending;
+  std::vector<GenerationRequest> requests;
   for (const auto& row : rows) {
     auto prompt = row.conversation;
     prompt.messages.pop_back();
-    pending.push_back(engine.submit(loaded.encode_prompt(prompt), params));
+    requests.push_back({loaded.encode_prompt(prompt), params});
   }
+  auto pending = engine.submit_all(std::move(requests));
   EvalPrediction prediction;
   for (std::size_t i = 0; i < rows.size(); ++i) {
     prediction.generated.push_back(pending[i].get().text);

@@ -79,13 +79,13 @@ class LocalSampler {
   std::vector<Response> sample(const Query& query, std::size_t query_index, int64_t n) {
     const auto prompt = loaded_.encode_prompt(query.prompt);
     auto params = loaded_.sampling(arguments_);
-    std::vector<std::future<Generation>> pending;
+    std::vector<GenerationRequest> requests;
     for (int64_t i = 0; i < n; ++i) {
       params.seed = static_cast<uint64_t>(arguments_.seed) + query_index * static_cast<uint64_t>(n) + i;
-      pending.push_back(engine_.submit(prompt, params));
+      requests.push_back({prompt, params});
     }
     std::vector<Response> responses;
-    for (auto& future : pending) {
+    for (auto& future : engine_.submit_all(std::move(requests))) {
       const auto generation = future.get();
       responses.push_back({generation.text, static_cast<int64_t>(generation.ids.size())});
     }

@@ -240,10 +240,9 @@ struct OpenAIServer::State {
       stream(std::make_shared<Job>(std::move(job)), response);
       return;
     }
-    std::vector<std::future<Generation>> futures;
-    for (std::size_t i = 0; i < choice_count(job); ++i) {
-      futures.push_back(submit(prompt_of_choice(job, i), choice_params(job, i), {}));
-    }
+    std::vector<GenerationRequest> requests;
+    for (std::size_t i = 0; i < choice_count(job); ++i) requests.push_back({prompt_of_choice(job, i), choice_params(job, i)});
+    auto futures = submit(std::move(requests));
     json choices = json::array();
     int64_t completion_tokens = 0;
     for (std::size_t i = 0; i < futures.size(); ++i) {
@@ -270,18 +269,20 @@ struct OpenAIServer::State {
 
   void stream(std::shared_ptr<Job> job, httplib::Response& response) {
     auto queue = std::make_shared<StreamQueue>();
-    auto futures = std::make_shared<std::vector<std::shared_future<Generation>>>();
+    std::vector<GenerationRequest> requests;
     for (std::size_t i = 0; i < choice_count(*job); ++i) {
-      futures->push_back(submit(prompt_of_choice(*job, i), choice_params(*job, i), [queue, i](const TokenLogprob& token) {
-        if (queue->cancelled) return false;
-        {
-          std::lock_guard lock(queue->mutex);
-          queue->tokens.emplace_back(i, token);
-        }
-        queue->ready.notify_one();
-        return true;
-      }).share());
+      requests.push_back({prompt_of_choice(*job, i), choice_params(*job, i), [queue, i](const TokenLogprob& token) {
+                            if (queue->cancelled) return false;
+                            {
+                              std::lock_guard lock(queue->mutex);
+                              queue->tokens.emplace_back(i, token);
+                            }
+                            queue->ready.notify_one();
+                            return true;
+                          }});
     }
+    auto futures = std::make_shared<std::vector<std::shared_future<Generation>>>();
+    for (auto& future : submit(std::move(requests))) futures->push_back(future.share());
     // What the engine refuses (a prompt token outside the model's vocabulary, parameters it cannot
     // honour) fails at submission: answered with an error status here, before the stream's 200.
     for (const auto& future : *futures) {

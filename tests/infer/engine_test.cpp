@@ -6,6 +6,8 @@
 
 #include <chrono>
 #include <future>
+#include <mutex>
+#include <set>
 #include <thread>
 
 #include "lathe/infer/engine.h"
@@ -145,6 +147,30 @@ TEST(Engine, FixedSeedReproducesSamplesAndSeedsDiffer) {
   const auto c = engine.submit(prompts()[0], params).get().ids;
   EXPECT_EQ(a, b);
   EXPECT_NE(a, c);
+}
+
+// Requests submitted together into an idle engine are prefilled together: every first token is
+// out before any request takes its second step. Submitted one by one, the decoding thread could
+// start on the first before the rest were queued, and the batches (so the rounding that sampling
+// sees) would depend on thread timing; this is what makes seeded batch runs reproducible.
+TEST(Engine, RequestsSubmittedTogetherArePrefilledTogether) {
+  auto model = tiny_model();
+  const auto all = prompts();
+  GenerationEngine engine(model, {.max_batch_size = static_cast<int64_t>(all.size())});
+  std::mutex mutex;
+  std::vector<std::size_t> order;  // the request of each streamed token, in arrival order
+  std::vector<GenerationRequest> requests;
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    requests.push_back({all[i], greedy(6), [&, i](const TokenLogprob&) {
+                          std::lock_guard lock(mutex);
+                          order.push_back(i);
+                          return true;
+                        }});
+  }
+  for (auto& future : engine.submit_all(std::move(requests))) future.get();
+  ASSERT_EQ(order.size(), all.size() * 6);
+  std::set<std::size_t> first_tokens(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(all.size()));
+  EXPECT_EQ(first_tokens.size(), all.size()) << "each request's first token precedes every second token";
 }
 
 TEST(Engine, NSamplesPerPromptUseConsecutiveSeeds) {

@@ -39,15 +39,16 @@ class RunningServer {
     options.port = 0;
     options.served_model_name = "tiny";
     auto engine_submit = stand_in ? std::move(stand_in) : submit_to(*shared->engine);
-    SubmitFunction counting = [engine_submit](std::vector<int32_t> prompt, SamplingParams params, StreamCallback on_token) {
-      if (on_token) {
-        on_token = [inner = std::move(on_token)](const TokenLogprob& token) {
+    SubmitFunction counting = [engine_submit](std::vector<GenerationRequest> requests) {
+      for (auto& request : requests) {
+        if (!request.on_token) continue;
+        request.on_token = [inner = std::move(request.on_token)](const TokenLogprob& token) {
           const bool go_on = inner(token);
           if (!go_on) ++shared->cancelled_callbacks;
           return go_on;
         };
       }
-      return engine_submit(std::move(prompt), std::move(params), std::move(on_token));
+      return engine_submit(std::move(requests));
     };
     server_ = std::make_unique<OpenAIServer>(*shared->model, shared->model->sampling(shared->arguments),
                                              shared->model->chat_template.agent_template(),
@@ -259,16 +260,20 @@ TEST_F(Server, ToolsArePresentedInThePromptAndAnswered) {
 
 // Stands in for the engine: every request is answered with `text` (its tokens streamed too).
 SubmitFunction fixed_answer(const std::string& text) {
-  return [text](std::vector<int32_t>, SamplingParams, StreamCallback on_token) {
-    Generation generation;
-    generation.ids = shared->model->tokenizer.encode(text, /*add_special_tokens=*/false);
-    generation.finish_reason = "stop";
-    if (on_token) {
-      for (const auto id : generation.ids) on_token(TokenLogprob{id, 0.0F, {}});
+  return [text](std::vector<GenerationRequest> requests) {
+    std::vector<std::future<Generation>> futures;
+    for (const auto& request : requests) {
+      Generation generation;
+      generation.ids = shared->model->tokenizer.encode(text, /*add_special_tokens=*/false);
+      generation.finish_reason = "stop";
+      if (request.on_token) {
+        for (const auto id : generation.ids) request.on_token(TokenLogprob{id, 0.0F, {}});
+      }
+      std::promise<Generation> promise;
+      promise.set_value(std::move(generation));
+      futures.push_back(promise.get_future());
     }
-    std::promise<Generation> promise;
-    promise.set_value(std::move(generation));
-    return promise.get_future();
+    return futures;
   };
 }
 
@@ -303,10 +308,14 @@ TEST_F(Server, AToolCallInTheAnswerComesBackAsToolCalls) {
 
 // A request the engine refuses at submission gets an error status even when it asked to stream.
 TEST_F(Server, AStreamTheEngineRefusesIsAnErrorBeforeTheStream) {
-  SubmitFunction refusing = [](std::vector<int32_t>, SamplingParams, StreamCallback) {
-    std::promise<Generation> promise;
-    promise.set_exception(std::make_exception_ptr(Error("prompt token 999999 at position 0 is outside the vocabulary")));
-    return promise.get_future();
+  SubmitFunction refusing = [](std::vector<GenerationRequest> requests) {
+    std::vector<std::future<Generation>> futures;
+    for (std::size_t i = 0; i < requests.size(); ++i) {
+      std::promise<Generation> promise;
+      promise.set_exception(std::make_exception_ptr(Error("prompt token 999999 at position 0 is outside the vocabulary")));
+      futures.push_back(promise.get_future());
+    }
+    return futures;
   };
   RunningServer server({}, refusing);
   auto streamed = server.client().Post("/v1/chat/completions", chat("hi", {{"stream", true}}).dump(), "application/json");

@@ -32,6 +32,12 @@ struct EngineOptions {
 // its slot is freed and its result finishes with "abort".
 using StreamCallback = std::function<bool(const TokenLogprob& token)>;
 
+struct GenerationRequest {
+  std::vector<int32_t> prompt;
+  SamplingParams params;  // n is ignored: one request is one sequence
+  StreamCallback on_token = {};
+};
+
 class GenerationEngine {
  public:
   GenerationEngine(CausalLM model, EngineOptions options);
@@ -42,6 +48,12 @@ class GenerationEngine {
   // Thread-safe. The future holds the finished generation, or the error for a request the engine
   // rejects (empty prompt, prompt + max_new_tokens past max_position_embeddings).
   std::future<Generation> submit(std::vector<int32_t> prompt, SamplingParams params, StreamCallback on_token = {});
+
+  // Thread-safe; one future per request, in order. The requests enter the queue at once, so the
+  // batches they are decoded in (and with them the floating-point rounding that sampling sees)
+  // depend only on what was submitted, never on when the decoding thread woke: submitted together
+  // into an idle engine, the same requests draw the same tokens on every run.
+  std::vector<std::future<Generation>> submit_all(std::vector<GenerationRequest> requests);
 
   // Convenience for batch callers (sample, eval, infer): submits all and waits. With params.n > 1
   // each prompt gives n generations (seeds seed, seed+1, ...), in prompt order.

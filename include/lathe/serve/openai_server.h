@@ -35,13 +35,11 @@ struct ServerOptions {
 // --model folder).
 ServerOptions server_options(const Arguments& arguments);
 
-// How the server generates: GenerationEngine::submit in `lathe deploy`; tests may stand in.
-using SubmitFunction =
-    std::function<std::future<Generation>(std::vector<int32_t> prompt, SamplingParams params, StreamCallback on_token)>;
+// How the server generates: GenerationEngine::submit_all in `lathe deploy` (a request's n choices
+// are submitted together, so a seeded request draws the same choices every time); tests may stand in.
+using SubmitFunction = std::function<std::vector<std::future<Generation>>(std::vector<GenerationRequest> requests)>;
 inline SubmitFunction submit_to(GenerationEngine& engine) {
-  return [&engine](std::vector<int32_t> prompt, SamplingParams params, StreamCallback on_token) {
-    return engine.submit(std::move(prompt), std::move(params), std::move(on_token));
-  };
+  return [&engine](std::vector<GenerationRequest> requests) { return engine.submit_all(std::move(requests)); };
 }
 
 class OpenAIServer {
