@@ -1,52 +1,32 @@
 #!/usr/bin/env bash
-# The Python environments that Lathe's tests use as oracles (Hugging Face transformers / PEFT, and
-# ms-swift), each a venv under .cache/ in the repository, made from PyPI by package name.
+# The Python environment Lathe's tests use as oracles and peers: PyPI's torch 2.x, transformers,
+# PEFT, TRL, tokenizers, safetensors, jinja2, gguf, tensorboard and ms-swift, in one venv at
+# .cache/oracle-venv, every package pinned in scripts/oracle-requirements.txt.
 #
-#   scripts/oracle_env.sh [hf|swift]      (default: hf)
+#   scripts/oracle_env.sh        prints "package version" lines, then the venv's python as the last line
 #
-#   hf     .cache/oracle-venv        torch, transformers, peft, tokenizers, safetensors, jinja2, gguf
-#   swift  .cache/oracle-venv-swift  torch, tokenizers, safetensors, jinja2, gguf and ms-swift, which
-#                                    picks its own transformers, peft and trl: ms-swift 4.6.0 requires
-#                                    transformers<5.20, peft<0.21 and trl<1.0, so it cannot share the
-#                                    hf venv's transformers 5.23.0 / peft 0.21.2.
-#
-# Idempotent: a venv whose recorded pin list (.lathe-pins inside it) matches this script's is kept
-# as it is; otherwise it is removed and made again, from .cache/pip/wheelhouse when that holds every
-# file it needs (no network), downloading only what is missing otherwise. Runs that overlap wait for
-# each other (flock).
-# Prints one line per package with its installed version, then, as the last line, the venv's python.
+# Idempotent: a venv whose recorded lock (.lathe-pins inside it) matches the lock file is kept as it
+# is; otherwise it is removed and made again, from .cache/pip/wheelhouse when that holds every file
+# (no network), downloading only what is missing otherwise. Overlapping runs wait for each other.
 # Needs a CPython >= 3.11 with venv: python3 on PATH, or ORACLE_PYTHON=/path/to/python3.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PROFILE=${1:-hf}
-
-# torch is pinned twice, as a requirement and in a constraints file that every resolve here reads,
-# so no other package (ms-swift declares torch unpinned) can swap it for another version: pip fails
-# instead. Installing torch first, alone, would not hold it by itself; a later resolve could still move it.
-TORCH_PIN=torch==2.15.0
-COMMON_PINS=(tokenizers==0.23.3 safetensors==0.8.0 jinja2==3.1.6 gguf==0.19.0)
-case "$PROFILE" in
-  hf)    VENV=$ROOT/.cache/oracle-venv
-         PINS=(transformers==5.23.0 peft==0.21.2 "${COMMON_PINS[@]}") ;;
-  swift) VENV=$ROOT/.cache/oracle-venv-swift
-         PINS=(ms-swift==4.6.0 "${COMMON_PINS[@]}") ;;
-  *) echo "usage: $0 [hf|swift]" >&2; exit 2 ;;
-esac
-REPORT=(torch transformers peft trl tokenizers safetensors jinja2 gguf ms-swift)
+VENV=$ROOT/.cache/oracle-venv
+LOCK=$ROOT/scripts/oracle-requirements.txt
+REPORT=(torch transformers peft trl tokenizers safetensors jinja2 gguf tensorboard ms-swift)
 
 BASE_PYTHON=${ORACLE_PYTHON:-python3}
 # The interpreter's own version is part of the record: a different Python remakes the venv.
 PYVER=$("$BASE_PYTHON" -c 'import sys; print(sys.version.split()[0])')
-WANT=$(printf '%s\n' "profile=$PROFILE" "python=$PYVER" "$TORCH_PIN" "${PINS[@]}")
+WANT=$(printf 'python=%s\n' "$PYVER"; grep -v '^#' "$LOCK")
 
 mkdir -p "$ROOT/.cache"
-exec 9>"$ROOT/.cache/oracle-env-$PROFILE.lock"
+exec 9>"$ROOT/.cache/oracle-env.lock"
 flock 9
 
 # PyPI's files come here without cache validators, so pip's own HTTP cache keeps none of them: the
-# wheels are kept in a wheelhouse instead (setuptools and wheel too, for the few sdists, whose
-# built wheels land in pip's wheel cache). A venv is made from the wheelhouse alone when it holds
-# a solution; otherwise what is missing is downloaded into it first.
+# files are kept in a wheelhouse instead. Three packages are source archives; setuptools and wheel
+# (kept there too) build them, and pip's wheel cache keeps what they build.
 WHEELS=$ROOT/.cache/pip/wheelhouse
 export PIP_CACHE_DIR=$ROOT/.cache/pip PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 # Nothing run here may reach a model hub.
@@ -57,19 +37,18 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$VENV/.lathe-pins" 2>/dev/null)" != 
   rm -rf "$VENV"
   "$BASE_PYTHON" -m venv "$VENV"
   mkdir -p "$WHEELS"
-  echo "$TORCH_PIN" >"$VENV/.lathe-constraints"
   PIP=("$VENV/bin/python" -m pip --no-input --quiet)
-  REQS=(--constraint "$VENV/.lathe-constraints" "$TORCH_PIN" "${PINS[@]}")
-  if ! "${PIP[@]}" install --no-index --find-links "$WHEELS" "${REQS[@]}" 2>/dev/null; then
+  # The lock is complete, so nothing is resolved: --no-deps installs exactly its versions.
+  if ! "${PIP[@]}" install --no-index --find-links "$WHEELS" --no-deps -r "$LOCK" 2>/dev/null; then
     echo "oracle_env: downloading into $WHEELS" >&2
-    "${PIP[@]}" download --progress-bar off --dest "$WHEELS" "${REQS[@]}" setuptools wheel
-    "${PIP[@]}" install --no-index --find-links "$WHEELS" "${REQS[@]}"
+    "${PIP[@]}" download --progress-bar off --no-deps --dest "$WHEELS" -r "$LOCK" setuptools wheel
+    "${PIP[@]}" install --no-index --find-links "$WHEELS" --no-deps -r "$LOCK"
   fi
   "$VENV/bin/python" -m pip check >&2 || { echo "oracle_env: pip check failed" >&2; exit 1; }
   printf '%s\n' "$WANT" >"$VENV/.lathe-pins"   # written last: a half-made venv is made again next time
 fi
 
-"$VENV/bin/python" - "${REPORT[@]}" <<'EOF'
+"$VENV/bin/python" - "${REPORT[@]}" <<'PY'
 import sys
 from importlib.metadata import version, PackageNotFoundError
 for name in sys.argv[1:]:
@@ -77,5 +56,5 @@ for name in sys.argv[1:]:
         print(f"{name} {version(name)}")
     except PackageNotFoundError:
         print(f"{name} -")
-EOF
+PY
 echo "$VENV/bin/python"

@@ -14,7 +14,7 @@ APT_PACKAGES=(
   libgoogle-perftools-dev libopenblas0-openmp
   libcairo2-dev libcsv-dev fonts-dejavu-core
   libgtest-dev libgmock-dev libbenchmark-dev
-  python3-torch python3-numpy
+  python3-torch python3-numpy python3-venv
 )
 # Node.js may come from elsewhere with its own npm (Debian's npm conflicts with such a nodejs).
 command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)

@@ -4,7 +4,10 @@
 
 #include "lathe/common/format.h"
 #include "lathe/common/files.h"
+#include <nlohmann/json.hpp>
+
 #include "lathe/plugin/agent_template.h"
+#include "lathe/plugin/tuner.h"
 #include "lathe/tuner/lora.h"
 
 namespace lathe {
@@ -49,6 +52,21 @@ static std::vector<int32_t> stop_tokens(const Tokenizer& tokenizer, const Templa
   return ids;
 }
 
+// An adapter folder, read by the tuner of its kind (PEFT's peft_type): IA3 vectors, else LoRA
+// (with DoRA and PiSSA).
+static void load_adapter_folder(CausalLM& model, const fs::path& dir, const Arguments& arguments) {
+  const auto config_file = dir / "adapter_config.json";
+  std::error_code ec;
+  if (fs::exists(config_file, ec)) {
+    const auto config = nlohmann::json::parse(read_file(config_file), nullptr, /*allow_exceptions=*/false);
+    if (config.is_object() && config.value("peft_type", "") == "IA3") {
+      tuner_registry().create("ia3", arguments)->from_pretrained(model, dir, /*trainable=*/false);
+      return;
+    }
+  }
+  load_adapter(model, dir, /*trainable=*/false);
+}
+
 InferenceModel load_inference_model(const Arguments& arguments) {
   if (arguments.model.empty()) fail("--model is required (a Hugging Face model folder)");
   const fs::path dir = arguments.model;
@@ -57,7 +75,7 @@ InferenceModel load_inference_model(const Arguments& arguments) {
   if (arguments.adapters.size() > 1) fail("--adapters: one adapter folder at a time (got {})", arguments.adapters.size());
   auto tokenizer = Tokenizer::from_file(dir);
   auto model = load_pretrained(dir, parse_dtype(arguments.torch_dtype));
-  for (const auto& adapter : arguments.adapters) load_adapter(model, adapter, /*trainable=*/false);
+  for (const auto& adapter : arguments.adapters) load_adapter_folder(model, adapter, arguments);
   if (arguments.merge_lora) merge_lora(model);
   model->eval();
   auto chat_template = Template::for_model(dir.string(), arguments.template_name);

@@ -305,9 +305,12 @@ namespace {
 // x W^T + b. One row (decoding one sequence) goes through a matrix-vector product: as a GEMM with
 // a single row, OpenBLAS first copies all of W into its packed layout, which for the 151,936 x 512
 // head doubled the memory traffic of every decoded token. Only without autocast (which casts
-// linear's operands but not mv's) and outside autograd, so training keeps torch::linear.
+// linear's operands but not mv's) and outside autograd, so training keeps torch::linear. Only in
+// float32 and float64: libtorch's bfloat16 mv sums in bfloat16, which made every decoded token's
+// logits 2.5x further from float32 than a GEMM's (checked against transformers' own bfloat16).
 torch::Tensor project(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
-  const bool one_row = x.dim() >= 1 && x.numel() == x.size(-1) && x.dtype() == weight.dtype();
+  const bool exact_sums = x.scalar_type() == torch::kFloat32 || x.scalar_type() == torch::kFloat64;
+  const bool one_row = exact_sums && x.dim() >= 1 && x.numel() == x.size(-1) && x.dtype() == weight.dtype();
   if (!one_row || torch::GradMode::is_enabled() || at::autocast::is_cpu_enabled())
     return torch::linear(x, weight, bias);
   auto sizes = x.sizes().vec();

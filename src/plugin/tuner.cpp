@@ -95,12 +95,15 @@ class Ia3Adapter : public LinearAdapter {
 inline constexpr const char* kIa3AdapterName = "ia3";
 
 // PEFT's IA3 defaults for Llama-like models: keys and values scaled, and the MLP's down
-// projection scaled on its input.
+// projection scaled on its input (a feed-forward module, PEFT's term). A loaded adapter brings its
+// own target_modules and feedforward_modules.
 class Ia3Tuner : public Tuner {
  public:
   explicit Ia3Tuner(const Arguments& arguments) {
     const bool all_linear = arguments.target_modules == std::vector<std::string>{"all-linear"};
     targets_ = all_linear ? std::vector<std::string>{"k_proj", "v_proj", "down_proj"} : arguments.target_modules;
+    std::copy_if(targets_.begin(), targets_.end(), std::back_inserter(feedforward_),
+                 [](const std::string& name) { return tuner::suffix_matches(name, "down_proj"); });
   }
 
   void prepare_model(const Arguments&, CausalLM& model) override { attach(model, true); }
@@ -112,7 +115,7 @@ class Ia3Tuner : public Tuner {
     nlohmann::json config = {{"peft_type", "IA3"},
                              {"task_type", "CAUSAL_LM"},
                              {"target_modules", targets_},
-                             {"feedforward_modules", feedforward_names()},
+                             {"feedforward_modules", feedforward_},
                              {"base_model_name_or_path", arguments.model},
                              {"fan_in_fan_out", false},
                              {"init_ia3_weights", true},
@@ -128,7 +131,10 @@ class Ia3Tuner : public Tuner {
     const auto config = nlohmann::json::parse(read_file(config_file));
     if (config.value("peft_type", "") != "IA3") fail("{}: peft_type is not \"IA3\"", config_file.string());
     if (adapters(model).empty()) {
-      targets_ = config.at("target_modules").get<std::vector<std::string>>();
+      targets_ = names_field(config, "target_modules", config_file);
+      feedforward_ = config.contains("feedforward_modules") && !config["feedforward_modules"].is_null()
+                         ? names_field(config, "feedforward_modules", config_file)
+                         : std::vector<std::string>{};
       attach(model, trainable);
     }
     torch::NoGradGuard no_grad;
@@ -148,13 +154,17 @@ class Ia3Tuner : public Tuner {
   }
 
  private:
-  static bool is_feedforward(const std::string& path) { return path.find("mlp.") != std::string::npos; }
+  static std::vector<std::string> names_field(const nlohmann::json& config, const char* key, const fs::path& file) {
+    const auto found = config.find(key);
+    if (found == config.end() || !found->is_array() ||
+        !std::all_of(found->begin(), found->end(), [](const nlohmann::json& item) { return item.is_string(); }))
+      fail("{}: field {} must be a list of module names", file.string(), key);
+    return found->get<std::vector<std::string>>();
+  }
 
-  std::vector<std::string> feedforward_names() const {
-    std::vector<std::string> names;
-    std::copy_if(targets_.begin(), targets_.end(), std::back_inserter(names),
-                 [](const std::string& name) { return name.find("down_proj") != std::string::npos || name.find("mlp") != std::string::npos; });
-    return names;
+  bool is_feedforward(const std::string& path) const {
+    return std::any_of(feedforward_.begin(), feedforward_.end(),
+                       [&](const std::string& name) { return tuner::suffix_matches(path, name); });
   }
 
   void attach(CausalLM& model, bool trainable) {
@@ -180,7 +190,7 @@ class Ia3Tuner : public Tuner {
     return found;
   }
 
-  std::vector<std::string> targets_;
+  std::vector<std::string> targets_, feedforward_;
 };
 
 bool looks_like_regex(const std::string& text) { return text.find_first_of("*+?()[]|^$\\") != std::string::npos; }

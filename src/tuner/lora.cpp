@@ -7,6 +7,7 @@
 #include "lathe/common/format.h"
 #include "lathe/tuner/lora.h"
 #include "tuner/dropout.h"
+#include "tuner/pissa.h"
 #include "lathe/tuner/targets.h"
 
 namespace lathe {
@@ -32,10 +33,9 @@ void fill_lora_a(torch::Tensor& lora_A, const std::string& init, int64_t r, at::
   lora_A.copy_(values);
 }
 
-// PiSSA: W = U S V^T; the adapter takes the top r singular triplets (split as sqrt(S) on each side,
-// divided by the scaling so that scaling * B A equals them) and W keeps the residual, so the
-// layer's output is unchanged.
-void initialise_pissa(LoraAdapter& adapter, LinearImpl& base, const std::string& path) {
+}  // namespace
+
+void tuner::initialise_pissa(LoraAdapter& adapter, LinearImpl& base, const std::string& path) {
   const auto r = adapter.lora_A.size(0);
   if (r > std::min(base.in_features, base.out_features))
     fail("{}: PiSSA needs r <= min(in_features, out_features) = {}, got r = {}", path,
@@ -45,14 +45,18 @@ void initialise_pissa(LoraAdapter& adapter, LinearImpl& base, const std::string&
   const auto root = (S.slice(0, 0, r) / adapter.scaling).sqrt();
   adapter.lora_A.copy_(root.unsqueeze(1) * Vh.slice(0, 0, r));
   adapter.lora_B.copy_(U.slice(1, 0, r) * root.unsqueeze(0));
+  adapter.initial_A = adapter.lora_A.detach().clone();
+  adapter.initial_B = adapter.lora_B.detach().clone();
   base.weight.copy_(weight - adapter.scaling * adapter.lora_B.mm(adapter.lora_A));
 }
+
+namespace {
 
 void initialise(LoraAdapter& adapter, LinearImpl& base, const LoraConfig& config, const std::string& path,
                 at::Generator& generator) {
   torch::NoGradGuard no_grad;
   if (config.init == "pissa") {
-    initialise_pissa(adapter, base, path);
+    tuner::initialise_pissa(adapter, base, path);
   } else {
     fill_lora_a(adapter.lora_A, config.init, config.r, generator);
     adapter.lora_B.zero_();

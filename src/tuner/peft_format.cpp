@@ -11,6 +11,7 @@
 #include "lathe/tuner/lora.h"
 #include "lathe/model/weights.h"
 #include "lathe/tuner/targets.h"
+#include "tuner/pissa.h"
 
 namespace lathe {
 namespace fs = std::filesystem;
@@ -214,6 +215,32 @@ json peft_adapter_config(const LoraConfig& config, const std::vector<std::string
   };
 }
 
+namespace {
+
+// PEFT's conversion of a trained PiSSA adapter into a LoRA on the original weights: W_res + s B A =
+// W + s (B A - B0 A0) = W + s [B, -B0] [A; A0].
+void write_pissa_converted(CausalLM& model, const fs::path& dir, const LoraConfig& config,
+                           const std::vector<std::string>& adapted, const std::string& base_model_name_or_path) {
+  std::map<std::string, torch::Tensor> tensors;
+  for (auto& [path, linear] : tuner::linear_modules(model)) {
+    auto adapter = std::dynamic_pointer_cast<LoraAdapter>(linear->adapter);
+    if (!adapter) continue;
+    if (!adapter->initial_A.defined()) fail("{}: PiSSA adapter without its initial values", path);
+    torch::NoGradGuard no_grad;
+    tensors[lora_a_key(path)] = torch::cat({adapter->lora_A, adapter->initial_A}, 0);
+    tensors[lora_b_key(path)] = torch::cat({adapter->lora_B, -adapter->initial_B}, 1);
+  }
+  LoraConfig converted = config;
+  converted.r = 2 * config.r;
+  converted.lora_alpha = config.use_rslora ? config.lora_alpha * std::sqrt(2.0) : 2 * config.lora_alpha;
+  converted.init = "default";
+  fs::create_directories(dir);
+  write_file_atomic(dir / kConfigFile, peft_adapter_config(converted, adapted, base_model_name_or_path).dump(2) + "\n");
+  save_tensors(dir / kWeightsFile, tensors);
+}
+
+}  // namespace
+
 void write_adapter_files(CausalLM& model, const fs::path& dir, const LoraConfig& config,
                          const std::string& base_model_name_or_path) {
   const auto adapted = lora_modules(model);
@@ -221,6 +248,9 @@ void write_adapter_files(CausalLM& model, const fs::path& dir, const LoraConfig&
   fs::create_directories(dir);
   write_file_atomic(dir / kConfigFile, peft_adapter_config(config, adapted, base_model_name_or_path).dump(2) + "\n");
   save_tensors(dir / kWeightsFile, adapter_state(model));
+  if (config.init == "pissa" && !config.use_dora) {
+    write_pissa_converted(model, dir / "converted" / "default", config, adapted, base_model_name_or_path);
+  }
 }
 
 void save_adapter(CausalLM& model, const fs::path& dir, const LoraConfig& config,
@@ -270,6 +300,7 @@ LoadedAdapter load_adapter(CausalLM& model, const fs::path& dir, bool trainable)
   for (auto& parameter : model->parameters()) parameter.set_requires_grad(false);
   for (const auto& [path, linear] : targets) {
     auto adapter = std::make_shared<LoraAdapter>(*linear, config);
+    if (config.init == "pissa") tuner::initialise_pissa(*adapter, *linear, path);
     adapter->lora_A.copy_(tensors.at(lora_a_key(path)));
     adapter->lora_B.copy_(tensors.at(lora_b_key(path)));
     if (config.use_dora) adapter->lora_magnitude_vector.copy_(tensors.at(magnitude_key(path)));

@@ -24,8 +24,8 @@ namespace {
 struct Spawned {
   std::vector<std::string> argv_strings, env_strings;
   std::vector<char*> argv, envp;
-  Spawned(const std::vector<std::string>& args, const std::vector<std::string>& environment) {
-    argv_strings.push_back(LATHE_PROGRAM);
+  Spawned(const std::string& program, const std::vector<std::string>& args, const std::vector<std::string>& environment) {
+    argv_strings.push_back(program);
     argv_strings.insert(argv_strings.end(), args.begin(), args.end());
     for (auto& s : argv_strings) argv.push_back(s.data());
     argv.push_back(nullptr);
@@ -36,16 +36,16 @@ struct Spawned {
   }
 };
 
-pid_t start(const std::vector<std::string>& args, const std::vector<std::string>& environment, const std::string& in_path,
-            const std::string& out_path, const std::string& err_path) {
+pid_t start(const std::string& program, const std::vector<std::string>& args, const std::vector<std::string>& environment,
+            const std::string& in_path, const std::string& out_path, const std::string& err_path) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 0, in_path.c_str(), O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&actions, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  Spawned spawned(args, environment);
+  Spawned spawned(program, args, environment);
   pid_t pid = -1;
-  if (posix_spawn(&pid, LATHE_PROGRAM, &actions, nullptr, spawned.argv.data(), spawned.envp.data()) != 0) pid = -1;
+  if (posix_spawn(&pid, program.c_str(), &actions, nullptr, spawned.argv.data(), spawned.envp.data()) != 0) pid = -1;
   posix_spawn_file_actions_destroy(&actions);
   return pid;
 }
@@ -53,11 +53,16 @@ pid_t start(const std::vector<std::string>& args, const std::vector<std::string>
 }  // namespace
 
 int spawn_lathe(const std::vector<std::string>& args, const fs::path& log_stem, const std::vector<std::string>& environment) {
-  return start(args, environment, "/dev/null", log_stem.string() + ".out", log_stem.string() + ".err");
+  return start(LATHE_PROGRAM, args, environment, "/dev/null", log_stem.string() + ".out", log_stem.string() + ".err");
 }
 
 CommandResult run_lathe(const std::vector<std::string>& args, const std::string& input,
                         const std::vector<std::string>& environment) {
+  return run_program(LATHE_PROGRAM, args, input, environment);
+}
+
+CommandResult run_program(const std::string& program, const std::vector<std::string>& args, const std::string& input,
+                          const std::vector<std::string>& environment) {
   static int counter = 0;
   const fs::path scratch = fs::path(LATHE_BINARY_DIR) / "tests" / "cli_io";
   fs::create_directories(scratch);
@@ -66,7 +71,7 @@ CommandResult run_lathe(const std::vector<std::string>& args, const std::string&
   write_file_atomic(in_path, input);
 
   CommandResult result;
-  if (pid_t pid = start(args, environment, in_path, out_path, err_path); pid > 0) {
+  if (pid_t pid = start(program, args, environment, in_path, out_path, err_path); pid > 0) {
     int status = 0;
     waitpid(pid, &status, 0);
     result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);

@@ -17,6 +17,10 @@ struct CommandResult {
 CommandResult run_lathe(const std::vector<std::string>& args, const std::string& input = "",
                         const std::vector<std::string>& environment = {});
 
+// Runs `program <args>` (an absolute path) the same way.
+CommandResult run_program(const std::string& program, const std::vector<std::string>& args, const std::string& input = "",
+                          const std::vector<std::string>& environment = {});
+
 // Starts `lathe <args>` in the background (output to files next to `log_stem`); returns its pid.
 int spawn_lathe(const std::vector<std::string>& args, const std::filesystem::path& log_stem,
                 const std::vector<std::string>& environment = {});

@@ -64,6 +64,8 @@ class LoraAdapter : public LinearAdapter {
   torch::Tensor weight_norm(const LinearImpl& base) const;
 
   torch::Tensor lora_A, lora_B, lora_magnitude_vector;  // magnitude undefined without DoRA
+  // PiSSA: lora_A / lora_B as initialised (not parameters), for saving the converted form.
+  torch::Tensor initial_A, initial_B;
   double scaling;
   double dropout;
   bool use_dora;
@@ -97,8 +99,13 @@ nlohmann::json peft_adapter_config(const LoraConfig& config, const std::vector<s
                                    const std::string& base_model_name_or_path);
 
 // Writes dir/adapter_config.json and dir/adapter_model.safetensors atomically (the folder is filled
-// under a temporary name and renamed). A PiSSA adapter is saved as it is: it applies to the
-// residual base weights, as PEFT's own save does without path_initial_model_for_weight_conversion.
+// under a temporary name and renamed). A PiSSA adapter is saved as PEFT and ms-swift save it: as it
+// is (init_lora_weights "pissa": PEFT and Lathe redo the SVD of the original weights when loading
+// it, and training resumes from it), and converted under dir/converted/default/, as ms-swift writes
+// it: B A - B0 A0 as a plain LoRA of rank 2r on the original weights (A' = [A; A0],
+// B' = [B, -B0], alpha doubled, or times sqrt 2 with rsLoRA, so the scaling stays), which any LoRA
+// reader can apply or merge. (DoRA's magnitudes have no such form; a PiSSA DoRA adapter is saved
+// as it is only.)
 void save_adapter(CausalLM& model, const std::filesystem::path& dir, const LoraConfig& config,
                   const std::string& base_model_name_or_path);
 // The same two files written (each atomically) into an existing folder, for a caller that builds a
@@ -113,7 +120,8 @@ struct LoadedAdapter {
 };
 
 // Reads a PEFT LoRA/DoRA adapter folder and attaches it to `model` (base parameters frozen; adapter
-// parameters require gradients when `trainable`). Errors name the file and the field or tensor key:
+// parameters require gradients when `trainable`). A PiSSA adapter (init_lora_weights "pissa")
+// first turns each targeted weight into its residual, as PEFT's loading does. Errors name the file and the field or tensor key:
 // a missing file, an unknown peft_type, unsupported options, missing or mis-shaped tensors, keys
 // for modules the model does not have.
 LoadedAdapter load_adapter(CausalLM& model, const std::filesystem::path& dir, bool trainable);

@@ -1,11 +1,14 @@
-"""Tiny random causal LMs made with Hugging Face transformers' own classes, and their logits, as oracles
-for Lathe's C++ tests. Runs in the venv that scripts/oracle_env.sh makes (transformers 5.x); it never
-reaches a model hub.
+"""Hugging Face transformers and PEFT as oracles for Lathe's C++ tests: tiny random causal LMs made with
+transformers' own classes, their logits, adapters made by PEFT, and Lathe's files loaded by both. Runs in
+the venv that scripts/oracle_env.sh makes; it never reaches a model hub.
 
-  hf_tiny_model.py create --arch llama|mistral|qwen2|qwen3 --out DIR [--tied] [--gqa] [--seed N]
-                          [--rope_scaling JSON] [--tokenizer DIR] [--vocab N] [--no_perturb] ...
-  hf_tiny_model.py logits --model DIR --ids 1,2,3 [--dtype float32|bfloat16] [--attn eager|sdpa]
-                          --out FILE.json
+  hf_oracle.py create --arch llama|mistral|qwen2|qwen3 --out DIR [--tied] [--gqa] [--seed N]
+                      [--rope_scaling JSON] [--tokenizer DIR] [--vocab N] [--no_perturb] ...
+  hf_oracle.py logits --model DIR --ids 1,2,3 [--adapter DIR [--merge]] [--dtype float32|bfloat16]
+                      [--attn eager|sdpa] --out FILE.json
+  hf_oracle.py peft_create --model DIR --kind lora|rslora|dora|ia3|pissa --out DIR [--r 4] [--alpha 8]
+  hf_oracle.py batch JOBS.json     (a JSON list of argument lists, each one of the commands above, run
+                                    in this one process: importing transformers takes about 10 s)
 
 create: hidden 64, 2 layers, 4 attention heads (2 key/value heads with --gqa), intermediate 128, head_dim
 16, saved with save_pretrained as float32 safetensors. The vocabulary is the size of the tokenizer copied in
@@ -17,7 +20,16 @@ transformers 5.x stores it, with rope_theta, as config.json's "rope_parameters".
 
 logits: the logits of the whole sequence in one forward pass ("logits", [seq][vocab]), and those of the
 same tokens fed one at a time through the KV cache ("step_logits", [seq][vocab], row i = the last logits
-after token i), both as float32 values (bfloat16 results converted exactly).
+after token i), both as float32 values (bfloat16 results converted exactly). "loading" lists the missing,
+unexpected and mismatched keys that from_pretrained reported. With --adapter the model is
+PeftModel.from_pretrained(model, DIR); with --merge too, that model's merge_and_unload().
+
+peft_create: an adapter made by PEFT's get_peft_model on DIR's model with every adapter tensor non-zero and
+not at its identity value (LoRA's B is random, DoRA's magnitude and IA3's vectors are perturbed), saved with
+save_pretrained. all-linear targets; IA3 takes PEFT's default targets for the architecture. pissa: PEFT's
+PiSSA initialisation, then A and B perturbed as training would, saved converted to a plain LoRA of rank 2r
+on the original weights (path_initial_model_for_weight_conversion) into --out, and as it is (init_lora_weights
+"pissa": a loader redoes the SVD of the original weights) into --out with "_as_is" appended.
 """
 import argparse
 import json
@@ -30,8 +42,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
+import peft  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
+from peft import IA3Config, LoraConfig, PeftModel, get_peft_model  # noqa: E402
 from transformers import (  # noqa: E402
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -63,7 +77,7 @@ TOKENIZER_FILES = (
 def copy_tokenizer(src, out):
     copied = [name for name in TOKENIZER_FILES if os.path.isfile(os.path.join(src, name))]
     if not copied:
-        sys.exit(f"hf_tiny_model: no tokenizer files in {src}")
+        sys.exit(f"hf_oracle: no tokenizer files in {src}")
     for name in copied:
         shutil.copyfile(os.path.join(src, name), os.path.join(out, name))
     return AutoTokenizer.from_pretrained(out, local_files_only=True)
@@ -74,7 +88,7 @@ def create(args):
     tokenizer = copy_tokenizer(args.tokenizer, args.out) if args.tokenizer else None
     vocab = args.vocab or (len(tokenizer) if tokenizer is not None else 512)
     if tokenizer is not None and vocab < len(tokenizer):
-        sys.exit(f"hf_tiny_model: --vocab {vocab} is smaller than the tokenizer's {len(tokenizer)} tokens")
+        sys.exit(f"hf_oracle: --vocab {vocab} is smaller than the tokenizer's {len(tokenizer)} tokens")
 
     def token_id(name, fallback):
         value = getattr(tokenizer, name, None) if tokenizer is not None else fallback
@@ -94,6 +108,7 @@ def create(args):
         bos_token_id=token_id("bos_token_id", 1),
         eos_token_id=token_id("eos_token_id", 2),
         pad_token_id=token_id("pad_token_id", None),
+        initializer_range=args.initializer_range,
         dtype="float32",
     )
     if args.rms_norm_eps is not None:
@@ -127,10 +142,16 @@ def create(args):
 def logits(args):
     ids = [int(token) for token in args.ids.split(",") if token.strip()]
     if not ids:
-        sys.exit("hf_tiny_model: --ids is empty")
-    model = AutoModelForCausalLM.from_pretrained(
-        args.model, dtype=DTYPES[args.dtype], attn_implementation=args.attn, local_files_only=True
-    ).eval()
+        sys.exit("hf_oracle: --ids is empty")
+    model, loading = AutoModelForCausalLM.from_pretrained(
+        args.model, dtype=DTYPES[args.dtype], attn_implementation=args.attn, local_files_only=True,
+        output_loading_info=True,
+    )
+    if args.adapter:
+        model = PeftModel.from_pretrained(model, args.adapter, local_files_only=True)
+        if args.merge:
+            model = model.merge_and_unload()
+    model.eval()
     input_ids = torch.tensor([ids])
     with torch.inference_mode():
         full = model(input_ids=input_ids, use_cache=False).logits[0].float()
@@ -147,6 +168,8 @@ def logits(args):
         "dtype": args.dtype,
         "attn_implementation": args.attn,
         "ids": ids,
+        "loading": {key: sorted(str(k) for k in loading.get(key, [])) for key in
+                    ("missing_keys", "unexpected_keys", "mismatched_keys")},
         "transformers": transformers.__version__,
         "torch": torch.__version__,
         "max_abs_diff_full_vs_steps": (full - steps).abs().max().item(),
@@ -159,11 +182,58 @@ def logits(args):
     else:
         with open(args.out, "w") as f:
             json.dump(result, f)
-    print(f"hf_tiny_model: {len(ids)} tokens, vocab {full.shape[-1]}, full vs cached steps max |diff| "
+    print(f"hf_oracle: {len(ids)} tokens, vocab {full.shape[-1]}, full vs cached steps max |diff| "
           f"{result['max_abs_diff_full_vs_steps']:.3g}", file=sys.stderr)
 
 
-def main():
+def perturb_adapter(model, generator):
+    """Moves every adapter tensor off its initial value, as training would."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_" in name or "ia3_" in name:
+                param.add_(torch.randn(param.shape, generator=generator) * 0.1)
+
+
+def peft_create(args):
+    torch.manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(args.seed + 1)
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32, local_files_only=True)
+    if args.kind == "ia3":
+        config = IA3Config(init_ia3_weights=False)
+    else:
+        config = LoraConfig(r=args.r, lora_alpha=args.alpha, lora_dropout=0.0, target_modules="all-linear",
+                            use_rslora=args.kind == "rslora", use_dora=args.kind == "dora",
+                            init_lora_weights="pissa" if args.kind == "pissa" else False)
+    model = get_peft_model(model, config)
+    if args.kind == "pissa":
+        # PEFT's own recipe: save the initial adapter, train (here: perturb), then save the difference
+        # from it as a LoRA on the original weights.
+        initial = args.out + "_initial"  # an adapter name: no dots
+        model.peft_config["default"].init_lora_weights = True
+        model.save_pretrained(initial)
+        model.peft_config["default"].init_lora_weights = "pissa"
+        perturb_adapter(model, generator)
+        model.save_pretrained(args.out + "_as_is")
+        model.save_pretrained(args.out, path_initial_model_for_weight_conversion=initial)
+        shutil.rmtree(initial)
+    else:
+        perturb_adapter(model, generator)
+        model.save_pretrained(args.out)
+    print(json.dumps({"out": args.out, "kind": args.kind, "peft": peft.__version__}))
+
+
+def batch(args):
+    with open(args.jobs) as f:
+        jobs = json.load(f)
+    parser = make_parser()
+    for job in jobs:
+        if job and job[0] == "batch":
+            sys.exit("hf_oracle: a batch cannot contain another batch")
+        job_args = parser.parse_args(job)
+        job_args.func(job_args)
+
+
+def make_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -185,6 +255,8 @@ def main():
     c.add_argument("--head_dim", type=int, help="default: hidden / heads (Qwen3's own default is 128)")
     c.add_argument("--max_positions", type=int, default=2048)
     c.add_argument("--rms_norm_eps", type=float)
+    c.add_argument("--initializer_range", type=float, default=0.02,
+                   help="standard deviation of the random weights (transformers' default 0.02)")
     c.add_argument("--no_perturb", action="store_true",
                    help="keep transformers' zero biases and unit norm weights")
     c.set_defaults(func=create)
@@ -195,9 +267,27 @@ def main():
     g.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     g.add_argument("--attn", choices=["eager", "sdpa"], default="eager")
     g.add_argument("--out", required=True, help="JSON file, or - for stdout")
+    g.add_argument("--adapter", help="a PEFT adapter folder, loaded with PeftModel.from_pretrained")
+    g.add_argument("--merge", action="store_true", help="with --adapter: logits of merge_and_unload()")
     g.set_defaults(func=logits)
 
-    args = parser.parse_args()
+    p = sub.add_parser("peft_create", help="an adapter made and saved by PEFT, with non-zero tensors")
+    p.add_argument("--model", required=True)
+    p.add_argument("--kind", choices=["lora", "rslora", "dora", "ia3", "pissa"], required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--r", type=int, default=4)
+    p.add_argument("--alpha", type=float, default=8.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=peft_create)
+
+    b = sub.add_parser("batch", help="run a JSON list of commands in this process")
+    b.add_argument("jobs")
+    b.set_defaults(func=batch)
+    return parser
+
+
+def main():
+    args = make_parser().parse_args()
     args.func(args)
 
 
