@@ -7,6 +7,8 @@ the venv that scripts/oracle_env.sh makes; it never reaches a model hub.
   hf_oracle.py logits --model DIR --ids 1,2,3 [--adapter DIR [--merge]] [--dtype float32|bfloat16]
                       [--attn eager|sdpa] --out FILE.json
   hf_oracle.py peft_create --model DIR --kind lora|rslora|dora|ia3|pissa --out DIR [--r 4] [--alpha 8]
+  hf_oracle.py tokenize --tokenizer FILE.json --texts TEXTS.json --out FILE.json
+  hf_oracle.py chat_template --tokenizer DIR --cases CASES.json --out FILE.json
   hf_oracle.py batch JOBS.json     (a JSON list of argument lists, each one of the commands above, run
                                     in this one process: importing transformers takes about 10 s)
 
@@ -23,6 +25,13 @@ same tokens fed one at a time through the KV cache ("step_logits", [seq][vocab],
 after token i), both as float32 values (bfloat16 results converted exactly). "loading" lists the missing,
 unexpected and mismatched keys that from_pretrained reported. With --adapter the model is
 PeftModel.from_pretrained(model, DIR); with --merge too, that model's merge_and_unload().
+
+tokenize: Hugging Face's tokenizers (the Python package) on each text of a JSON list: "with" and "without"
+(ids with and without the post-processor's special tokens), "decoded" and "decoded_skip" (decode of "with",
+keeping and skipping special tokens).
+
+chat_template: transformers' AutoTokenizer(DIR).apply_chat_template(tokenize=False) for each case of a JSON
+list of {"messages", "tools"?, "add_generation_prompt", "enable_thinking"?}; the texts, in order.
 
 peft_create: an adapter made by PEFT's get_peft_model on DIR's model with every adapter tensor non-zero and
 not at its identity value (LoRA's B is random, DoRA's magnitude and IA3's vectors are perturbed), saved with
@@ -186,6 +195,34 @@ def logits(args):
           f"{result['max_abs_diff_full_vs_steps']:.3g}", file=sys.stderr)
 
 
+def tokenize(args):
+    from tokenizers import Tokenizer
+    tokenizer = Tokenizer.from_file(args.tokenizer)
+    with open(args.texts) as f:
+        texts = json.load(f)
+    rows = []
+    for text in texts:
+        with_special = tokenizer.encode(text, add_special_tokens=True).ids
+        rows.append({"with": with_special, "without": tokenizer.encode(text, add_special_tokens=False).ids,
+                     "decoded": tokenizer.decode(with_special, skip_special_tokens=False),
+                     "decoded_skip": tokenizer.decode(with_special, skip_special_tokens=True)})
+    with open(args.out, "w") as f:
+        json.dump(rows, f)
+
+
+def chat_template(args):
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer, local_files_only=True)
+    with open(args.cases) as f:
+        cases = json.load(f)
+    texts = []
+    for case in cases:
+        extra = {"enable_thinking": case["enable_thinking"]} if "enable_thinking" in case else {}
+        texts.append(tokenizer.apply_chat_template(case["messages"], tools=case.get("tools"), tokenize=False,
+                                                   add_generation_prompt=case["add_generation_prompt"], **extra))
+    with open(args.out, "w") as f:
+        json.dump(texts, f)
+
+
 def perturb_adapter(model, generator):
     """Moves every adapter tensor off its initial value, as training would."""
     with torch.no_grad():
@@ -279,6 +316,18 @@ def make_parser():
     p.add_argument("--alpha", type=float, default=8.0)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=peft_create)
+
+    t = sub.add_parser("tokenize", help="Python tokenizers' ids and decodes for a list of texts")
+    t.add_argument("--tokenizer", required=True, help="a tokenizer.json")
+    t.add_argument("--texts", required=True, help="a JSON list of strings")
+    t.add_argument("--out", required=True)
+    t.set_defaults(func=tokenize)
+
+    ct = sub.add_parser("chat_template", help="transformers' apply_chat_template for a list of conversations")
+    ct.add_argument("--tokenizer", required=True, help="a folder with tokenizer_config.json")
+    ct.add_argument("--cases", required=True)
+    ct.add_argument("--out", required=True)
+    ct.set_defaults(func=chat_template)
 
     b = sub.add_parser("batch", help="run a JSON list of commands in this process")
     b.add_argument("jobs")
