@@ -29,11 +29,12 @@ std::vector<fs::path> files_to_copy(const fs::path& model_dir) {
   return files;
 }
 
-// Holds out --split_dataset_ratio of the training examples (shuffled with the seed).
-std::vector<Example> split_off(std::vector<Example>& train, double ratio, uint64_t seed) {
+// Holds out --split_dataset_ratio of the training examples: after a seeded shuffle, or the last
+// ones without --dataset_shuffle.
+std::vector<Example> split_off(std::vector<Example>& train, double ratio, uint64_t seed, bool shuffle) {
   if (ratio <= 0 || train.size() < 2) return {};
   std::mt19937_64 rng(seed);
-  std::shuffle(train.begin(), train.end(), rng);
+  if (shuffle) std::shuffle(train.begin(), train.end(), rng);
   const auto count = std::max<std::size_t>(1, static_cast<std::size_t>(ratio * static_cast<double>(train.size())));
   std::vector<Example> eval(std::make_move_iterator(train.end() - static_cast<std::ptrdiff_t>(count)),
                             std::make_move_iterator(train.end()));
@@ -54,9 +55,10 @@ void check_arguments(const Arguments& arguments) {
   if (arguments.dataset.empty()) fail("--dataset is required (jsonl, json or csv files)");
   std::error_code ec;
   if (!fs::is_directory(arguments.model, ec)) fail_not_local("model folder", arguments.model);
-  if (!arguments.adapters.empty()) {
-    fail("--adapters: training on from a saved adapter is not built yet; --resume_from_checkpoint CKPT resumes a "
-         "run, and lathe export --merge_lora true folds an adapter into a model to train further");
+  if (arguments.adapters.size() > 1) fail("--adapters: one adapter folder to train on (got {})", arguments.adapters.size());
+  if (!arguments.adapters.empty() && arguments.train_type == "full") {
+    fail("--adapters {}: --train_type full trains a model, not an adapter (lathe export --merge_lora true folds the "
+         "adapter into a model folder to train in full)", arguments.adapters.front());
   }
   if (arguments.task_type == "embedding" && arguments.pretraining) fail("lathe pt trains next-token prediction; --task_type embedding is for lathe sft");
 }
@@ -105,7 +107,13 @@ struct TrainingRun::State {
     chat_template.set_agent_template(make_agent_template(arguments, chat_template.spec()));
     encode_data();
     tuner = tuner_registry().create(arguments.train_type, arguments);
-    tuner->prepare_model(arguments, model);
+    // SWIFT's --adapters in sft: training goes on from a saved adapter, whose own config (rank,
+    // alpha, targets) replaces the tuner arguments.
+    if (arguments.adapters.empty()) {
+      tuner->prepare_model(arguments, model);
+    } else {
+      tuner->from_pretrained(model, arguments.adapters.front(), /*trainable=*/true);
+    }
     const auto trainable = count_parameters(model, true), total = count_parameters(model, false);
     fmt::print(stderr, "lathe: {} tuner, trainable parameters: {} of {} ({:.4f}%)\n", arguments.train_type, trainable,
                total, 100.0 * static_cast<double>(trainable) / static_cast<double>(std::max<int64_t>(1, total)));
@@ -133,7 +141,7 @@ struct TrainingRun::State {
       fmt::print(stderr, "lathe: train dataset: {}\n", stats.summary());
     }
     eval = arguments.val_dataset.empty()
-               ? split_off(train, arguments.split_dataset_ratio, seed)
+               ? split_off(train, arguments.split_dataset_ratio, seed, arguments.dataset_shuffle)
                : encode_datasets(arguments.val_dataset, encoder, arguments.strict, encoding_threads(arguments), seed,
                                  eval_stats, edit);
     if (!eval.empty()) fmt::print(stderr, "lathe: eval dataset: {} rows\n", eval.size());

@@ -64,7 +64,8 @@ json RunLog::step_entry(const TrainerState& state, double loss, double grad_norm
           {"elapsed_time", duration_text(elapsed)},
           {"remaining_time", duration_text(remaining)},
           {"memory(GiB)", round_to(peak_memory_gib(), 2)},
-          {"train_speed(iter/s)", round_to(seconds > 0 ? steps / seconds : 0.0, 6)},
+          // ms-swift 4.x's key and unit: seconds per optimizer step.
+          {"train_speed(s/it)", round_to(steps > 0 ? seconds / steps : 0.0, 6)},
           {"tokens/s", round_to(seconds > 0 ? tokens / seconds : 0.0, 2)},
           {"global_step", state.global_step}};
 }
@@ -103,8 +104,9 @@ void RunLog::finish(const TrainerState& state, const fs::path& last, const std::
   if (terminal_) fmt::print(stderr, "\n");
   write_training_plots(run_dir_ / "logging.jsonl", run_dir_ / "images");
   fmt::print(stderr, "lathe: trained {} steps ({} tokens)\n", state.global_step, state.trained_tokens);
-  fmt::print(stderr, "last_model_checkpoint: {}\n", last.string());
-  fmt::print(stderr, "best_model_checkpoint: {}\n", best.empty() ? last.string() : best);
+  const auto shown = last.empty() ? std::string("None") : last.string();  // --save_strategy no
+  fmt::print(stderr, "last_model_checkpoint: {}\n", shown);
+  fmt::print(stderr, "best_model_checkpoint: {}\n", best.empty() ? shown : best);
 }
 
 namespace {
@@ -116,9 +118,17 @@ class FlowCallback : public Callback {
     const auto step = state.global_step;
     const bool last = control.should_training_stop || step >= state.max_steps;
     if (step == 1 || (a.logging_steps > 0 && step % a.logging_steps == 0) || last) control.should_log = true;
-    const auto eval_every = a.eval_steps > 0 ? a.eval_steps : a.save_steps;
-    if ((eval_every > 0 && step % eval_every == 0) || last) control.should_evaluate = true;
-    if ((a.save_steps > 0 && step % a.save_steps == 0) || last) control.should_save = true;
+    // The fractional epoch is (steps done in the epoch) / (steps per epoch) past the whole ones:
+    // exactly whole after an epoch's last step.
+    const bool epoch_end = state.epoch == std::floor(state.epoch);
+    auto due = [&](const std::string& strategy, int64_t every) {
+      if (strategy == "no") return false;
+      if (strategy == "epoch") return epoch_end || last;
+      return (every > 0 && step % every == 0) || last;
+    };
+    const auto& eval_strategy = a.eval_strategy.empty() ? a.save_strategy : a.eval_strategy;
+    if (due(eval_strategy, a.eval_steps > 0 ? a.eval_steps : a.save_steps)) control.should_evaluate = true;
+    if (due(a.save_strategy, a.save_steps)) control.should_save = true;
   }
 };
 

@@ -310,10 +310,16 @@ struct Trainer::Impl {
   }
 
   // The units of epoch `epoch` in training order: shuffled with seed + epoch, so a resumed run
-  // sees the same order without saving it. Computed once per epoch.
+  // sees the same order without saving it (in dataset order without --train_dataloader_shuffle).
+  // Computed once per epoch.
   const std::vector<std::size_t>& order_of_epoch(int64_t epoch) {
     if (ordered_epoch != epoch) {
-      epoch_order = epoch_training_order(units.size(), static_cast<uint64_t>(arguments.seed), epoch);
+      if (arguments.train_dataloader_shuffle) {
+        epoch_order = epoch_training_order(units.size(), static_cast<uint64_t>(arguments.seed), epoch);
+      } else {
+        epoch_order.resize(units.size());
+        std::iota(epoch_order.begin(), epoch_order.end(), std::size_t{0});
+      }
       ordered_epoch = epoch;
     }
     return epoch_order;
@@ -620,7 +626,7 @@ TrainingResult Trainer::train() {
       s.emit(&Callback::on_epoch_end);
     }
   }
-  if (!saved_at_last_step) {
+  if (!saved_at_last_step && s.arguments.save_strategy != "no") {
     if (s.last_eval_step != s.state.global_step && !s.setup.eval.empty()) s.run_evaluation(*this);
     s.save_checkpoint();
   }

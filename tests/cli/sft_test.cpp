@@ -62,7 +62,7 @@ TEST(Sft, LossFallsAndTheRunFolderHasSwiftsLayout) {
     if (row.contains("loss")) {
       losses.push_back(row["loss"].get<double>());
       for (const char* key : {"grad_norm", "learning_rate", "epoch", "global_step/max_steps", "percentage", "elapsed_time",
-                              "remaining_time", "memory(GiB)", "train_speed(iter/s)", "tokens/s"}) {
+                              "remaining_time", "memory(GiB)", "train_speed(s/it)", "tokens/s"}) {
         EXPECT_TRUE(row.contains(key)) << key;
       }
     }

@@ -6,6 +6,8 @@
 
 #include "cli/cli_util.h"
 #include "lathe/common/files.h"
+#include "lathe/model/weights.h"
+#include <torch/torch.h>
 
 namespace lathe::testing {
 namespace {
@@ -142,14 +144,32 @@ TEST_F(SwiftCommands, HubIdsAreRefusedWithHowToUseALocalCopy) {
       << dataset.err;
 }
 
-// Training on from a saved adapter is not built: refused, not silently ignored.
-TEST_F(SwiftCommands, SftRefusesAdaptersItCannotTrainOn) {
+// `swift sft --adapters CKPT`: training goes on from the saved adapter, with its own rank and
+// targets (--lora_rank is the adapter's business then). With a learning rate of 0 one step changes
+// nothing, so the saved adapter is the loaded one, tensor for tensor.
+TEST_F(SwiftCommands, SftTrainsOnFromASavedAdapter) {
   ASSERT_EQ(quick_start_.exit_code, 0) << quick_start_.err;
   auto result = run_lathe({"sft", "--model", path("model"), "--adapters", checkpoint(), "--dataset",
-                           path("alpaca-gpt4-data-en.jsonl"), "--output_dir", path("adapter-output")});
-  EXPECT_NE(result.exit_code, 0);
-  EXPECT_TRUE(contains(result.err, "--adapters: training on from a saved adapter is not built yet")) << result.err;
-  EXPECT_FALSE(fs::exists(*dir_ / "adapter-output"));
+                           path("alpaca-gpt4-data-en.jsonl") + "#4", "--output_dir", path("adapter-output"),
+                           "--add_version", "false", "--max_steps", "1", "--learning_rate", "0", "--lora_rank", "2",
+                           "--per_device_train_batch_size", "2"});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  const auto saved = fs::path(path("adapter-output")) / "checkpoint-1";
+  EXPECT_EQ(nlohmann::json::parse(read_file(saved / "adapter_config.json"))["r"],
+            nlohmann::json::parse(read_file(fs::path(checkpoint()) / "adapter_config.json"))["r"]);
+  const auto before = load_tensors(fs::path(checkpoint()) / "adapter_model.safetensors");
+  const auto after = load_tensors(saved / "adapter_model.safetensors");
+  ASSERT_EQ(before.size(), after.size());
+  for (const auto& [key, tensor] : before) {
+    ASSERT_TRUE(after.count(key)) << key;
+    EXPECT_TRUE(torch::equal(tensor, after.at(key))) << key;
+  }
+
+  auto full = run_lathe({"sft", "--model", path("model"), "--adapters", checkpoint(), "--train_type", "full",
+                         "--dataset", path("alpaca-gpt4-data-en.jsonl"), "--output_dir", path("full-output")});
+  EXPECT_NE(full.exit_code, 0);
+  EXPECT_TRUE(contains(full.err, "--train_type full trains a model, not an adapter")) << full.err;
+  EXPECT_FALSE(fs::exists(*dir_ / "full-output"));
 }
 
 }  // namespace

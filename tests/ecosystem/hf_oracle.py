@@ -9,6 +9,8 @@ the venv that scripts/oracle_env.sh makes; it never reaches a model hub.
   hf_oracle.py peft_create --model DIR --kind lora|rslora|dora|ia3|pissa --out DIR [--r 4] [--alpha 8]
   hf_oracle.py tokenize --tokenizer FILE.json --texts TEXTS.json --out FILE.json
   hf_oracle.py chat_template --tokenizer DIR --cases CASES.json --out FILE.json
+  hf_oracle.py hf_train --model DIR --adapter DIR --examples FILE.json --out FILE.json [hyperparameters]
+  hf_oracle.py tb_scalars --dir RUNS_DIR --out FILE.json
   hf_oracle.py batch JOBS.json     (a JSON list of argument lists, each one of the commands above, run
                                     in this one process: importing transformers takes about 10 s)
 
@@ -32,6 +34,14 @@ keeping and skipping special tokens).
 
 chat_template: transformers' AutoTokenizer(DIR).apply_chat_template(tokenize=False) for each case of a JSON
 list of {"messages", "tools"?, "add_generation_prompt", "enable_thinking"?}; the texts, in order.
+
+hf_train: Hugging Face's Trainer training a PEFT adapter (PeftModel.from_pretrained(is_trainable=True)) on
+pre-tokenized examples ({"input_ids"}; every token is a label), in their order (no shuffle), on the CPU in
+float32; writes the log rows Trainer reports (loss, grad_norm, learning_rate per step).
+
+tb_scalars: every record of every events.out.tfevents.* file in DIR read with TensorBoard's own record reader
+(which checks both CRC-32C of each record) and parsed as tensorflow.Event: {"file_version", "scalars": {tag:
+[[step, value], ...]}}.
 
 peft_create: an adapter made by PEFT's get_peft_model on DIR's model with every adapter tensor non-zero and
 not at its identity value (LoRA's B is random, DoRA's magnitude and IA3's vectors are perturbed), saved with
@@ -122,6 +132,11 @@ def create(args):
     )
     if args.rms_norm_eps is not None:
         fields["rms_norm_eps"] = args.rms_norm_eps
+    if args.arch == "mistral" or args.sliding_window is not None:
+        fields["sliding_window"] = args.sliding_window  # None: Mistral without a window
+    if args.arch in ("qwen2", "qwen3") and args.sliding_window is not None:
+        fields["use_sliding_window"] = True
+        fields["max_window_layers"] = args.max_window_layers
     rope = json.loads(args.rope_scaling) if args.rope_scaling else {}
     if args.rope_theta is not None or rope:
         fields["rope_parameters"] = {"rope_type": rope.pop("type", "default"), **rope}
@@ -223,6 +238,73 @@ def chat_template(args):
         json.dump(texts, f)
 
 
+def hf_train(args):
+    from torch.utils.data import SequentialSampler
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    with open(args.examples) as f:
+        examples = [{"input_ids": row["input_ids"], "labels": row["input_ids"]} for row in json.load(f)]
+
+    def collate(rows):
+        width = max(len(row["input_ids"]) for row in rows)
+        pad = lambda values, fill: values + [fill] * (width - len(values))  # noqa: E731
+        return {"input_ids": torch.tensor([pad(r["input_ids"], 0) for r in rows]),
+                "labels": torch.tensor([pad(r["labels"], -100) for r in rows]),
+                "attention_mask": torch.tensor([pad([1] * len(r["input_ids"]), 0) for r in rows])}
+
+    class InOrder(Trainer):
+        def _get_train_sampler(self, *unused, **unused_kw):
+            return SequentialSampler(self.train_dataset)
+
+    logs = []
+
+    class Collect(TrainerCallback):
+        def on_log(self, unused_args, state, unused_control, logs_=None, **kwargs):
+            row = kwargs.get("logs", logs_)
+            if row and "loss" in row:
+                logs.append({"step": state.global_step, **row})
+
+    torch.manual_seed(args.seed)
+    base = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32, local_files_only=True)
+    model = PeftModel.from_pretrained(base, args.adapter, is_trainable=True)
+    training = TrainingArguments(
+        output_dir=args.out + ".trainer", max_steps=args.max_steps, learning_rate=args.learning_rate,
+        per_device_train_batch_size=args.per_device_train_batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps, warmup_steps=args.warmup_steps,
+        lr_scheduler_type=args.lr_scheduler_type, max_grad_norm=args.max_grad_norm, weight_decay=args.weight_decay,
+        adam_beta1=args.adam_beta1, adam_beta2=args.adam_beta2, adam_epsilon=1e-8, optim="adamw_torch",
+        logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, seed=args.seed, data_seed=args.seed,
+        dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True)
+    trainer = InOrder(model=model, args=training, train_dataset=examples, data_collator=collate,
+                      callbacks=[Collect()])
+    trainer.train()
+    shutil.rmtree(args.out + ".trainer", ignore_errors=True)
+    with open(args.out, "w") as f:
+        json.dump(logs, f)
+
+
+def tb_scalars(args):
+    import glob
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.compat.tensorflow_stub import errors, pywrap_tensorflow
+    result = {"file_version": None, "scalars": {}, "files": 0}
+    for path in sorted(glob.glob(os.path.join(args.dir, "events.out.tfevents.*"))):
+        result["files"] += 1
+        reader = pywrap_tensorflow.PyRecordReader_New(path.encode(), 0, b"", None)
+        while True:
+            try:
+                reader.GetNext()
+            except errors.OutOfRangeError:
+                break
+            event = event_pb2.Event.FromString(reader.record())
+            if event.file_version:
+                result["file_version"] = event.file_version
+            for value in event.summary.value:
+                result["scalars"].setdefault(value.tag, []).append([event.step, value.simple_value])
+    with open(args.out, "w") as f:
+        json.dump(result, f)
+
+
 def perturb_adapter(model, generator):
     """Moves every adapter tensor off its initial value, as training would."""
     with torch.no_grad():
@@ -292,6 +374,8 @@ def make_parser():
     c.add_argument("--head_dim", type=int, help="default: hidden / heads (Qwen3's own default is 128)")
     c.add_argument("--max_positions", type=int, default=2048)
     c.add_argument("--rms_norm_eps", type=float)
+    c.add_argument("--sliding_window", type=int, help="Mistral: every layer; Qwen: layers from --max_window_layers on")
+    c.add_argument("--max_window_layers", type=int, default=0)
     c.add_argument("--initializer_range", type=float, default=0.02,
                    help="standard deviation of the random weights (transformers' default 0.02)")
     c.add_argument("--no_perturb", action="store_true",
@@ -328,6 +412,29 @@ def make_parser():
     ct.add_argument("--cases", required=True)
     ct.add_argument("--out", required=True)
     ct.set_defaults(func=chat_template)
+
+    h = sub.add_parser("hf_train", help="Trainer + PEFT on pre-tokenized examples; the per-step logs")
+    h.add_argument("--model", required=True)
+    h.add_argument("--adapter", required=True)
+    h.add_argument("--examples", required=True)
+    h.add_argument("--out", required=True)
+    h.add_argument("--max_steps", type=int, default=10)
+    h.add_argument("--learning_rate", type=float, default=1e-3)
+    h.add_argument("--per_device_train_batch_size", type=int, default=4)
+    h.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    h.add_argument("--warmup_steps", type=int, default=0)
+    h.add_argument("--lr_scheduler_type", default="cosine")
+    h.add_argument("--max_grad_norm", type=float, default=1.0)
+    h.add_argument("--weight_decay", type=float, default=0.0)
+    h.add_argument("--adam_beta1", type=float, default=0.9)
+    h.add_argument("--adam_beta2", type=float, default=0.999)
+    h.add_argument("--seed", type=int, default=0)
+    h.set_defaults(func=hf_train)
+
+    tb = sub.add_parser("tb_scalars", help="the scalars of TensorBoard event files, read by tensorboard")
+    tb.add_argument("--dir", required=True)
+    tb.add_argument("--out", required=True)
+    tb.set_defaults(func=tb_scalars)
 
     b = sub.add_parser("batch", help="run a JSON list of commands in this process")
     b.add_argument("jobs")

@@ -112,6 +112,8 @@ constexpr ArgumentInfo describe_argument(ArgumentGroup group, std::string_view f
                                                                                                                         \
   X(Dataset, double, split_dataset_ratio, 0.0, (ArgumentRule{.minimum = 0, .maximum = 1}),                              \
     "share of --dataset held out for evaluation")                                                                       \
+  X(Dataset, bool, dataset_shuffle, true, {}, "shuffle the rows before --split_dataset_ratio holds some out (false: the last ones)") \
+  X(Dataset, bool, train_dataloader_shuffle, true, {}, "train in a new seeded order each epoch (false: in dataset order)") \
   X(Dataset, std::string, truncation_strategy, "delete", {.choices = "delete|left|right"},                              \
     "over-long rows: delete them, or cut on the left or right")                                                         \
   X(Dataset, bool, packing, false, {}, "pack rows into sequences of max_length (attention kept within each row)")       \
@@ -174,6 +176,10 @@ constexpr ArgumentInfo describe_argument(ArgumentGroup group, std::string_view f
   X(Checkpoints, int64_t, logging_steps, 5, {}, "log every N steps")                                                    \
   X(Checkpoints, int64_t, eval_steps, -1, {}, "evaluate every N steps (-1: with each save)")                            \
   X(Checkpoints, int64_t, save_steps, 500, {}, "save a checkpoint every N steps")                                       \
+  X(Checkpoints, std::string, save_strategy, "steps", {.choices = "steps|epoch|no"},                                    \
+    "when to save: every --save_steps and at the end, at each epoch's end, or never")                                   \
+  X(Checkpoints, std::string, eval_strategy, {}, (ArgumentRule{.alias = "evaluation_strategy", .choices = "|steps|epoch|no"}),         \
+    "when to evaluate (default: as --save_strategy)")                                                                   \
   X(Checkpoints, int64_t, save_total_limit, -1, {}, "checkpoints to keep (-1: all; the best and last are kept)")        \
   X(Checkpoints, bool, save_only_model, false, {}, "checkpoints without optimizer, scheduler and RNG state")            \
   X(Checkpoints, bool, add_version, true, {}, "write into output_dir/vN-YYYYMMDD-HHMMSS")                               \
@@ -233,6 +239,9 @@ constexpr ArgumentInfo describe_argument(ArgumentGroup group, std::string_view f
     "SWIFT's DeepSpeed config")                                                                                         \
   X(Ignored, std::string, attn_impl, {}, {.no_effect = "Lathe's attention is its own kernel, there is no implementation to choose"}, \
     "SWIFT's attention implementation (flash_attn, sdpa, eager)")                                                       \
+  X(Ignored, std::vector<std::string>, report_to, {"none"},                                                             \
+    {.no_effect = "Lathe writes logging.jsonl and its plots (images/); TensorBoard, wandb and swanlab are not written"}, \
+    "SWIFT's experiment trackers")                                                                                      \
   X(Ignored, std::string, model_type, {}, {.no_effect = "the architecture is read from the model folder's config.json"}, \
     "SWIFT's model type")                                                                                               \
   X(Ignored, bool, lazy_tokenize, false, {.no_effect = "rows are tokenized on all cores before training (or while it runs with --streaming)"}, \
