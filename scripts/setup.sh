@@ -12,7 +12,7 @@ APT_PACKAGES=(
   libpcre2-dev libutf8proc-dev
   libcpp-httplib-dev libyaml-cpp-dev
   libgoogle-perftools-dev libopenblas0-openmp
-  libcairo2-dev libcsv-dev fonts-dejavu-core
+  libcairo2-dev libcsv-dev fonts-dejavu-core libprotobuf-dev libboost-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3-torch python3-numpy python3-venv
 )

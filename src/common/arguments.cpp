@@ -151,6 +151,12 @@ std::vector<std::string> Arguments::notices() const {
       lines.push_back(fmt::format("--{} has no effect here: {}", info.key, info.rule.no_effect));
     }
   });
+  for (const auto& tracker : report_to) {
+    if (tracker != "none" && tracker != "tensorboard" && tracker != "all") {
+      lines.push_back(fmt::format("--report_to {} has no effect here: Lathe writes logging.jsonl, its plots and "
+                                  "TensorBoard event files (--report_to tensorboard) only", tracker));
+    }
+  }
   return lines;
 }
 

@@ -76,7 +76,17 @@ InferenceModel load_inference_model(const Arguments& arguments) {
   auto tokenizer = Tokenizer::from_file(dir);
   auto model = load_pretrained(dir, parse_dtype(arguments.torch_dtype));
   for (const auto& adapter : arguments.adapters) load_adapter_folder(model, adapter, arguments);
-  if (arguments.merge_lora) merge_lora(model);
+  if (arguments.merge_lora) {
+    merge_lora(model);
+    // What merge_lora cannot fold (IA3 vectors) would be dropped from a written model folder.
+    for (const auto& item : model->named_modules()) {
+      if (auto linear = std::dynamic_pointer_cast<LinearImpl>(item.value()); linear && linear->adapter) {
+        fail("--merge_lora: {} carries a {} adapter, which Lathe cannot merge into the weights yet (LoRA, DoRA "
+             "and PiSSA adapters merge); use the adapter folder with --adapters instead",
+             item.key(), linear->adapter_name);
+      }
+    }
+  }
   model->eval();
   auto chat_template = Template::for_model(dir.string(), arguments.template_name);
   chat_template.set_agent_template(make_agent_template(arguments, chat_template.spec()));

@@ -3,6 +3,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "lathe/common/format.h"
@@ -115,13 +116,44 @@ void read_rope(const json& object, const std::string& source, ModelConfig& confi
   if (!type) type = optional_field<std::string>(*rope, "type", source, prefix);
   RopeScaling& scaling = config.rope_scaling;
   scaling.type = type.value_or("default");
-  if (scaling.type != "default" && scaling.type != "linear" && scaling.type != "llama3")
-    fail("{}: unsupported {}.rope_type \"{}\"; supported: default, linear, llama3", source, field, scaling.type);
+  static const std::set<std::string> kTypes{"default", "linear", "dynamic", "yarn", "longrope", "llama3"};
+  if (!kTypes.count(scaling.type))
+    fail("{}: unsupported {}.rope_type \"{}\"; supported: default, linear, dynamic, yarn, longrope, llama3", source, field,
+         scaling.type);
   if (scaling.type == "default") return;
+  // transformers' default for the pre-training context: the config's top-level field, else the
+  // model's max_position_embeddings.
+  scaling.original_max_position_embeddings =
+      optional_field<int64_t>(object, "original_max_position_embeddings", source)
+          .value_or(optional_field<int64_t>(*rope, "original_max_position_embeddings", source, prefix)
+                        .value_or(config.max_position_embeddings));
   auto factor = optional_field<double>(*rope, "factor", source, prefix);
+  if (!factor && (scaling.type == "yarn" || scaling.type == "longrope")) {
+    factor = static_cast<double>(config.max_position_embeddings) / static_cast<double>(scaling.original_max_position_embeddings);
+  }
   if (!factor) fail("{}: missing required field \"{}factor\" for rope_type {}", source, prefix, scaling.type);
   if (*factor <= 0) fail("{}: field \"{}factor\" must be positive, got {}", source, prefix, *factor);
   scaling.factor = *factor;
+  scaling.attention_factor = optional_field<double>(*rope, "attention_factor", source, prefix);
+  if (scaling.type == "yarn") {
+    // transformers reads beta_fast / beta_slow with `or`, so a null or 0 means the default.
+    const auto beta_fast = optional_field<double>(*rope, "beta_fast", source, prefix).value_or(0);
+    const auto beta_slow = optional_field<double>(*rope, "beta_slow", source, prefix).value_or(0);
+    scaling.beta_fast = beta_fast != 0 ? beta_fast : 32.0;
+    scaling.beta_slow = beta_slow != 0 ? beta_slow : 1.0;
+    scaling.mscale = optional_field<double>(*rope, "mscale", source, prefix);
+    scaling.mscale_all_dim = optional_field<double>(*rope, "mscale_all_dim", source, prefix);
+    scaling.truncate = optional_field<bool>(*rope, "truncate", source, prefix).value_or(true);
+  }
+  if (scaling.type == "longrope") {
+    const auto pairs = static_cast<std::size_t>(config.head_dim / 2);
+    for (auto [key, values] : {std::pair{"short_factor", &scaling.short_factor}, {"long_factor", &scaling.long_factor}}) {
+      auto list = optional_field<std::vector<double>>(*rope, key, source, prefix);
+      if (!list || list->size() != pairs)
+        fail("{}: rope_type longrope needs \"{}{}\": a list of head_dim / 2 = {} numbers", source, prefix, key, pairs);
+      *values = *list;
+    }
+  }
   if (scaling.type != "llama3") return;
   auto llama3_field = [&](const char* key) {
     auto value = optional_field<double>(*rope, key, source, prefix);
@@ -130,10 +162,37 @@ void read_rope(const json& object, const std::string& source, ModelConfig& confi
   };
   scaling.low_freq_factor = llama3_field("low_freq_factor");
   scaling.high_freq_factor = llama3_field("high_freq_factor");
-  scaling.original_max_position_embeddings = static_cast<int64_t>(llama3_field("original_max_position_embeddings"));
   if (scaling.high_freq_factor <= scaling.low_freq_factor)
     fail("{}: {}high_freq_factor ({}) must exceed low_freq_factor ({})", source, prefix, scaling.high_freq_factor,
          scaling.low_freq_factor);
+}
+
+// sliding_window with the layers it applies to: layer_types when config.json lists them
+// (transformers 5), else every layer for Mistral, and for Qwen2/Qwen3 with use_sliding_window the
+// layers from max_window_layers on.
+void read_sliding_window(const json& object, const std::string& source, ModelConfig& config) {
+  auto window = optional_field<int64_t>(object, "sliding_window", source);
+  const bool qwen = config.model_type == "qwen2" || config.model_type == "qwen3";
+  if (qwen && !optional_field<bool>(object, "use_sliding_window", source).value_or(false)) window.reset();
+  if (config.model_type == "llama") window.reset();
+  const auto layers = static_cast<std::size_t>(config.num_hidden_layers);
+  std::vector<bool> sliding(layers, false);
+  if (auto types = optional_field<std::vector<std::string>>(object, "layer_types", source)) {
+    if (types->size() != layers)
+      fail("{}: field \"layer_types\" lists {} layers for num_hidden_layers {}", source, types->size(), layers);
+    for (std::size_t i = 0; i < layers; ++i) {
+      if ((*types)[i] != "full_attention" && (*types)[i] != "sliding_attention")
+        fail("{}: layer_types[{}] is \"{}\"; expected full_attention or sliding_attention", source, i, (*types)[i]);
+      sliding[i] = (*types)[i] == "sliding_attention";
+    }
+  } else if (window) {
+    const auto first = qwen ? optional_field<int64_t>(object, "max_window_layers", source).value_or(28) : 0;
+    for (std::size_t i = 0; i < layers; ++i) sliding[i] = static_cast<int64_t>(i) >= first;
+  }
+  if (!window || std::none_of(sliding.begin(), sliding.end(), [](bool s) { return s; })) return;
+  if (*window <= 0) fail("{}: field \"sliding_window\" must be positive, got {}", source, *window);
+  config.sliding_window = window;
+  config.sliding_layers = sliding;
 }
 
 }  // namespace
@@ -174,6 +233,7 @@ ModelConfig ModelConfig::from_json(const json& object, const std::string& source
   config.rms_norm_eps = optional_field<double>(object, "rms_norm_eps", source).value_or(config.rms_norm_eps);
   config.rope_theta = optional_field<double>(object, "rope_theta", source).value_or(config.rope_theta);
   read_rope(object, source, config);
+  read_sliding_window(object, source, config);
   config.tie_word_embeddings = optional_field<bool>(object, "tie_word_embeddings", source).value_or(false);
   // Qwen2 always has q/k/v biases (its config has no switch for them).
   config.attention_bias = config.model_type == "qwen2" ||
@@ -227,7 +287,31 @@ json ModelConfig::to_json() const {
       rope["high_freq_factor"] = rope_scaling.high_freq_factor;
       rope["original_max_position_embeddings"] = rope_scaling.original_max_position_embeddings;
     }
+    if (rope_scaling.type == "yarn" || rope_scaling.type == "longrope") {
+      rope["original_max_position_embeddings"] = rope_scaling.original_max_position_embeddings;
+    }
+    if (rope_scaling.attention_factor) rope["attention_factor"] = *rope_scaling.attention_factor;
+    if (rope_scaling.type == "yarn") {
+      rope["beta_fast"] = rope_scaling.beta_fast;
+      rope["beta_slow"] = rope_scaling.beta_slow;
+      if (rope_scaling.mscale) rope["mscale"] = *rope_scaling.mscale;
+      if (rope_scaling.mscale_all_dim) rope["mscale_all_dim"] = *rope_scaling.mscale_all_dim;
+      if (!rope_scaling.truncate) rope["truncate"] = false;
+    }
+    if (rope_scaling.type == "longrope") {
+      rope["short_factor"] = rope_scaling.short_factor;
+      rope["long_factor"] = rope_scaling.long_factor;
+    }
     object["rope_scaling"] = rope;
+  }
+  if (sliding_window) {
+    object["sliding_window"] = *sliding_window;
+    json types = json::array();
+    for (const bool sliding : sliding_layers) types.push_back(sliding ? "sliding_attention" : "full_attention");
+    object["layer_types"] = types;
+    if (model_type != "mistral") object["use_sliding_window"] = true;
+  } else if (model_type == "mistral") {
+    object["sliding_window"] = nullptr;  // transformers' Mistral default would be a window of 4096
   }
   object["bos_token_id"] = bos_token_id ? json(*bos_token_id) : json(nullptr);
   if (eos_token_ids.empty()) object["eos_token_id"] = nullptr;

@@ -12,6 +12,7 @@
 #include <numbers>
 #include <numeric>
 #include <set>
+#include <tuple>
 
 #include "lathe/common/format.h"
 #include "lathe/model/model.h"
@@ -85,13 +86,45 @@ torch::Tensor apply_rotary(const torch::Tensor& x, const Rotary& rotary) {
   return x * rotary.cos + rotate_half(x) * rotary.sin;
 }
 
-// Frequencies per rotary pair, float32 as transformers computes them (scaling included).
-torch::Tensor inverse_frequencies(const ModelConfig& config) {
+// Frequencies per rotary pair, float32 as transformers computes them (scaling included), for a
+// forward pass over positions below `seq_len` (dynamic and longrope depend on it).
+torch::Tensor inverse_frequencies(const ModelConfig& config, int64_t seq_len) {
   const auto dim = config.head_dim;
-  auto inv_freq =
-      1.0 / torch::pow(config.rope_theta, torch::arange(0, dim, 2, torch::kInt64).to(torch::kFloat32) / dim);
   const RopeScaling& scaling = config.rope_scaling;
+  const auto exponents = torch::arange(0, dim, 2, torch::kInt64).to(torch::kFloat32) / dim;
+  double theta = config.rope_theta;
+  if (scaling.type == "dynamic" && seq_len > config.max_position_embeddings) {
+    // NTK-aware: the base grows with the context beyond the trained one (transformers'
+    // _compute_dynamic_ntk_parameters, recomputed for each longer forward pass as it does).
+    const double ratio = scaling.factor * static_cast<double>(seq_len) / static_cast<double>(config.max_position_embeddings);
+    theta *= std::pow(ratio - (scaling.factor - 1), static_cast<double>(dim) / static_cast<double>(dim - 2));
+  }
+  auto inv_freq = 1.0 / torch::pow(theta, exponents);
   if (scaling.type == "linear") return inv_freq / scaling.factor;
+  if (scaling.type == "longrope") {
+    const auto& factors = seq_len > scaling.original_max_position_embeddings ? scaling.long_factor : scaling.short_factor;
+    return inv_freq / torch::tensor(factors, torch::kFloat64).to(torch::kFloat32);
+  }
+  if (scaling.type == "yarn") {
+    // YaRN: high frequencies kept (extrapolated), low ones divided by `factor` (interpolated), a
+    // linear ramp between the dimensions that turn beta_fast and beta_slow times over the
+    // original context.
+    const double base = config.rope_theta, original = static_cast<double>(scaling.original_max_position_embeddings);
+    auto correction_dim = [&](double rotations) {
+      return (static_cast<double>(dim) * std::log(original / (rotations * 2 * std::numbers::pi))) / (2 * std::log(base));
+    };
+    double low = correction_dim(scaling.beta_fast), high = correction_dim(scaling.beta_slow);
+    if (scaling.truncate) {
+      low = std::floor(low);
+      high = std::ceil(high);
+    }
+    low = std::max(low, 0.0);
+    high = std::min(high, static_cast<double>(dim - 1));
+    if (low == high) high += 0.001;
+    const auto ramp = ((torch::arange(dim / 2, torch::kFloat32) - low) / (high - low)).clamp(0, 1);
+    const auto extrapolation = 1 - ramp;
+    return (inv_freq / scaling.factor) * (1 - extrapolation) + inv_freq * extrapolation;
+  }
   if (scaling.type != "llama3") return inv_freq;
   // Llama 3: long wavelengths are slowed by `factor`, short ones kept, the band between them
   // interpolated smoothly (transformers' _compute_llama3_parameters).
@@ -107,18 +140,42 @@ torch::Tensor inverse_frequencies(const ModelConfig& config) {
   return torch::where(medium, smoothed, scaled);
 }
 
+// The factor on cos and sin: YaRN's and LongRoPE's attention temperature, 1 otherwise.
+double rotary_scale(const ModelConfig& config) {
+  const RopeScaling& scaling = config.rope_scaling;
+  if (scaling.attention_factor) return *scaling.attention_factor;
+  if (scaling.type == "yarn") {
+    auto mscale = [&](double m) { return scaling.factor <= 1 ? 1.0 : 0.1 * m * std::log(scaling.factor) + 1.0; };
+    if (scaling.mscale && scaling.mscale_all_dim && *scaling.mscale != 0 && *scaling.mscale_all_dim != 0)
+      return mscale(*scaling.mscale) / mscale(*scaling.mscale_all_dim);
+    return mscale(1.0);
+  }
+  if (scaling.type == "longrope" && scaling.factor > 1) {
+    return std::sqrt(1 + std::log(scaling.factor) / std::log(static_cast<double>(scaling.original_max_position_embeddings)));
+  }
+  return 1.0;
+}
+
 // Which keys each query may see: `blocked` (bool [batch|1, 1, seq, keys], true where a query must
 // not look; undefined = none), or, when sequence_lengths is set, packed sequences in one row that
 // each attend causally within themselves.
 struct KeyVisibility {
   torch::Tensor blocked;
   std::vector<int64_t> sequence_lengths;
+  // Sliding-window layers also block the keys `window` or more columns before the query (in a row,
+  // real tokens are contiguous, so columns apart are positions apart).
+  int64_t window = 0;
+  const std::vector<bool>* sliding_layers = nullptr;
+
+  bool slides(size_t layer) const { return window > 0 && sliding_layers && (*sliding_layers)[layer]; }
 
   // The additive form attention adds to its scores inside the score GEMM, [batch|1, groups * seq,
-  // keys] for `groups` query heads per kv head, for `blocked` (length < 0) or for a causal packed
-  // sequence of `length`. Built by the first layer that asks and reused by the others.
-  torch::Tensor grouped_bias(int64_t length, int64_t groups, torch::ScalarType dtype, const torch::Device& device) const;
-  mutable std::map<std::pair<int64_t, torch::ScalarType>, torch::Tensor> bias_cache = {};
+  // keys] for `groups` query heads per kv head, for `blocked` (length < 0; the queries are the last
+  // `seq` of `keys` columns) or for a causal packed sequence of `length`, with the window when
+  // `sliding`. Built by the first layer that asks and reused by the others.
+  torch::Tensor grouped_bias(int64_t length, int64_t groups, torch::ScalarType dtype, const torch::Device& device,
+                             int64_t seq, int64_t keys, bool sliding) const;
+  mutable std::map<std::tuple<int64_t, torch::ScalarType, bool>, torch::Tensor> bias_cache = {};
 };
 
 // The default mask: causal over the cache plus the new tokens; none for a single new token.
@@ -129,17 +186,31 @@ torch::Tensor causal_blocked(int64_t past, int64_t seq, const torch::Device& dev
   return keys.view({1, 1, 1, -1}).gt(queries.view({1, 1, -1, 1}));
 }
 
+// Keys `window` or more columns before their query, [1, 1, seq, keys] (the queries are the last
+// `seq` columns); undefined when every key is within the window.
+torch::Tensor outside_window(int64_t seq, int64_t keys, int64_t window, const torch::Device& device) {
+  if (keys <= window) return {};
+  const auto options = torch::TensorOptions(torch::kInt64).device(device);
+  const auto queries = torch::arange(keys - seq, keys, options);
+  return queries.view({1, 1, -1, 1}) - torch::arange(keys, options).view({1, 1, 1, -1}) >= window;
+}
+
 torch::Tensor KeyVisibility::grouped_bias(int64_t length, int64_t groups, torch::ScalarType dtype,
-                                          const torch::Device& device) const {
-  auto& bias = bias_cache[{length, dtype}];
+                                          const torch::Device& device, int64_t seq, int64_t keys, bool sliding) const {
+  auto& bias = bias_cache[{length, dtype, sliding}];
   if (bias.defined()) return bias;
-  const auto mask = length < 0 ? blocked : causal_blocked(0, length, device);
+  if (length >= 0) seq = keys = length;
+  auto mask = length < 0 ? blocked : causal_blocked(0, length, device);
+  if (sliding) {
+    const auto far = outside_window(seq, keys, window, device);
+    if (far.defined()) mask = mask.defined() ? mask.logical_or(far) : far;
+  }
   if (!mask.defined()) return bias;
-  const auto rows = mask.size(0), seq = mask.size(2), keys = mask.size(3);
+  const auto rows = mask.size(0), queries = mask.size(2), columns = mask.size(3);
   bias = torch::zeros(mask.sizes(), torch::TensorOptions(dtype).device(device))
              .masked_fill_(mask, lowest_score(dtype))
-             .expand({rows, groups, seq, keys})
-             .reshape({rows, groups * seq, keys});
+             .expand({rows, groups, queries, columns})
+             .reshape({rows, groups * queries, columns});
   return bias;
 }
 
@@ -175,8 +246,9 @@ class AttentionImpl : public torch::nn::Module {
     const auto groups = heads_ / kv_heads_;
     // Under autocast the score GEMM runs in the autocast dtype whatever q's; the bias is built in it.
     const auto score_dtype = at::autocast::is_cpu_enabled() ? at::autocast::get_autocast_cpu_dtype() : q.scalar_type();
+    const bool sliding = visibility.slides(layer);
     if (visibility.sequence_lengths.empty())
-      return o_proj(attend(q, k, v, visibility.grouped_bias(-1, groups, score_dtype, x.device())));
+      return o_proj(attend(q, k, v, visibility.grouped_bias(-1, groups, score_dtype, x.device(), seq, k.size(2), sliding)));
 
     // Packed sequences: each one's slice attends on its own, the contexts laid back end to end.
     std::vector<torch::Tensor> contexts;
@@ -184,7 +256,7 @@ class AttentionImpl : public torch::nn::Module {
     int64_t start = 0;
     for (const auto length : visibility.sequence_lengths) {
       contexts.push_back(attend(q.narrow(2, start, length), k.narrow(2, start, length), v.narrow(2, start, length),
-                                visibility.grouped_bias(length, groups, score_dtype, x.device())));
+                                visibility.grouped_bias(length, groups, score_dtype, x.device(), length, length, sliding)));
       start += length;
     }
     return o_proj(contexts.size() == 1 ? contexts[0] : torch::cat(contexts, 1));
@@ -507,14 +579,27 @@ struct CausalLMImpl::Impl {
   bool gradient_checkpointing = false;
   Decoder model{nullptr};
   Linear lm_head{nullptr};    // null when tied to the embedding
+  ModelConfig config;
   torch::Tensor inv_freq;     // float32, kept out of the parameters so .to(bf16) leaves it exact
+  int64_t inv_freq_length = 0;  // the seq_len it was computed for (dynamic and longrope depend on it)
+  double rotary_scale = 1.0;
   std::vector<std::string> checkpoint_names;  // the parameters a checkpoint holds (not adapters')
 
   Rotary rotary(const torch::Tensor& position_ids, torch::ScalarType dtype) {
+    const auto& type = config.rope_scaling.type;
+    if (type == "dynamic" || type == "longrope") {
+      // As transformers does for each forward pass: the frequencies for the longest position seen.
+      const auto length = position_ids.numel() == 0 ? 0 : position_ids.max().item<int64_t>() + 1;
+      if (length != inv_freq_length) {
+        inv_freq = inverse_frequencies(config, length).to(position_ids.device());
+        inv_freq_length = length;
+      }
+    }
     if (inv_freq.device() != position_ids.device()) inv_freq = inv_freq.to(position_ids.device());
     const auto angles = position_ids.to(torch::kFloat32).unsqueeze(-1) * inv_freq;  // [batch, seq, dim/2]
     const auto both = torch::cat({angles, angles}, -1).unsqueeze(1);
-    return {both.cos().to(dtype), both.sin().to(dtype)};
+    if (rotary_scale == 1.0) return {both.cos().to(dtype), both.sin().to(dtype)};
+    return {(both.cos() * rotary_scale).to(dtype), (both.sin() * rotary_scale).to(dtype)};
   }
 };
 
@@ -528,7 +613,9 @@ CausalLMImpl::CausalLMImpl(const ModelConfig& config, torch::Dtype dtype, bool r
       impl->lm_head = register_module("lm_head", Linear(config.hidden_size, config.vocab_size, false, options));
   }
   if (random_init) initialise_like_transformers(*this);
-  impl->inv_freq = inverse_frequencies(config);
+  impl->config = config;
+  impl->inv_freq = inverse_frequencies(config, 0);
+  impl->rotary_scale = rotary_scale(config);
   for (const auto& item : named_parameters()) impl->checkpoint_names.push_back(item.key());
 }
 
@@ -561,7 +648,7 @@ torch::Tensor CausalLMImpl::forward(const ForwardInputs& inputs) {
   TORCH_CHECK(position_ids.sizes() == input_ids.sizes(), "position_ids ", position_ids.sizes(),
               " must match input_ids ", input_ids.sizes());
 
-  KeyVisibility visibility{{}, inputs.sequence_lengths};
+  KeyVisibility visibility{{}, inputs.sequence_lengths, config_.sliding_window.value_or(0), &config_.sliding_layers};
   if (!inputs.sequence_lengths.empty()) {
     const auto total = std::accumulate(inputs.sequence_lengths.begin(), inputs.sequence_lengths.end(), int64_t{0});
     TORCH_CHECK(batch == 1 && total == seq && inputs.cache == nullptr && !inputs.attention_mask.defined(),

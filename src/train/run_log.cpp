@@ -1,5 +1,10 @@
 #include "train/run_log.h"
 
+#include <chrono>
+#include <memory>
+
+#include "train/tensorboard.h"
+
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -144,11 +149,38 @@ class LogCallback : public Callback {
   RunLog* log_;
 };
 
+// --report_to tensorboard: each numeric log value as a scalar, named as Hugging Face's
+// TensorBoardCallback names them (eval_x -> eval/x, everything else train/x).
+class TensorBoardCallback : public Callback {
+ public:
+  explicit TensorBoardCallback(const fs::path& runs_dir) : runs_dir_(runs_dir) {}
+  void on_log(const Arguments&, S& state, C&, const X& context) override {
+    if (!context.logs) return;
+    if (!writer_) writer_ = std::make_unique<TensorBoardWriter>(runs_dir_);
+    const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    for (const auto& [key, value] : context.logs->items()) {
+      if (!value.is_number() || key == "global_step") continue;
+      const auto tag = key.starts_with("eval_") ? "eval/" + key.substr(5) : "train/" + key;
+      writer_->scalar(tag, value.get<double>(), state.global_step, now);
+    }
+    writer_->flush();
+  }
+
+ private:
+  fs::path runs_dir_;
+  std::unique_ptr<TensorBoardWriter> writer_;
+};
+
 }  // namespace
 
 std::vector<NamedCallback> default_callbacks(const Arguments& arguments, RunLog& log) {
   std::vector<NamedCallback> callbacks{{"flow", "built-in", std::make_shared<FlowCallback>()},
                                        {"logging", "built-in", std::make_shared<LogCallback>(log)}};
+  const auto& trackers = arguments.report_to;
+  if (std::find(trackers.begin(), trackers.end(), "tensorboard") != trackers.end() ||
+      std::find(trackers.begin(), trackers.end(), "all") != trackers.end()) {
+    callbacks.push_back({"tensorboard", "built-in", std::make_shared<TensorBoardCallback>(log.run_dir() / "runs")});
+  }
   auto names = arguments.callbacks;
   // early_stop joins when asked for by --early_stop_interval.
   if (arguments.early_stop_interval > 0 && std::find(names.begin(), names.end(), "early_stop") == names.end()) {

@@ -74,6 +74,12 @@ TEST(Peft, LatheAdaptersLoadInPeftWithLathesLogits) {
     jobs.push_back(logits_job(base, kIds, dir / (std::string(name) + "-peft-merged.json"), {"--adapter", checkpoint.string(), "--merge"}));
   }
   ASSERT_TRUE(run_oracle(jobs, dir.path()));
+  // IA3 vectors do not merge yet: refused, rather than a model folder written without them.
+  const auto ia3_merge = run_lathe({"export", "--adapters", (dir / "ia3" / "checkpoint-2").string(), "--merge_lora", "true",
+                                    "--output_dir", (dir / "ia3-merged").string()});
+  EXPECT_NE(ia3_merge.exit_code, 0);
+  EXPECT_NE(ia3_merge.err.find("cannot merge"), std::string::npos) << ia3_merge.err;
+  EXPECT_FALSE(fs::exists(dir / "ia3-merged"));
 
   for (const auto& [name, folder] : adapters) {
     SCOPED_TRACE(name);

@@ -1,8 +1,9 @@
 // Training against Hugging Face's Trainer + PEFT and against ms-swift itself: the same tiny model,
 // the same starting adapter (made by PEFT), the same tokens and the same hyperparameters (AdamW,
 // cosine schedule with warm-up, gradient accumulation, clipping, weight decay) give the same loss,
-// gradient norm and learning rate at every step; `swift pt` runs the very command line given to
-// `lathe pt` and logs its shared quantities under the same logging.jsonl keys.
+// gradient norm and learning rate at every step; `swift pt` and `swift sft` run the very command
+// lines given to `lathe pt` and `lathe sft` and log their shared quantities under the same
+// logging.jsonl keys.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -24,6 +25,7 @@ using nlohmann::json;
 // padding-free rows, and the two attention implementations), compounded over the steps.
 constexpr double kLossTolerance = 1e-4;      // relative
 constexpr double kGradNormTolerance = 1e-3;  // relative
+constexpr std::size_t kSteps = 10;
 
 std::vector<std::string> texts() {
   std::vector<std::string> rows;
@@ -35,19 +37,93 @@ std::vector<std::string> texts() {
   return rows;
 }
 
-// `lathe pt` on the text rows, one optimizer step seeing all eight of them (4 rows x 2 accumulated
-// micro-batches), so the order within a step, which the two trainers choose differently, does not
-// change the loss or the gradient.
-TEST(Training, LatheEqualsTrainerPeftAndSwiftStepByStep) {
-  TempDir dir("hf-trainer");
-  const auto base = dir / "base";
-  ASSERT_TRUE(run_oracle({{"create", "--arch", "qwen2", "--gqa", "--out", base.string(), "--tokenizer",
+// A tiny Qwen2 model made by transformers (with the Qwen tokenizer) and a LoRA adapter made by PEFT
+// for it, which both trainers start from.
+struct Start {
+  fs::path base, adapter;
+};
+Start make_start(const TempDir& dir) {
+  Start start{dir / "base", dir / "start"};
+  EXPECT_TRUE(run_oracle({{"create", "--arch", "qwen2", "--gqa", "--out", start.base.string(), "--tokenizer",
                            qwen_tokenizer_dir().string(), "--initializer_range", "0.1"},
-                          {"peft_create", "--model", base.string(), "--kind", "lora", "--out", (dir / "start").string()}},
+                          {"peft_create", "--model", start.base.string(), "--kind", "lora", "--out", start.adapter.string()}},
                          dir.path()));
+  return start;
+}
 
-  const auto tokenizer = Tokenizer::from_file(base);
-  const auto chat_template = Template::for_model(base.string());
+// One step sees all eight rows (4 rows x 2 accumulated micro-batches), so the order within a step,
+// which the trainers choose differently, changes neither the loss nor the gradient.
+const std::vector<std::pair<std::string, std::string>> kHyperparameters{
+    {"--max_steps", "10"}, {"--learning_rate", "5e-3"}, {"--per_device_train_batch_size", "4"},
+    {"--gradient_accumulation_steps", "2"}, {"--warmup_steps", "3"}, {"--lr_scheduler_type", "cosine"},
+    {"--max_grad_norm", "0.5"}, {"--weight_decay", "0.1"}, {"--adam_beta1", "0.9"}, {"--adam_beta2", "0.999"}};
+
+// One command line for lathe and swift (ms-swift needs --model_type and --template for a folder it
+// cannot name itself; Lathe ignores the first with a notice).
+std::vector<std::string> command_line(const Start& start, const fs::path& dataset, const fs::path& output) {
+  std::vector<std::string> args{"--model", start.base.string(), "--model_type", "qwen2", "--template", "qwen2_5",
+                                "--adapters", start.adapter.string(), "--dataset", dataset.string(),
+                                "--output_dir", output.string(), "--add_version", "false", "--packing", "false",
+                                "--dataset_shuffle", "false", "--train_dataloader_shuffle", "false",
+                                "--split_dataset_ratio", "0", "--torch_dtype", "float32", "--logging_steps", "1",
+                                "--save_strategy", "no", "--report_to", "none", "--seed", "1"};
+  for (const auto& [key, value] : kHyperparameters) args.insert(args.end(), {key, value});
+  return args;
+}
+
+// `lathe <command>` and `swift <command>` (ms-swift's pipeline, in the oracle venv) on one command line.
+void run_lathe_and_swift(const std::string& command, const std::string& swift_pipeline, const std::vector<std::string>& lathe_args,
+                         const std::vector<std::string>& swift_command) {
+  std::vector<std::string> args{command};
+  args.insert(args.end(), lathe_args.begin(), lathe_args.end());
+  const auto lathe_run = run_lathe(args);
+  ASSERT_EQ(lathe_run.exit_code, 0) << lathe_run.err;
+  std::vector<std::string> swift_args{"-c", "from swift.pipelines import " + swift_pipeline + "; " + swift_pipeline + "()"};
+  swift_args.insert(swift_args.end(), swift_command.begin(), swift_command.end());
+  const auto swift_run = run_program(oracle_python(), swift_args, "",
+                                     {"OMP_NUM_THREADS=1", "HF_HUB_OFFLINE=1", "TRANSFORMERS_OFFLINE=1", "MODELSCOPE_OFFLINE=1"});
+  ASSERT_EQ(swift_run.exit_code, 0) << swift_run.err.substr(swift_run.err.size() > 4000 ? swift_run.err.size() - 4000 : 0);
+}
+
+std::vector<json> step_rows(const fs::path& file) {
+  std::vector<json> rows;
+  for (const auto& row : read_jsonl(file)) {
+    if (row.contains("loss") && row.contains("grad_norm")) rows.push_back(row);
+  }
+  return rows;
+}
+
+void expect_same_loss_and_grad_norm(const json& ours, const json& theirs) {
+  const double loss = theirs["loss"].get<double>(), grad_norm = theirs["grad_norm"].get<double>();
+  EXPECT_NEAR(ours["loss"].get<double>(), loss, kLossTolerance * std::abs(loss));
+  EXPECT_NEAR(ours["grad_norm"].get<double>(), grad_norm, kGradNormTolerance * std::abs(grad_norm));
+}
+
+// ms-swift against Lathe, step by step: loss, grad_norm, the learning rate (ms-swift logs the rate
+// of the step to come, its scheduler having stepped already; Lathe and Trainer log the rate the
+// step used: docs/commands.md), and every key ms-swift logs that Lathe has too.
+void expect_swift_steps(const std::vector<json>& lathe, const std::vector<json>& swift) {
+  ASSERT_EQ(lathe.size(), kSteps);
+  ASSERT_EQ(swift.size(), kSteps);
+  for (std::size_t step = 0; step < kSteps; ++step) {
+    SCOPED_TRACE("ms-swift, step " + std::to_string(step + 1));
+    expect_same_loss_and_grad_norm(lathe[step], swift[step]);
+    if (step + 1 < kSteps) {
+      EXPECT_NEAR(lathe[step + 1]["learning_rate"].get<double>(), swift[step]["learning_rate"].get<double>(), 1e-8);
+    }
+    for (const auto& [key, value] : swift[step].items()) {
+      if (key == "token_acc") continue;  // not logged by Lathe's training steps (docs/commands.md)
+      EXPECT_TRUE(lathe[step].contains(key)) << "ms-swift logs " << key << "; Lathe does not";
+    }
+  }
+  EXPECT_LT(lathe.back()["loss"].get<double>(), 0.9 * lathe.front()["loss"].get<double>()) << "training learns";
+}
+
+TEST(Training, PtEqualsTrainerPeftAndSwiftStepByStep) {
+  TempDir dir("training-pt");
+  const auto start = make_start(dir);
+  const auto tokenizer = Tokenizer::from_file(start.base);
+  const auto chat_template = Template::for_model(start.base.string());
   std::optional<int32_t> eos;
   for (const auto& word : chat_template.stop_words()) {
     if ((eos = tokenizer.token_to_id(word))) break;
@@ -58,79 +134,47 @@ TEST(Training, LatheEqualsTrainerPeftAndSwiftStepByStep) {
   for (const auto& text : texts()) {
     rows.push_back({{"messages", json::array({{{"role", "assistant"}, {"content", text}}})}});
     auto ids = tokenizer.encode(text, true);
-    ids.push_back(*eos);  // lathe pt ends every text row with the template's end token
+    ids.push_back(*eos);  // lathe pt (and swift pt) end every text row with the template's end token
     examples.push_back({{"input_ids", ids}});
   }
   write_jsonl(dir / "text.jsonl", rows);
   write_file_atomic(dir / "examples.json", examples.dump());
 
-  // One command line for `lathe pt` and `swift pt` (ms-swift needs --model_type and --template for
-  // a folder it cannot name itself; Lathe ignores the first with a notice).
-  const std::vector<std::pair<std::string, std::string>> hyperparameters{
-      {"--max_steps", "10"}, {"--learning_rate", "5e-3"}, {"--per_device_train_batch_size", "4"},
-      {"--gradient_accumulation_steps", "2"}, {"--warmup_steps", "3"}, {"--lr_scheduler_type", "cosine"},
-      {"--max_grad_norm", "0.5"}, {"--weight_decay", "0.1"}, {"--adam_beta1", "0.9"}, {"--adam_beta2", "0.999"}};
-  auto command_line = [&](const std::string& output) {
-    std::vector<std::string> args{"--model", base.string(), "--model_type", "qwen2", "--template", "qwen2_5",
-                                  "--adapters", (dir / "start").string(), "--dataset", (dir / "text.jsonl").string(),
-                                  "--output_dir", (dir / output).string(), "--add_version", "false", "--packing", "false",
-                                  "--dataset_shuffle", "false", "--train_dataloader_shuffle", "false",
-                                  "--split_dataset_ratio", "0", "--torch_dtype", "float32", "--logging_steps", "1",
-                                  "--save_strategy", "no", "--report_to", "none", "--seed", "1"};
-    for (const auto& [key, value] : hyperparameters) args.insert(args.end(), {key, value});
-    return args;
-  };
-  std::vector<std::string> lathe_args = command_line("lathe");
-  lathe_args.insert(lathe_args.begin(), "pt");
-  const auto lathe_run = run_lathe(lathe_args);
-  ASSERT_EQ(lathe_run.exit_code, 0) << lathe_run.err;
+  run_lathe_and_swift("pt", "pretrain_main", command_line(start, dir / "text.jsonl", dir / "lathe"),
+                      command_line(start, dir / "text.jsonl", dir / "swift"));
   EXPECT_FALSE(fs::exists(dir / "lathe" / "checkpoint-10")) << "--save_strategy no";
-
-  std::vector<std::string> swift_args{"-c", "from swift.pipelines import pretrain_main; pretrain_main()"};
-  const auto swift_command = command_line("swift");
-  swift_args.insert(swift_args.end(), swift_command.begin(), swift_command.end());
-  const auto swift_run = run_program(oracle_python(), swift_args, "",
-                                     {"OMP_NUM_THREADS=1", "HF_HUB_OFFLINE=1", "TRANSFORMERS_OFFLINE=1", "MODELSCOPE_OFFLINE=1"});
-  ASSERT_EQ(swift_run.exit_code, 0) << swift_run.err.substr(swift_run.err.size() > 4000 ? swift_run.err.size() - 4000 : 0);
-
-  std::vector<std::string> trainer_job{"hf_train", "--model", base.string(), "--adapter", (dir / "start").string(),
+  std::vector<std::string> trainer_job{"hf_train", "--model", start.base.string(), "--adapter", start.adapter.string(),
                                        "--examples", (dir / "examples.json").string(), "--out", (dir / "trainer.json").string()};
-  for (const auto& [key, value] : hyperparameters) trainer_job.insert(trainer_job.end(), {key, value});
+  for (const auto& [key, value] : kHyperparameters) trainer_job.insert(trainer_job.end(), {key, value});
   ASSERT_TRUE(run_oracle({trainer_job}, dir.path()));
 
-  auto step_rows = [](const fs::path& file) {
-    std::vector<json> rows;
-    for (const auto& row : read_jsonl(file)) {
-      if (row.contains("loss") && row.contains("grad_norm")) rows.push_back(row);
-    }
-    return rows;
-  };
-  const auto lathe_steps = step_rows(dir / "lathe" / "logging.jsonl");
-  const auto swift_steps = step_rows(dir / "swift" / "logging.jsonl");
-  const auto trainer_steps = json::parse(read_file(dir / "trainer.json"));
-  ASSERT_EQ(lathe_steps.size(), 10u);
-  ASSERT_EQ(trainer_steps.size(), 10u);
-  ASSERT_EQ(swift_steps.size(), 10u);
-  for (std::size_t step = 0; step < 10; ++step) {
-    SCOPED_TRACE("step " + std::to_string(step + 1));
-    const auto& ours = lathe_steps[step];
-    for (const auto* theirs : {&trainer_steps[step], &swift_steps[step]}) {
-      const double loss = (*theirs)["loss"].get<double>(), grad_norm = (*theirs)["grad_norm"].get<double>();
-      EXPECT_NEAR(ours["loss"].get<double>(), loss, kLossTolerance * std::abs(loss));
-      EXPECT_NEAR(ours["grad_norm"].get<double>(), grad_norm, kGradNormTolerance * std::abs(grad_norm));
-    }
-    EXPECT_NEAR(ours["learning_rate"].get<double>(), trainer_steps[step]["learning_rate"].get<double>(), 1e-9);
-    // ms-swift logs the rate of the step to come (its scheduler has already stepped); Lathe and
-    // Trainer log the rate this step used (docs/commands.md).
-    if (step + 1 < 10) {
-      EXPECT_NEAR(lathe_steps[step + 1]["learning_rate"].get<double>(), swift_steps[step]["learning_rate"].get<double>(), 1e-8);
-    }
-    for (const auto& [key, value] : swift_steps[step].items()) {
-      if (key == "token_acc") continue;  // not logged by Lathe's training steps (docs/commands.md)
-      EXPECT_TRUE(ours.contains(key)) << "ms-swift logs " << key << "; Lathe does not";
-    }
+  const auto lathe = step_rows(dir / "lathe" / "logging.jsonl");
+  const auto trainer = json::parse(read_file(dir / "trainer.json"));
+  ASSERT_EQ(lathe.size(), kSteps);
+  ASSERT_EQ(trainer.size(), kSteps);
+  for (std::size_t step = 0; step < kSteps; ++step) {
+    SCOPED_TRACE("Trainer, step " + std::to_string(step + 1));
+    expect_same_loss_and_grad_norm(lathe[step], trainer[step]);
+    EXPECT_NEAR(lathe[step]["learning_rate"].get<double>(), trainer[step]["learning_rate"].get<double>(), 1e-9);
   }
-  EXPECT_LT(lathe_steps.back()["loss"].get<double>(), 0.9 * lathe_steps.front()["loss"].get<double>()) << "training learns";
+  expect_swift_steps(lathe, step_rows(dir / "swift" / "logging.jsonl"));
+}
+
+// sft on query/response rows: both render them with their own qwen2_5 template (default system
+// included) and train on the answers only, so equal losses also say the templates and label masks
+// agree.
+TEST(Training, SftEqualsSwiftSftStepByStep) {
+  TempDir dir("training-sft");
+  const auto start = make_start(dir);
+  std::vector<json> rows;
+  const auto answers = texts();
+  for (std::size_t i = 0; i < answers.size(); ++i) {
+    rows.push_back({{"query", "Write row " + std::to_string(i) + "."}, {"response", answers[i]}});
+  }
+  write_jsonl(dir / "chat.jsonl", rows);
+  run_lathe_and_swift("sft", "sft_main", command_line(start, dir / "chat.jsonl", dir / "lathe"),
+                      command_line(start, dir / "chat.jsonl", dir / "swift"));
+  expect_swift_steps(step_rows(dir / "lathe" / "logging.jsonl"), step_rows(dir / "swift" / "logging.jsonl"));
 }
 
 }  // namespace

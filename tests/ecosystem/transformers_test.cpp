@@ -38,7 +38,10 @@ struct Architecture {
 };
 
 // Every architecture Lathe reads, with GQA, tied and untied heads, qkv bias (qwen2, perturbed from
-// transformers' zero init), q/k norm (qwen3) and each rope_scaling kind Lathe accepts.
+// transformers' zero init), q/k norm (qwen3), each rope_scaling kind (windows and contexts shorter
+// than the 14 tokens, so that they act: dynamic and longrope switch regimes inside the sequence, and
+// token by token through the cache) and sliding-window attention in every layer (Mistral) or from
+// a layer on (Qwen2's max_window_layers).
 std::vector<Architecture> architectures() {
   return {
       {"llama", {"--arch", "llama"}},
@@ -49,6 +52,19 @@ std::vector<Architecture> architectures() {
       {"mistral_gqa", {"--arch", "mistral", "--gqa"}},
       {"qwen2_gqa_tied_bias", {"--arch", "qwen2", "--gqa", "--tied"}},
       {"qwen3_gqa_qk_norm", {"--arch", "qwen3", "--gqa", "--head_dim", "32"}},
+      {"llama_dynamic_rope", {"--arch", "llama", "--max_positions", "8", "--rope_scaling", R"({"rope_type":"dynamic","factor":2.0})"}},
+      {"qwen2_yarn_rope",
+       {"--arch", "qwen2", "--gqa", "--max_positions", "64", "--rope_scaling",
+        R"({"rope_type":"yarn","factor":4.0,"original_max_position_embeddings":16})"}},
+      {"llama_yarn_mscale_rope",
+       {"--arch", "llama", "--max_positions", "64", "--rope_scaling",
+        R"({"rope_type":"yarn","factor":8.0,"original_max_position_embeddings":8,"mscale":0.7,"mscale_all_dim":1.0,"beta_fast":16})"}},
+      {"llama_longrope",
+       {"--arch", "llama", "--gqa", "--max_positions", "64", "--rope_scaling",
+        R"({"rope_type":"longrope","original_max_position_embeddings":8,"short_factor":[1.0,1.1,1.2,1.4,1.6,2.0,2.5,3.0],"long_factor":[1.0,1.5,2.0,3.0,4.0,6.0,8.0,12.0]})"}},
+      {"mistral_sliding_window", {"--arch", "mistral", "--gqa", "--sliding_window", "4"}},
+      {"qwen2_sliding_window_from_layer_1",
+       {"--arch", "qwen2", "--gqa", "--sliding_window", "5", "--max_window_layers", "1"}},
   };
 }
 
@@ -63,6 +79,14 @@ TEST(Transformers, LogitsEqualTransformersForEveryArchitectureAndDtype) {
     jobs.push_back(logits_job(dir / arch.name, kIds, dir / (arch.name + ".bfloat16.json"), {"--dtype", "bfloat16"}));
   }
   ASSERT_TRUE(run_oracle(jobs, dir.path()));
+  // The reverse for each: the same model saved by Lathe (config.json included) loads in transformers.
+  jobs.clear();
+  for (const auto& arch : architectures()) {
+    auto model = load_pretrained(dir / arch.name);
+    save_pretrained(model, dir / (arch.name + "-lathe"));
+    jobs.push_back(logits_job(dir / (arch.name + "-lathe"), kIds, dir / (arch.name + "-lathe.json")));
+  }
+  ASSERT_TRUE(run_oracle(jobs, dir.path()));
 
   for (const auto& arch : architectures()) {
     SCOPED_TRACE(arch.name);
@@ -74,6 +98,12 @@ TEST(Transformers, LogitsEqualTransformersForEveryArchitectureAndDtype) {
     EXPECT_GT(exact.full.abs().max().item<double>(), 1.0) << "logits large enough to compare";
     EXPECT_LE(max_abs_diff(actual.full, exact.full), kFloat32Tolerance) << "float32, whole sequence";
     EXPECT_LE(max_abs_diff(actual.steps, exact.steps), kFloat32Tolerance) << "float32, through the KV cache";
+    const auto saved_by_lathe = read_oracle_logits(dir / (arch.name + "-lathe.json"));
+    for (const char* key : {"missing_keys", "unexpected_keys", "mismatched_keys"}) {
+      EXPECT_EQ(saved_by_lathe.loading.at(key), json::array()) << "saved by Lathe: " << key;
+    }
+    EXPECT_LE(max_abs_diff(saved_by_lathe.full, exact.full), kFloat32Tolerance) << "saved by Lathe, loaded by transformers";
+    EXPECT_LE(max_abs_diff(saved_by_lathe.steps, exact.steps), kFloat32Tolerance) << "saved by Lathe, through the cache";
 
     auto model_bf16 = load_pretrained(dir / arch.name, torch::kBFloat16);
     const auto actual_bf16 = lathe_logits(model_bf16, kIds);

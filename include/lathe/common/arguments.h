@@ -191,6 +191,8 @@ constexpr ArgumentInfo describe_argument(ArgumentGroup group, std::string_view f
   X(Checkpoints, std::optional<bool>, greater_is_better, {}, {},                                                        \
     "whether a larger metric is better (default: false for metrics ending in loss)")                                    \
                                                                                                                         \
+  X(Output, std::vector<std::string>, report_to, {"none"}, {},                                                         \
+    "experiment trackers: tensorboard (event files in <run>/runs), all; wandb, swanlab, mlflow: not written (a notice)") \
   X(Output, std::string, output_dir, "output", {},                                                                      \
     "where results go (sft/pt: runs; sample: sample.jsonl; eval: eval_report.json; export: the merged model)")          \
                                                                                                                         \
@@ -239,9 +241,6 @@ constexpr ArgumentInfo describe_argument(ArgumentGroup group, std::string_view f
     "SWIFT's DeepSpeed config")                                                                                         \
   X(Ignored, std::string, attn_impl, {}, {.no_effect = "Lathe's attention is its own kernel, there is no implementation to choose"}, \
     "SWIFT's attention implementation (flash_attn, sdpa, eager)")                                                       \
-  X(Ignored, std::vector<std::string>, report_to, {"none"},                                                             \
-    {.no_effect = "Lathe writes logging.jsonl and its plots (images/); TensorBoard, wandb and swanlab are not written"}, \
-    "SWIFT's experiment trackers")                                                                                      \
   X(Ignored, std::string, model_type, {}, {.no_effect = "the architecture is read from the model folder's config.json"}, \
     "SWIFT's model type")                                                                                               \
   X(Ignored, bool, lazy_tokenize, false, {.no_effect = "rows are tokenized on all cores before training (or while it runs with --streaming)"}, \

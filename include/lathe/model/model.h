@@ -24,12 +24,18 @@ LATHE_API_BEGIN
 
 namespace lathe {
 
+// rope_scaling / rope_parameters as transformers reads them (its modeling_rope_utils).
 struct RopeScaling {
-  std::string type = "default";  // default | linear | llama3
+  std::string type = "default";  // default | linear | dynamic | yarn | longrope | llama3
   double factor = 1.0;
   double low_freq_factor = 1.0;   // llama3
   double high_freq_factor = 4.0;  // llama3
-  int64_t original_max_position_embeddings = 8192;  // llama3
+  int64_t original_max_position_embeddings = 8192;  // llama3, yarn, longrope
+  std::optional<double> attention_factor;           // yarn, longrope: scales cos and sin
+  double beta_fast = 32, beta_slow = 1;              // yarn's ramp
+  std::optional<double> mscale, mscale_all_dim;      // yarn
+  bool truncate = true;                              // yarn
+  std::vector<double> short_factor, long_factor;     // longrope, one per rotary pair
 };
 
 struct ModelConfig {
@@ -49,6 +55,10 @@ struct ModelConfig {
   bool tie_word_embeddings = false;
   bool attention_bias = false;  // q/k/v biases (true for qwen2)
   bool qk_norm = false;         // per-head RMSNorm on q and k (qwen3)
+  // Sliding-window attention (Mistral; Qwen2 and Qwen3 with use_sliding_window): in the layers
+  // marked in sliding_layers a query sees only the last sliding_window keys (itself included).
+  std::optional<int64_t> sliding_window;
+  std::vector<bool> sliding_layers;  // one per layer; empty without a window
   std::string torch_dtype = "float32";
   std::optional<int64_t> bos_token_id;
   std::vector<int64_t> eos_token_ids;
