@@ -78,7 +78,7 @@ TEST(Peft, LatheAdaptersLoadInPeftWithLathesLogits) {
   const auto ia3_merge = run_lathe({"export", "--adapters", (dir / "ia3" / "checkpoint-2").string(), "--merge_lora", "true",
                                     "--output_dir", (dir / "ia3-merged").string()});
   EXPECT_NE(ia3_merge.exit_code, 0);
-  EXPECT_NE(ia3_merge.err.find("cannot merge"), std::string::npos) << ia3_merge.err;
+  EXPECT_NE(ia3_merge.err.find("IA3"), std::string::npos) << ia3_merge.err;
   EXPECT_FALSE(fs::exists(dir / "ia3-merged"));
 
   for (const auto& [name, folder] : adapters) {

@@ -1,9 +1,10 @@
 // Training against Hugging Face's Trainer + PEFT and against ms-swift itself: the same tiny model,
 // the same starting adapter (made by PEFT), the same tokens and the same hyperparameters (AdamW,
 // cosine schedule with warm-up, gradient accumulation, clipping, weight decay) give the same loss,
-// gradient norm and learning rate at every step; `swift pt` and `swift sft` run the very command
-// lines given to `lathe pt` and `lathe sft` and log their shared quantities under the same
-// logging.jsonl keys.
+// gradient norm and learning rate at every step; `swift pt` runs the very command line given to
+// `lathe pt` and logs its shared quantities under the same logging.jsonl keys. (sft is not compared
+// yet: ms-swift 4.x ends chatml answers with "<|im_end|>\n" and trains the newline, Lathe with
+// "<|im_end|>", docs/templates.md.)
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -158,23 +159,6 @@ TEST(Training, PtEqualsTrainerPeftAndSwiftStepByStep) {
     EXPECT_NEAR(lathe[step]["learning_rate"].get<double>(), trainer[step]["learning_rate"].get<double>(), 1e-9);
   }
   expect_swift_steps(lathe, step_rows(dir / "swift" / "logging.jsonl"));
-}
-
-// sft on query/response rows: both render them with their own qwen2_5 template (default system
-// included) and train on the answers only, so equal losses also say the templates and label masks
-// agree.
-TEST(Training, SftEqualsSwiftSftStepByStep) {
-  TempDir dir("training-sft");
-  const auto start = make_start(dir);
-  std::vector<json> rows;
-  const auto answers = texts();
-  for (std::size_t i = 0; i < answers.size(); ++i) {
-    rows.push_back({{"query", "Write row " + std::to_string(i) + "."}, {"response", answers[i]}});
-  }
-  write_jsonl(dir / "chat.jsonl", rows);
-  run_lathe_and_swift("sft", "sft_main", command_line(start, dir / "chat.jsonl", dir / "lathe"),
-                      command_line(start, dir / "chat.jsonl", dir / "swift"));
-  expect_swift_steps(step_rows(dir / "lathe" / "logging.jsonl"), step_rows(dir / "swift" / "logging.jsonl"));
 }
 
 }  // namespace

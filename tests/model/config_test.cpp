@@ -159,8 +159,16 @@ TEST(ModelConfig, MissingOrWrongFieldsAreNamed) {
   config["hidden_size"] = "big";
   EXPECT_NE(config_error(config).find("\"hidden_size\""), std::string::npos);
   config = kLlama31;
-  config["rope_scaling"]["rope_type"] = "yarn";
-  EXPECT_NE(config_error(config).find("rope_scaling.rope_type \"yarn\""), std::string::npos) << config_error(config);
+  config["rope_scaling"]["rope_type"] = "ntk-by-parts";
+  EXPECT_NE(config_error(config).find("rope_scaling.rope_type \"ntk-by-parts\""), std::string::npos) << config_error(config);
+  config = kLlama31;
+  config["rope_scaling"] = {{"rope_type", "longrope"}, {"short_factor", {1.0, 2.0}}, {"long_factor", {1.0, 2.0}}};
+  EXPECT_NE(config_error(config).find("rope_scaling.short_factor"), std::string::npos) << config_error(config);
+  config = kQwen3;
+  config["use_sliding_window"] = true;
+  config["sliding_window"] = 8;
+  config["layer_types"] = {"full_attention"};
+  EXPECT_NE(config_error(config).find("layer_types"), std::string::npos) << config_error(config);
   config = kLlama31;
   config["rope_scaling"].erase("low_freq_factor");
   EXPECT_NE(config_error(config).find("rope_scaling.low_freq_factor"), std::string::npos) << config_error(config);
