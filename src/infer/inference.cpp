@@ -2,10 +2,10 @@
 
 #include <algorithm>
 
-#include "lathe/common/format.h"
-#include "lathe/common/files.h"
 #include <nlohmann/json.hpp>
 
+#include "lathe/common/format.h"
+#include "lathe/common/files.h"
 #include "lathe/plugin/agent_template.h"
 #include "lathe/plugin/tuner.h"
 #include "lathe/tuner/lora.h"

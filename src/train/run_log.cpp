@@ -1,18 +1,16 @@
 #include "train/run_log.h"
 
-#include <chrono>
-#include <memory>
-
-#include "train/tensorboard.h"
-
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <fstream>
+#include <memory>
 
 #include "lathe/common/format.h"
 #include "train/plots.h"
+#include "train/tensorboard.h"
 
 namespace lathe {
 namespace fs = std::filesystem;
