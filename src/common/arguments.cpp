@@ -135,6 +135,8 @@ void Arguments::update_from_json(const json& values, const std::string& source) 
       if (auto violation = rule_violation(info.rule, read)) fail("{}: '{}': {}", source, info.key, *violation);
       target = std::move(read);
     };
+    // A file may use the second name, as ms-swift 4 writes tuner_type in its args.json.
+    if (!info.rule.alias.empty()) setters[std::string(info.rule.alias)] = setters[std::string(info.key)];
   });
   for (const auto& [key, value] : values.items()) {
     const auto setter = setters.find(key);

@@ -16,6 +16,7 @@
 
 #include "lathe/common/format.h"
 #include "lathe/model/model.h"
+#include "lathe/model/rope.h"
 
 namespace lathe {
 namespace {
@@ -86,8 +87,9 @@ torch::Tensor apply_rotary(const torch::Tensor& x, const Rotary& rotary) {
   return x * rotary.cos + rotate_half(x) * rotary.sin;
 }
 
-// Frequencies per rotary pair, float32 as transformers computes them (scaling included), for a
-// forward pass over positions below `seq_len` (dynamic and longrope depend on it).
+}  // namespace
+
+// As transformers computes them, in float32 (its modeling_rope_utils).
 torch::Tensor inverse_frequencies(const ModelConfig& config, int64_t seq_len) {
   const auto dim = config.head_dim;
   const RopeScaling& scaling = config.rope_scaling;
@@ -140,8 +142,7 @@ torch::Tensor inverse_frequencies(const ModelConfig& config, int64_t seq_len) {
   return torch::where(medium, smoothed, scaled);
 }
 
-// The factor on cos and sin: YaRN's and LongRoPE's attention temperature, 1 otherwise.
-double rotary_scale(const ModelConfig& config) {
+double rotary_attention_scale(const ModelConfig& config) {
   const RopeScaling& scaling = config.rope_scaling;
   if (scaling.attention_factor) return *scaling.attention_factor;
   if (scaling.type == "yarn") {
@@ -155,6 +156,8 @@ double rotary_scale(const ModelConfig& config) {
   }
   return 1.0;
 }
+
+namespace {
 
 // Which keys each query may see: `blocked` (bool [batch|1, 1, seq, keys], true where a query must
 // not look; undefined = none), or, when sequence_lengths is set, packed sequences in one row that
@@ -615,7 +618,7 @@ CausalLMImpl::CausalLMImpl(const ModelConfig& config, torch::Dtype dtype, bool r
   if (random_init) initialise_like_transformers(*this);
   impl->config = config;
   impl->inv_freq = inverse_frequencies(config, 0);
-  impl->rotary_scale = rotary_scale(config);
+  impl->rotary_scale = rotary_attention_scale(config);
   for (const auto& item : named_parameters()) impl->checkpoint_names.push_back(item.key());
 }
 

@@ -8,33 +8,13 @@
 
 #include "lathe/common/format.h"
 #include "lathe/common/files.h"
+#include "lathe/common/json_file.h"
 #include "lathe/template/template.h"
 
 namespace lathe {
 namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-// A JSON file of the model folder, or null when the folder has none.
-json read_json_if_present(const fs::path& file) {
-  if (!fs::exists(file)) return nullptr;
-  try {
-    return json::parse(read_file(file));
-  } catch (const json::exception& error) {
-    fail("{}: invalid JSON ({})", file.string(), error.what());
-  }
-}
-
-std::string string_field(const json& object, const char* key) {
-  if (!object.is_object() || !object.contains(key)) return {};
-  const json& value = object[key];
-  if (value.is_string()) return value.get<std::string>();
-  // tokenizer_config.json writes special tokens as a string or as {"content": ...}.
-  if (value.is_object() && value.contains("content") && value["content"].is_string()) {
-    return value["content"].get<std::string>();
-  }
-  return {};
-}
 
 // chat_template is a string, or a list of named templates ({"name": "default", "template": ...}).
 std::string chat_template_text(const json& tokenizer_config) {
@@ -43,14 +23,14 @@ std::string chat_template_text(const json& tokenizer_config) {
   if (value.is_string()) return value.get<std::string>();
   std::string all;
   if (value.is_array()) {
-    for (const json& entry : value) all += string_field(entry, "template");
+    for (const json& entry : value) all += text_field(entry, "template");
   }
   return all;
 }
 
 bool has_llama3_tokenizer(const fs::path& dir, const json& config, const json& tokenizer_config) {
   constexpr std::string_view kBegin = "<|begin_of_text|>";
-  if (string_field(tokenizer_config, "bos_token") == kBegin) return true;
+  if (text_field(tokenizer_config, "bos_token") == kBegin) return true;
   if (config.is_object() && config.value("vocab_size", int64_t{0}) >= 128000) return true;
   fs::path tokenizer_json = dir / "tokenizer.json";
   return fs::exists(tokenizer_json) &&
@@ -59,7 +39,7 @@ bool has_llama3_tokenizer(const fs::path& dir, const json& config, const json& t
 
 std::optional<std::string> name_from_model_type(const fs::path& dir, const json& config,
                                                 const json& tokenizer_config) {
-  std::string model_type = string_field(config, "model_type");
+  std::string model_type = text_field(config, "model_type");
   if (model_type == "qwen3") return "qwen3";
   if (model_type == "qwen2") return "qwen2_5";
   if (model_type == "mistral") return "mistral";
@@ -96,7 +76,7 @@ Template Template::for_model(const std::string& model_dir, const std::string& na
   if (!fs::is_directory(model_dir)) fail("{}: no such model folder", model_dir);
   Template chosen = builtin(name.empty() ? name_for_model(model_dir) : name);
   json tokenizer_config = read_json_if_present(fs::path(model_dir) / "tokenizer_config.json");
-  std::string eos = string_field(tokenizer_config, "eos_token");
+  std::string eos = text_field(tokenizer_config, "eos_token");
   if (!eos.empty()) {
     chosen.spec_.eos_token = eos;
     auto& stops = chosen.spec_.stop_words;

@@ -11,6 +11,7 @@ the venv that scripts/oracle_env.sh makes; it never reaches a model hub.
   hf_oracle.py chat_template --tokenizer DIR --cases CASES.json --out FILE.json
   hf_oracle.py hf_train --model DIR --adapter DIR --examples FILE.json --out FILE.json [hyperparameters]
   hf_oracle.py tb_scalars --dir RUNS_DIR --out FILE.json
+  hf_oracle.py gguf_read --gguf FILE.gguf [--model DIR] --out FILE.json
   hf_oracle.py batch JOBS.json     (a JSON list of argument lists, each one of the commands above, run
                                     in this one process: importing transformers takes about 10 s)
 
@@ -42,6 +43,12 @@ float32; writes the log rows Trainer reports (loss, grad_norm, learning_rate per
 tb_scalars: every record of every events.out.tfevents.* file in DIR read with TensorBoard's own record reader
 (which checks both CRC-32C of each record) and parsed as tensorflow.Event: {"file_version", "scalars": {tag:
 [[step, value], ...]}}.
+
+gguf_read: a GGUF file read by llama.cpp's own Python reader (the gguf package): "fields" (every metadata key
+with its value; arrays as lists), "tensors" ([{name, type, shape (innermost first), n_bytes}]). With --model, each
+tensor's bytes are compared with the gguf package's own encoding (gguf.quants.quantize) of the model folder's
+safetensors tensor of that name (llama.cpp's names restated here, Llama's q/k rows reordered as its converter
+does): "mismatched" lists the tensors whose bytes differ, "unmatched" those with no model tensor.
 
 peft_create: an adapter made by PEFT's get_peft_model on DIR's model with every adapter tensor non-zero and
 not at its identity value (LoRA's B is random, DoRA's magnitude and IA3's vectors are perturbed), saved with
@@ -305,6 +312,68 @@ def tb_scalars(args):
         json.dump(result, f)
 
 
+GGUF_LAYER_NAMES = {
+    "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "self_attn.q_norm": "attn_q_norm",
+    "self_attn.k_norm": "attn_k_norm", "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+}
+
+
+def gguf_reference_tensors(model_dir, architecture, heads, kv_heads):
+    """The model folder's tensors under llama.cpp's names, as its converter lays them out."""
+    import re
+    from safetensors.torch import load_file
+    tensors = {}
+    for name in sorted(os.listdir(model_dir)):
+        if name.endswith(".safetensors"):
+            tensors.update(load_file(os.path.join(model_dir, name)))
+    out = {}
+    for name, value in tensors.items():
+        value = value.to(torch.float32)
+        fixed = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+                 "lm_head.weight": "output.weight"}
+        if name in fixed:
+            out[fixed[name]] = value
+            continue
+        match = re.fullmatch(r"model\.layers\.(\d+)\.(.+)\.(weight|bias)", name)
+        gguf_name = f"blk.{match[1]}.{GGUF_LAYER_NAMES[match[2]]}.{match[3]}"
+        if architecture == "llama" and match[2] in ("self_attn.q_proj", "self_attn.k_proj"):
+            n = heads if match[2] == "self_attn.q_proj" else kv_heads
+            value = value.reshape(n, 2, value.shape[0] // n // 2, *value.shape[1:]).swapaxes(1, 2).reshape(value.shape)
+        out[gguf_name] = value
+    return out
+
+
+def gguf_read(args):
+    import gguf
+    import numpy as np
+    reader = gguf.GGUFReader(args.gguf)
+    fields = {}
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF."):
+            continue
+        value = field.contents()
+        fields[name] = value.tolist() if isinstance(value, np.ndarray) else value
+    tensors = [{"name": t.name, "type": t.tensor_type.name, "shape": [int(d) for d in t.shape],
+                "n_bytes": int(t.n_bytes)} for t in reader.tensors]
+    result = {"fields": fields, "tensors": tensors}
+    if args.model:
+        arch = fields["general.architecture"]
+        reference = gguf_reference_tensors(args.model, arch, fields[f"{arch}.attention.head_count"],
+                                           fields[f"{arch}.attention.head_count_kv"])
+        result["mismatched"], result["unmatched"] = [], []
+        for t in reader.tensors:
+            if t.name not in reference:
+                result["unmatched"].append(t.name)
+                continue
+            expected = gguf.quants.quantize(reference[t.name].numpy(), t.tensor_type)
+            if expected.tobytes() != np.asarray(t.data).tobytes():
+                result["mismatched"].append(t.name)
+    with open(args.out, "w") as f:
+        json.dump(result, f)
+
+
 def perturb_adapter(model, generator):
     """Moves every adapter tensor off its initial value, as training would."""
     with torch.no_grad():
@@ -435,6 +504,12 @@ def make_parser():
     tb.add_argument("--dir", required=True)
     tb.add_argument("--out", required=True)
     tb.set_defaults(func=tb_scalars)
+
+    gr = sub.add_parser("gguf_read", help="a GGUF file as the gguf package reads it; its tensors checked")
+    gr.add_argument("--gguf", required=True)
+    gr.add_argument("--model", help="the Hugging Face folder it was written from")
+    gr.add_argument("--out", required=True)
+    gr.set_defaults(func=gguf_read)
 
     b = sub.add_parser("batch", help="run a JSON list of commands in this process")
     b.add_argument("jobs")

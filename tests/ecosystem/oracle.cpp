@@ -35,6 +35,23 @@ bool run_oracle(const std::vector<std::vector<std::string>>& jobs, const fs::pat
   return true;
 }
 
+json run_llama_cpp(const fs::path& gguf, const json& jobs, const fs::path& scratch) {
+  const auto job_file = scratch / "llama-jobs.json", out_file = scratch / "llama-out.json";
+  write_file_atomic(job_file, json{{"model", gguf.string()}, {"threads", 1}, {"jobs", jobs}}.dump());
+  const auto script = fs::path(LATHE_SOURCE_DIR) / "tests" / "llama" / "llama_oracle.mjs";
+  if (!fs::exists(script.parent_path() / "node_modules" / "node-llama-cpp")) {
+    ADD_FAILURE() << "tests/llama/node_modules is missing: scripts/test.sh installs it (scripts/llama_cpp_env.sh)";
+    return nullptr;
+  }
+  const auto result = run_program("/usr/bin/env", {"node", script.string(), job_file.string(), out_file.string()}, "",
+                                  {"NODE_LLAMA_CPP_SKIP_DOWNLOAD=true"});
+  if (result.exit_code != 0) {
+    ADD_FAILURE() << "llama_oracle.mjs failed (exit " << result.exit_code << "):\n" << result.out << result.err;
+    return nullptr;
+  }
+  return json::parse(read_file(out_file)).at("results");
+}
+
 namespace {
 
 torch::Tensor matrix(const json& rows) {

@@ -45,6 +45,12 @@ LatheLogits lathe_logits(CausalLM& model, const std::vector<int32_t>& ids);
 std::filesystem::path lathe_sft_checkpoint(const std::filesystem::path& dir, const std::filesystem::path& base,
                                            const std::string& output, const std::vector<std::string>& tuner_arguments);
 
+// Runs GGUF file `gguf` in llama.cpp (tests/llama/llama_oracle.mjs on node-llama-cpp's prebuilt
+// CPU build, which scripts/test.sh installs) with llama_oracle.mjs's `jobs`; returns its "results",
+// one per job, or null after adding a test failure with node's output.
+nlohmann::json run_llama_cpp(const std::filesystem::path& gguf, const nlohmann::json& jobs,
+                             const std::filesystem::path& scratch);
+
 // Largest absolute difference, as a double.
 double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b);
 

@@ -130,7 +130,8 @@ constexpr ArgumentInfo describe_argument(ArgumentGroup group, std::string_view f
     "self-cognition: the model's name, Chinese then English (e.g. 小黄 'Xiao Huang')")                                  \
   X(Dataset, std::vector<std::string>, model_author, {}, {}, "self-cognition: the model's author, Chinese then English") \
                                                                                                                         \
-  X(Tuner, std::string, train_type, "lora", {}, "tuner: full | lora | ... (lathe plugins lists them)")                  \
+  X(Tuner, std::string, train_type, "lora", {.alias = "tuner_type"},                                                    \
+    "tuner: full | lora | ... (ms-swift 4 names it --tuner_type; lathe plugins lists them)")                           \
   X(Tuner, int64_t, lora_rank, 8, {}, "LoRA rank")                                                                      \
   X(Tuner, double, lora_alpha, 32, {}, "LoRA alpha (scaling = alpha / rank)")                                           \
   X(Tuner, double, lora_dropout, 0.05, {}, "dropout on the LoRA input")                                                 \
@@ -194,7 +195,7 @@ constexpr ArgumentInfo describe_argument(ArgumentGroup group, std::string_view f
   X(Output, std::vector<std::string>, report_to, {"none"}, {},                                                         \
     "experiment trackers: tensorboard (event files in <run>/runs), all; wandb, swanlab, mlflow: not written (a notice)") \
   X(Output, std::string, output_dir, "output", {},                                                                      \
-    "where results go (sft/pt: runs; sample: sample.jsonl; eval: eval_report.json; export: the merged model)")          \
+    "where results go (sft/pt: runs; sample: sample.jsonl; eval: eval_report.json; export: the model)")                 \
                                                                                                                         \
   X(Evaluation, std::vector<std::string>, metric, {}, {},                                                               \
     "metric plugins (sft: acc, or nlg with --predict_with_generate; lathe eval: nlg)")                                  \
@@ -234,6 +235,10 @@ constexpr ArgumentInfo describe_argument(ArgumentGroup group, std::string_view f
   X(Sampling, std::vector<int64_t>, data_range, {}, {.count = 2}, "BEGIN END: only these dataset rows")                 \
                                                                                                                         \
   X(Export, bool, merge_lora, false, {}, "fold the adapters into the weights (export: before writing; infer, deploy: on loading)") \
+  X(Export, bool, to_gguf, false, {},                                                                                   \
+    "export: write <output_dir>/model-<gguf_type>.gguf for llama.cpp and ollama (adapters are merged first)")          \
+  X(Export, std::string, gguf_type, "f16", {.choices = "f32|f16|bf16|q8_0"},                                            \
+    "GGUF weight type (llama.cpp's --outtype); norms and biases stay f32")                                              \
                                                                                                                         \
   X(Ignored, std::string, infer_backend, "pt", {.no_effect = "Lathe generates with its own engine (continuous batching)"}, \
     "SWIFT's inference backend; pt is Lathe's own engine")                                                              \
