@@ -115,9 +115,13 @@ TEST_F(SwiftCommands, PretrainingWithDeepspeedAndStreaming) {
   for (int i = 0; i < 8; ++i) text.push_back({{"text", "Line " + std::to_string(i) + " of a small corpus."}});
   write_jsonl(*dir_ / "chinese-c4.jsonl", text);
   auto result = run_lathe({"pt", "--model", path("model"), "--dataset", path("chinese-c4.jsonl"), "--streaming", "true",
-                           "--train_type", "full", "--deepspeed", "zero2", "--output_dir", path("pt-output"),
+                           "--tuner_type", "full", "--deepspeed", "zero2", "--output_dir", path("pt-output"),
                            "--max_steps", "2", "--attn_impl", "flash_attn", "--lazy_tokenize", "true"});
   ASSERT_EQ(result.exit_code, 0) << result.err;
+  // ms-swift 4 names --train_type --tuner_type.
+  for (const auto& run : fs::directory_iterator(*dir_ / "pt-output")) {
+    EXPECT_EQ(json::parse(read_file(run.path() / "args.json")).at("train_type"), "full");
+  }
   EXPECT_TRUE(contains(result.err, "--deepspeed has no effect here: Lathe trains in one process")) << result.err;
   EXPECT_TRUE(contains(result.err, "--attn_impl has no effect here")) << result.err;
 }
