@@ -19,9 +19,9 @@ TemplateSpec chatml() {
   spec.name = "chatml";
   spec.prompt = "<|im_start|>user\n{{QUERY}}<|im_end|>\n<|im_start|>assistant\n";
   spec.chat_sep = "<|im_end|>\n";
-  // No newline after the last <|im_end|>: the model learns to stop at <|im_end|>, and generation
-  // stops there (the Jinja templates write "<|im_end|>\n").
-  spec.suffix = "<|im_end|>";
+  // ms-swift 4's suffix, as the Jinja templates write it: the newline after the last <|im_end|> is
+  // trained too (generation stops at <|im_end|> all the same).
+  spec.suffix = "<|im_end|>\n";
   spec.system_prefix = "<|im_start|>system\n{{SYSTEM}}<|im_end|>\n";
   spec.stop_words = {"<|im_end|>"};
   spec.add_special_tokens = true;

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -29,7 +30,14 @@ struct Spawned {
     argv_strings.insert(argv_strings.end(), args.begin(), args.end());
     for (auto& s : argv_strings) argv.push_back(s.data());
     argv.push_back(nullptr);
-    for (char** e = environ; *e; ++e) env_strings.emplace_back(*e);
+    // A given NAME=value replaces the inherited NAME (getenv would return the first of two).
+    auto given = [&](std::string_view entry) {
+      const auto name = entry.substr(0, entry.find('=') + 1);
+      return std::any_of(environment.begin(), environment.end(), [&](const auto& e) { return e.starts_with(name); });
+    };
+    for (char** e = environ; *e; ++e) {
+      if (!given(*e)) env_strings.emplace_back(*e);
+    }
     env_strings.insert(env_strings.end(), environment.begin(), environment.end());
     for (auto& s : env_strings) envp.push_back(s.data());
     envp.push_back(nullptr);

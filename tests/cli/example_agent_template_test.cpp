@@ -44,7 +44,7 @@ TEST(ExampleAgentTemplate, ListedRenderedAndTrained) {
       "\"city\": {\n                \"type\": \"string\"\n            }\n        },\n        \"type\": \"object\"\n"
       "    }\n}\nWrite the arguments of a call to the function above as a JSON object.<|im_end|>\n"
       "<|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>assistant\n"
-      "get_weather\n{\"city\": \"Paris\"}<|observation|>\nsunny<|assistant|>\nSunny.<|im_end|>";
+      "get_weather\n{\"city\": \"Paris\"}<|observation|>\nsunny<|assistant|>\nSunny.<|im_end|>\n";
   EXPECT_EQ(json::parse(rendered.out).get<std::string>(), expected) << rendered.out;
 
   // Without the plugin the name is unknown, and the error lists the registered ones.

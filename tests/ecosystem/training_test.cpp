@@ -1,10 +1,9 @@
 // Training against Hugging Face's Trainer + PEFT and against ms-swift itself: the same tiny model,
 // the same starting adapter (made by PEFT), the same tokens and the same hyperparameters (AdamW,
 // cosine schedule with warm-up, gradient accumulation, clipping, weight decay) give the same loss,
-// gradient norm and learning rate at every step; `swift pt` runs the very command line given to
-// `lathe pt` and logs its shared quantities under the same logging.jsonl keys. (sft is not compared
-// yet: ms-swift 4.x ends chatml answers with "<|im_end|>\n" and trains the newline, Lathe with
-// "<|im_end|>", docs/templates.md.)
+// gradient norm and learning rate at every step; `swift pt` and `swift sft` run the very command
+// lines given to `lathe pt` and `lathe sft` and log their shared quantities under the same
+// logging.jsonl keys.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -159,6 +158,29 @@ TEST(Training, PtEqualsTrainerPeftAndSwiftStepByStep) {
     EXPECT_NEAR(lathe[step]["learning_rate"].get<double>(), trainer[step]["learning_rate"].get<double>(), 1e-9);
   }
   expect_swift_steps(lathe, step_rows(dir / "swift" / "logging.jsonl"));
+}
+
+// Conversations (one and two rounds, ms-swift's default system prompt for the qwen2_5 template)
+// trained by `lathe sft` and `swift sft` on one command line: the same tokens trained, the same
+// losses and gradients.
+TEST(Training, SftEqualsSwiftStepByStep) {
+  TempDir dir("training-sft");
+  const auto start = make_start(dir);
+  const auto answers = texts();
+  std::vector<json> rows;
+  for (std::size_t i = 0; i < answers.size(); ++i) {
+    json messages = json::array({{{"role", "user"}, {"content", "Question " + std::to_string(i) + "?"}},
+                                 {{"role", "assistant"}, {"content", answers[i]}}});
+    if (i % 3 == 0) {
+      messages.push_back({{"role", "user"}, {"content", "And again?"}});
+      messages.push_back({{"role", "assistant"}, {"content", answers[(i + 1) % answers.size()]}});
+    }
+    rows.push_back({{"messages", messages}});
+  }
+  write_jsonl(dir / "chat.jsonl", rows);
+  run_lathe_and_swift("sft", "sft_main", command_line(start, dir / "chat.jsonl", dir / "lathe"),
+                      command_line(start, dir / "chat.jsonl", dir / "swift"));
+  expect_swift_steps(step_rows(dir / "lathe" / "logging.jsonl"), step_rows(dir / "swift" / "logging.jsonl"));
 }
 
 }  // namespace

@@ -2,11 +2,11 @@
 // text as the chat_template of the real Qwen3 and Llama-3 tokenizer_config.json files, rendered by
 // Hugging Face's Jinja implementation (@huggingface/jinja, tests/oracle/render_chat_template.js).
 //
-// With a generation prompt the texts must be equal. A full conversation (ending with the answer)
-// differs only at its very end, by design (docs/templates.md): Lathe ends with the end-of-turn
-// token, which is what the model must learn to produce, while the Jinja text goes on ("\n" for
-// Qwen3; Llama-3's template always writes the next assistant header). Each case states that tail
-// and everything before it must match.
+// With a generation prompt the texts must be equal, and so must Qwen3's full conversations (ending
+// with the answer, "<|im_end|>\n" as ms-swift 4 ends them). Llama-3's full conversations differ at
+// their very end, by design (docs/templates.md): Lathe ends with the end-of-turn token, which is
+// what the model must learn to produce, while this Jinja template always writes the next
+// assistant header. Each case states that tail and everything before it must match.
 #include <gtest/gtest.h>
 
 #include "template/template_test_util.h"
@@ -116,7 +116,7 @@ std::vector<NamedConversation> reasoning_conversations() {
   };
 }
 
-const std::string kQwen3Tail = "\n";
+const std::string kQwen3Tail;
 const std::string kLlama3Tail = "<|start_header_id|>assistant<|end_header_id|>\n\n";
 
 void add_cases(std::vector<JinjaCase>& cases, const std::vector<NamedConversation>& conversations,

@@ -47,7 +47,7 @@ TEST(TemplateRender, ChatmlContextTypesPerRound) {
                    {"<|im_end|>\n", T::Suffix, 0},
                    {"<|im_start|>user\nQ2<|im_end|>\n<|im_start|>assistant\n", T::Other},
                    {"A2", T::Response, 1},
-                   {"<|im_end|>", T::Suffix, 1}});
+                   {"<|im_end|>\n", T::Suffix, 1}});
 }
 
 TEST(TemplateRender, Llama3ContextTypesPerRound) {
@@ -159,7 +159,7 @@ TEST(TemplateRender, ToolMessages) {
                    {"<|im_end|>\n", T::Suffix, 0},
                    {user + R"({"temperature": 21})" + turn, T::Other},
                    {"It is 21 °C.", T::Response, 1},
-                   {"<|im_end|>", T::Suffix, 1}});
+                   {"<|im_end|>\n", T::Suffix, 1}});
 }
 
 TEST(TemplateRender, ResponsesCarryTheirLossOverrides) {
