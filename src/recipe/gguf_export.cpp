@@ -112,7 +112,9 @@ void add_rope_scaling(GgufWriter& writer, const ModelConfig& config, const Archi
     return;
   }
   if (scaling.type == "yarn") {
-    if (!scaling.truncate) fail("GGUF export: llama.cpp's YaRN always truncates its ramp; rope_scaling.truncate false cannot be written");
+    if (!scaling.truncate) {
+      fail("GGUF export: llama.cpp's YaRN always truncates its ramp; rope_scaling.truncate false cannot be written");
+    }
     writer.set(key + "type", std::string("yarn"));
     writer.set(key + "factor", static_cast<float>(scaling.factor));
     writer.set(key + "original_context_length", static_cast<uint32_t>(scaling.original_max_position_embeddings));
