@@ -197,7 +197,7 @@ void GgufWriter::write(const std::filesystem::path& file) const {
       out.bytes(encoded.data(), encoded.size());
       out.pad_to(kAlignment);
     }
-    stream.flush();
+    stream.close();  // a full disk may only show when the last bytes go out
     if (!stream) fail("{}: write failed ({})", file.string(), std::strerror(errno));
   });
 }

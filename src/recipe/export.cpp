@@ -21,17 +21,21 @@ CausalLM merged_model(const Arguments& arguments, std::size_t& merged_layers) {
   return model;
 }
 
+// FOLDER + suffix beside FOLDER, also when it is written with a trailing slash.
+fs::path beside(const fs::path& folder, const std::string& suffix) {
+  auto normal = folder.lexically_normal();
+  if (!normal.has_filename()) normal = normal.parent_path();
+  return normal.string() + suffix;
+}
+
 // --output_dir: a .gguf file name, else the folder to hold model-<type>.gguf; by default the
 // folder beside the adapter (ADAPTER-gguf) or the model (MODEL-gguf).
-fs::path gguf_file(const Arguments& arguments) {
-  const auto type = std::string(gguf_type_name(parse_gguf_type(arguments.gguf_type)));
+fs::path gguf_file(const Arguments& arguments, GgufType type) {
   fs::path output = arguments.output_dir;
   if (output.empty()) {
-    const fs::path source = arguments.adapters.empty() ? fs::path(arguments.model) : fs::path(arguments.adapters[0]);
-    output = source.lexically_normal().string() + "-gguf";
-    if (output.filename().empty()) output = output.parent_path();
+    output = beside(arguments.adapters.empty() ? arguments.model : arguments.adapters[0], "-gguf");
   }
-  return output.extension() == ".gguf" ? output : output / ("model-" + type + ".gguf");
+  return output.extension() == ".gguf" ? output : output / ("model-" + std::string(gguf_type_name(type)) + ".gguf");
 }
 
 void copy_if_present(const fs::path& from, const fs::path& to) {
@@ -52,14 +56,15 @@ ExportSummary run_export(const Arguments& arguments) {
   }
   ExportSummary summary;
   if (arguments.to_gguf) {
-    summary.output = gguf_file(arguments);
+    const GgufType type = parse_gguf_type(arguments.gguf_type);
+    summary.output = gguf_file(arguments, type);
     auto model = merged_model(arguments, summary.merged_layers);
     const fs::path folder = summary.output.parent_path();
     std::error_code ec;
     const bool made_folder = !folder.empty() && !fs::exists(folder, ec);
     try {
       if (made_folder) fs::create_directories(folder);
-      write_gguf(model, arguments.model, parse_gguf_type(arguments.gguf_type), summary.output);
+      write_gguf(model, arguments.model, type, summary.output);
     } catch (...) {
       if (made_folder) fs::remove_all(folder, ec);
       throw;
@@ -67,7 +72,7 @@ ExportSummary run_export(const Arguments& arguments) {
     return summary;
   }
   const fs::path adapter_dir = arguments.adapters[0];
-  summary.output = arguments.output_dir.empty() ? fs::path(adapter_dir.string() + "-merged") : fs::path(arguments.output_dir);
+  summary.output = arguments.output_dir.empty() ? beside(adapter_dir, "-merged") : fs::path(arguments.output_dir);
   auto model = merged_model(arguments, summary.merged_layers);
   write_dir_atomic(summary.output, [&](const fs::path& folder) {
     save_pretrained(model, folder);

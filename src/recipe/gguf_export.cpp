@@ -6,7 +6,6 @@
 #include <map>
 #include <optional>
 #include <regex>
-#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -221,12 +220,15 @@ bool looks_special(std::string_view text) { return text.starts_with("<|") && tex
 enum TokenType : int32_t { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
 
 json read_tokenizer_json(const fs::path& file) {
-  if (!fs::exists(file)) fail("{}: GGUF export needs the model's tokenizer.json", file.string());
-  try {
-    return json::parse(read_file(file));
-  } catch (const json::exception& error) {
-    fail("{}: invalid JSON ({})", file.string(), error.what());
-  }
+  json tokenizer = read_json_if_present(file);
+  if (tokenizer.is_null()) fail("{}: GGUF export needs the model's tokenizer.json", file.string());
+  return tokenizer;
+}
+
+// A token id of tokenizer.json, which must be a whole number.
+int64_t token_id(const json& id, std::string_view text, const fs::path& file) {
+  if (!id.is_number_integer()) fail("{}: token {} has id {}, expected a whole number", file.string(), text, id.dump());
+  return id.get<int64_t>();
 }
 
 // SentencePiece-style BPE (Llama 2, Mistral v0.1-v0.3): pieces spelled with ▁, bytes as <0xXX>.
@@ -256,12 +258,13 @@ Vocabulary vocabulary(const json& tokenizer, const fs::path& file, int64_t vocab
   const std::string unknown = model.value("unk_token", json()).is_string() ? model["unk_token"].get<std::string>() : "";
   for (const auto& [text, id] : model["vocab"].items()) {
     const bool byte = sentencepiece && text.size() == 6 && text.starts_with("<0x") && text.ends_with(">");
-    place(id.get<int64_t>(), text, byte ? kByte : !unknown.empty() && text == unknown ? kUnknown : kNormal);
+    place(token_id(id, text, file), text, byte ? kByte : !unknown.empty() && text == unknown ? kUnknown : kNormal);
   }
   for (const json& added : tokenizer.value("added_tokens", json::array())) {
     const std::string text = added.value("content", "");
     if (!unknown.empty() && text == unknown) continue;
-    place(added.value("id", int64_t{-1}), text, added.value("special", false) || looks_special(text) ? kControl : kUserDefined);
+    place(token_id(added.value("id", json()), text, file), text,
+          added.value("special", false) || looks_special(text) ? kControl : kUserDefined);
   }
   for (int64_t id = 0; id < vocab_size; ++id) {
     if (!seen[id]) out.tokens[id] = fmt::format("[PAD{}]", id);
@@ -271,11 +274,11 @@ Vocabulary vocabulary(const json& tokenizer, const fs::path& file, int64_t vocab
 
 // llama.cpp's SentencePiece tokenizer merges the adjacent pair whose joined piece scores highest;
 // scoring each piece by minus the rank of the merge that makes it gives BPE's merge order.
-std::vector<float> merge_rank_scores(const json& model, const Vocabulary& vocabulary, const fs::path& file) {
+std::vector<float> merge_rank_scores(const json& model, int64_t vocab_size, const fs::path& file) {
   std::map<std::string, int64_t, std::less<>> ids;
-  for (const auto& [text, id] : model["vocab"].items()) ids.emplace(text, id.get<int64_t>());
-  std::vector<float> scores(vocabulary.tokens.size(), 0.0F);
-  std::vector<bool> scored(vocabulary.tokens.size(), false);
+  for (const auto& [text, id] : model["vocab"].items()) ids.emplace(text, token_id(id, text, file));
+  std::vector<float> scores(static_cast<std::size_t>(vocab_size), 0.0F);
+  std::vector<bool> scored(static_cast<std::size_t>(vocab_size), false);
   int64_t rank = 0;
   for (const json& merge : model.value("merges", json::array())) {
     const std::string text = merge_text(merge, file);
@@ -316,7 +319,7 @@ void add_vocabulary(GgufWriter& writer, const fs::path& model_dir, int64_t vocab
   }
   if (sentencepiece_style(model)) {
     auto words = vocabulary(tokenizer, file, vocab_size, /*sentencepiece=*/true);
-    auto scores = merge_rank_scores(model, words, file);
+    auto scores = merge_rank_scores(model, vocab_size, file);
     writer.set("tokenizer.ggml.model", std::string("llama"));
     writer.set("tokenizer.ggml.pre", std::string("default"));
     writer.set("tokenizer.ggml.tokens", std::move(words.tokens));

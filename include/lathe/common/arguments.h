@@ -236,7 +236,8 @@ constexpr ArgumentInfo describe_argument(ArgumentGroup group, std::string_view f
                                                                                                                         \
   X(Export, bool, merge_lora, false, {}, "fold the adapters into the weights (export: before writing; infer, deploy: on loading)") \
   X(Export, bool, to_gguf, false, {},                                                                                   \
-    "export: write <output_dir>/model-<gguf_type>.gguf for llama.cpp and ollama (adapters are merged first)")          \
+    "export: write a GGUF file for llama.cpp and ollama, adapters merged first (--output_dir: a .gguf name, or a "     \
+    "folder that gets model-<gguf_type>.gguf)")                                                                         \
   X(Export, std::string, gguf_type, "f16", {.choices = "f32|f16|bf16|q8_0"},                                            \
     "GGUF weight type (llama.cpp's --outtype); norms and biases stay f32")                                              \
                                                                                                                         \

@@ -45,11 +45,11 @@ class GgufWriter {
   // `values` in PyTorch's shape ([out, in] for a weight); GGUF lists the dimensions innermost
   // first. A tensor whose rows do not suit `type` (Q8_0) is an error naming it.
   void add_tensor(std::string name, torch::Tensor values, GgufType type);
-  bool has_key(std::string_view key) const;
   // Writes the file through a temporary name in the same folder: an error leaves nothing behind.
   void write(const std::filesystem::path& file) const;
 
  private:
+  bool has_key(std::string_view key) const;
   struct Tensor {
     std::string name;
     torch::Tensor values;
