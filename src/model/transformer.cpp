@@ -17,6 +17,7 @@
 #include "lathe/common/format.h"
 #include "lathe/model/model.h"
 #include "lathe/model/rope.h"
+#include "model/fused_ops.h"
 
 namespace lathe {
 namespace {
@@ -43,9 +44,7 @@ class RMSNormImpl : public torch::nn::Module {
     weight = register_parameter("weight", torch::ones({size}, options));
   }
   torch::Tensor forward(const torch::Tensor& x) {
-    const auto x32 = x.to(torch::kFloat32);
-    const auto normalised = x32 * torch::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + eps_);
-    return weight * normalised.to(x.scalar_type());
+    return fused::rms_norm(x, weight, eps_);
   }
   torch::Tensor weight;
 
@@ -78,13 +77,8 @@ struct Rotary {
   torch::Tensor cos, sin;
 };
 
-torch::Tensor rotate_half(const torch::Tensor& x) {
-  const auto half = x.size(-1) / 2;
-  return torch::cat({-x.slice(-1, half), x.slice(-1, 0, half)}, -1);
-}
-
 torch::Tensor apply_rotary(const torch::Tensor& x, const Rotary& rotary) {
-  return x * rotary.cos + rotate_half(x) * rotary.sin;
+  return fused::rotary(x, rotary.cos, rotary.sin);
 }
 
 }  // namespace
@@ -173,12 +167,11 @@ struct KeyVisibility {
   bool slides(size_t layer) const { return window > 0 && sliding_layers && (*sliding_layers)[layer]; }
 
   // The additive form attention adds to its scores inside the score GEMM, [batch|1, groups * seq,
-  // keys] for `groups` query heads per kv head, for `blocked` (length < 0; the queries are the last
-  // `seq` of `keys` columns) or for a causal packed sequence of `length`, with the window when
-  // `sliding`. Built by the first layer that asks and reused by the others.
-  torch::Tensor grouped_bias(int64_t length, int64_t groups, torch::ScalarType dtype, const torch::Device& device,
-                             int64_t seq, int64_t keys, bool sliding) const;
-  mutable std::map<std::tuple<int64_t, torch::ScalarType, bool>, torch::Tensor> bias_cache = {};
+  // keys] for `groups` query heads per kv head (the queries are the last `seq` of `keys` columns),
+  // with the window when `sliding`. Built by the first layer that asks and reused by the others.
+  torch::Tensor grouped_bias(int64_t groups, torch::ScalarType dtype, const torch::Device& device, int64_t seq,
+                             int64_t keys, bool sliding) const;
+  mutable std::map<std::tuple<torch::ScalarType, bool>, torch::Tensor> bias_cache = {};
 };
 
 // The default mask: causal over the cache plus the new tokens; none for a single new token.
@@ -198,12 +191,11 @@ torch::Tensor outside_window(int64_t seq, int64_t keys, int64_t window, const to
   return queries.view({1, 1, -1, 1}) - torch::arange(keys, options).view({1, 1, 1, -1}) >= window;
 }
 
-torch::Tensor KeyVisibility::grouped_bias(int64_t length, int64_t groups, torch::ScalarType dtype,
-                                          const torch::Device& device, int64_t seq, int64_t keys, bool sliding) const {
-  auto& bias = bias_cache[{length, dtype, sliding}];
+torch::Tensor KeyVisibility::grouped_bias(int64_t groups, torch::ScalarType dtype, const torch::Device& device,
+                                          int64_t seq, int64_t keys, bool sliding) const {
+  auto& bias = bias_cache[{dtype, sliding}];
   if (bias.defined()) return bias;
-  if (length >= 0) seq = keys = length;
-  auto mask = length < 0 ? blocked : causal_blocked(0, length, device);
+  auto mask = blocked;
   if (sliding) {
     const auto far = outside_window(seq, keys, window, device);
     if (far.defined()) mask = mask.defined() ? mask.logical_or(far) : far;
@@ -238,37 +230,48 @@ class AttentionImpl : public torch::nn::Module {
     const auto batch = x.size(0), seq = x.size(1);
     auto q = q_proj(x).view({batch, seq, heads_, head_dim_});
     auto k = k_proj(x).view({batch, seq, kv_heads_, head_dim_});
-    auto v = v_proj(x).view({batch, seq, kv_heads_, head_dim_}).transpose(1, 2);
+    auto v = v_proj(x).view({batch, seq, kv_heads_, head_dim_});
     if (q_norm) {
       q = q_norm(q);
       k = k_norm(k);
     }
+    if (!visibility.sequence_lengths.empty()) return o_proj(attend_packed(q, k, v, rotary, visibility, layer));
     q = apply_rotary(q.transpose(1, 2), rotary);
     k = apply_rotary(k.transpose(1, 2), rotary);
+    v = v.transpose(1, 2);
     if (cache) std::tie(k, v) = cache->append(layer, k, v);
     const auto groups = heads_ / kv_heads_;
     // Under autocast the score GEMM runs in the autocast dtype whatever q's; the bias is built in it.
     const auto score_dtype = at::autocast::is_cpu_enabled() ? at::autocast::get_autocast_cpu_dtype() : q.scalar_type();
-    const bool sliding = visibility.slides(layer);
-    if (visibility.sequence_lengths.empty())
-      return o_proj(attend(q, k, v, visibility.grouped_bias(-1, groups, score_dtype, x.device(), seq, k.size(2), sliding)));
-
-    // Packed sequences: each one's slice attends on its own, the contexts laid back end to end.
-    std::vector<torch::Tensor> contexts;
-    contexts.reserve(visibility.sequence_lengths.size());
-    int64_t start = 0;
-    for (const auto length : visibility.sequence_lengths) {
-      contexts.push_back(attend(q.narrow(2, start, length), k.narrow(2, start, length), v.narrow(2, start, length),
-                                visibility.grouped_bias(length, groups, score_dtype, x.device(), length, length, sliding)));
-      start += length;
-    }
-    return o_proj(contexts.size() == 1 ? contexts[0] : torch::cat(contexts, 1));
+    return o_proj(attend(q, k, v,
+                         visibility.grouped_bias(groups, score_dtype, x.device(), seq, k.size(2), visibility.slides(layer))));
   }
 
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   RMSNorm q_norm{nullptr}, k_norm{nullptr};
 
  private:
+  // Packed sequences in one row, q [1, tokens, heads, head_dim], k and v [1, tokens, kv_heads,
+  // head_dim]: each sequence attends causally on its own (fused::causal_attention, which skips the
+  // keys a block of queries cannot see and keeps no scores), the contexts laid end to end.
+  torch::Tensor attend_packed(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                              const Rotary& rotary, const KeyVisibility& visibility, size_t layer) {
+    // The rotary tables are [1, 1, tokens, head_dim]; here the heads come after the tokens.
+    const Rotary per_token{rotary.cos.transpose(1, 2), rotary.sin.transpose(1, 2)};
+    const auto rotated_q = apply_rotary(q, per_token)[0], rotated_k = apply_rotary(k, per_token)[0];
+    const auto window = visibility.slides(layer) ? visibility.window : 0;
+    const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
+    std::vector<torch::Tensor> contexts;
+    contexts.reserve(visibility.sequence_lengths.size());
+    int64_t start = 0;
+    for (const auto length : visibility.sequence_lengths) {
+      contexts.push_back(fused::causal_attention(rotated_q.narrow(0, start, length), rotated_k.narrow(0, start, length),
+                                                 v[0].narrow(0, start, length), scale, window));
+      start += length;
+    }
+    return (contexts.size() == 1 ? contexts[0] : torch::cat(contexts, 0)).unsqueeze(0);
+  }
+
   // q [batch, heads, seq, head_dim], k and v [batch, kv_heads, keys, head_dim], bias from
   // KeyVisibility::grouped_bias (or undefined) -> the attention context [batch, seq, heads * head_dim].
   torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
@@ -314,7 +317,7 @@ class MlpImpl : public torch::nn::Module {
     up_proj = register_module("up_proj", Linear(config.hidden_size, config.intermediate_size, false, options));
     down_proj = register_module("down_proj", Linear(config.intermediate_size, config.hidden_size, false, options));
   }
-  torch::Tensor forward(const torch::Tensor& x) { return down_proj(torch::silu(gate_proj(x)) * up_proj(x)); }
+  torch::Tensor forward(const torch::Tensor& x) { return down_proj(fused::swiglu(gate_proj(x), up_proj(x))); }
   Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };
 TORCH_MODULE(Mlp);
@@ -536,6 +539,7 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
     // The mask needs no gradient and may be undefined (packed rows), so it is kept as plain data.
     if (visibility.blocked.defined()) context->saved_data["blocked"] = visibility.blocked;
     context->saved_data["sequence_lengths"] = visibility.sequence_lengths;
+    context->saved_data["window"] = visibility.slides(static_cast<size_t>(layer)) ? visibility.window : int64_t{0};
     context->saved_data["autocast"] = at::autocast::is_cpu_enabled();
     context->save_for_backward({x, cos, sin});
     torch::NoGradGuard no_grad;
@@ -562,8 +566,11 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
       const bool was_autocast = at::autocast::is_cpu_enabled();
       at::autocast::set_cpu_enabled(autocast);
       const auto blocked = context->saved_data.find("blocked");
+      // Only this layer is recomputed, so whether it slides is all the visibility needs of the rest.
+      const std::vector<bool> sliding_layers(layer + 1, true);
       const KeyVisibility visibility{blocked == context->saved_data.end() ? torch::Tensor() : blocked->second.toTensor(),
-                                     context->saved_data["sequence_lengths"].toIntVector()};
+                                     context->saved_data["sequence_lengths"].toIntVector(),
+                                     context->saved_data["window"].toInt(), &sliding_layers};
       output = decoder_layer->forward(x, Rotary{saved[1], saved[2]}, visibility, nullptr, layer);
       at::autocast::set_cpu_enabled(was_autocast);
     }
