@@ -24,7 +24,7 @@ torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& cos, const tor
 // v [tokens, kv_heads, head_dim] (heads a multiple of kv_heads; query head h reads kv head
 // h / (heads / kv_heads)) -> the context [tokens, heads * head_dim]. Query j sees keys i <= j, and
 // with window > 0 only those with j - i < window. Computed in blocks of queries that each read only
-// the keys they may see, softmax through the row's log-sum-exp, which is all that is kept for
+// the keys they may see, softmax through the row's log-sum-exp, which with q, k and v is all that is kept for
 // backward; backward recomputes each block's probabilities. Under CPU autocast the products run in
 // the autocast dtype; the softmax statistics are always float32.
 torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, double scale,
