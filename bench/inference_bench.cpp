@@ -1,7 +1,9 @@
 // Inference benchmark: prefill and decode tokens/s at batch 1 and batch 8, on a model folder or
 // (by default) a randomly initialised Qwen2-style model of the suite's size (a): hidden 512,
 // 8 layers, 8 heads, 2 KV heads, intermediate 1408, vocabulary 151,936.
-//   inference_bench [--model DIR] [--prompt 256] [--new 64] [--repeats 3]
+//   inference_bench [--model DIR] [--prompt 256] [--new 64] [--repeats 3] [--weight_dtype bfloat16|float16]
+// --weight_dtype holds the projections, embedding and head in 16 bits (computing in float32), as
+// `lathe infer --weight_dtype` does.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -24,19 +26,22 @@ static double median(std::vector<double> values) {
 
 int main(int argc, char** argv) {
   configure_runtime(argc, argv);
-  std::string model_dir;
+  std::string model_dir, weight_dtype = "float32";
   int64_t prompt = 256, fresh = 64, repeats = 3;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--model")) model_dir = argv[i + 1];
     if (!std::strcmp(argv[i], "--prompt")) prompt = std::stoll(argv[i + 1]);
     if (!std::strcmp(argv[i], "--new")) fresh = std::stoll(argv[i + 1]);
     if (!std::strcmp(argv[i], "--repeats")) repeats = std::stoll(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--weight_dtype")) weight_dtype = argv[i + 1];
   }
-  CausalLM model = model_dir.empty() ? CausalLM(benchmark_config()) : load_pretrained(model_dir);
+  const auto held = projection_dtype(weight_dtype, "float32", model_dir, /*lossless_auto=*/false);
+  CausalLM model = model_dir.empty() ? CausalLM(benchmark_config()) : load_pretrained(model_dir, torch::kFloat32, {held, true});
+  if (model_dir.empty() && held) model->hold_projections_in(*held, /*embedding=*/true);
   model->eval();
   const auto vocab = model->config().vocab_size;
-  fmt::print("inference_bench: {} threads, prompt {} tokens, {} new tokens, median of {}\n", compute_threads(), prompt,
-             fresh, repeats);
+  fmt::print("inference_bench: {} threads, prompt {} tokens, {} new tokens, median of {}, weights {}\n",
+             compute_threads(), prompt, fresh, repeats, weight_dtype);
   for (int64_t batch : {1, 8}) {
     std::vector<std::vector<int32_t>> prompts(static_cast<std::size_t>(batch));
     for (int64_t r = 0; r < batch; ++r) {

@@ -5,7 +5,8 @@ set of LoRA settings, on this machine's CPU:
   training  `lathe sft`, Hugging Face's Trainer + PEFT (PyPI's torch, the eager path: padded batches,
             transformers' default attention) and `swift sft` (ms-swift), LoRA and full fine-tuning;
   decode    Lathe's engine (bench/inference_bench) and llama.cpp (node-llama-cpp's prebuilt CPU build)
-            on the same model at the same precision (float32; the GGUF written by `lathe export`).
+            on the same model at the same precision: weights in float32, bfloat16 and float16 (Lathe's
+            --weight_dtype; the GGUF of that type written by `lathe export`), computation in float32.
 
 Every tool runs in its own process, twice: with --steps S1 and S2 optimizer steps. The difference of the two
 wall-clock times, over S2 - S1 steps, is the time per step with loading, dataset preparation and start-up
@@ -15,7 +16,8 @@ taken in file order by every tool: no shuffling). Peak memory is the S2 process'
 
   bench/peers.py run --lathe build/lathe --inference-bench build/bench/inference_bench --work DIR
                      [--steps 2,6] [--threads N] [--no-swift] [--no-decode] [--no-full]
-                     [--shape a|small|qwen2.5-0.5b|qwen2.5-1.5b] [--max-length 1024]
+                     [--shape a|small|qwen2.5-0.5b|qwen2.5-1.5b] [--max-length 1024] [--no-train]
+                     [--tools hf,swift] [--lathe-weight-dtype bfloat16|float16]
   bench/peers.py hf-train ...   (one Trainer run; called by `run`)
 
 Run through scripts/bench_peers.sh, which makes the venv and llama.cpp's folder first.
@@ -138,7 +140,9 @@ def train_commands(tool, train, steps, model, data, out, threads, max_length):
         shared += ["--lora_rank", str(LORA["rank"]), "--lora_alpha", str(LORA["alpha"]), "--lora_dropout",
                    str(LORA["dropout"]), "--target_modules", "all-linear"]
     if tool == "lathe":
-        return [ARGS.lathe, "sft"] + shared
+        # --lathe-weight-dtype: the frozen base held in 16 bits (Lathe's own option; float32 computation).
+        held = ["--weight_dtype", ARGS.lathe_weight_dtype] if ARGS.lathe_weight_dtype and train == "lora" else []
+        return [ARGS.lathe, "sft"] + shared + held
     if tool == "swift":
         return [sys.executable, "-c", "from swift.pipelines import sft_main; sft_main()"] + shared
     return [sys.executable, os.path.abspath(__file__), "hf-train", "--model", model, "--data", data, "--steps",
@@ -154,27 +158,37 @@ def measure_training(tool, train, model, data, work, steps, threads, env, max_le
     return {"seconds_per_step": (runs[1][0] - runs[0][0]) / (steps[1] - steps[0]), "peak_mib": runs[1][1]}
 
 
+PRECISIONS = ("float32", "bfloat16", "float16")  # Lathe's --weight_dtype; llama.cpp's f32, bf16, f16 GGUF
+GGUF_TYPES = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
+
+
 def measure_decode(model, work, threads, env, vocab):
+    """Batch-1 decode and prefill of both at each precision (weights in it, computation in float32)."""
     prompt = [(t * 104729) % vocab for t in range(256)]
-    lines = subprocess.run([ARGS.inference_bench, "--model", model, "--prompt", "256", "--new", "64", "--repeats", "3"],
-                           env=env, check=True, capture_output=True, text=True).stdout.splitlines()
-    lathe = next(json.loads(line) for line in lines if line.startswith('{"batch": 1'))
-    gguf = os.path.join(work, "model-f32.gguf")
-    subprocess.run([ARGS.lathe, "export", "--model", model, "--to_gguf", "true", "--gguf_type", "f32", "--output_dir",
-                    gguf], env=env, check=True, capture_output=True)
-    jobs = os.path.join(work, "llama-jobs.json")
-    with open(jobs, "w") as f:
-        json.dump({"model": gguf, "threads": threads, "context": 512,
-                   "jobs": [{"kind": "time", "prompt": prompt, "tokens": 64}] * 3}, f)
-    out = os.path.join(work, "llama-out.json")
-    subprocess.run(["node", LLAMA_ORACLE, jobs, out], env=env, check=True)
-    with open(out) as f:
-        timings = json.load(f)["results"]
-    decode = sorted(t["generated"] / t["decode_s"] for t in timings)[1]
-    prefill = sorted(255 / t["prefill_s"] for t in timings)[1]
-    return {"lathe": {"decode_tokens_per_s": lathe["decode_tokens_per_s"],
+    figures = {}
+    for precision in PRECISIONS:
+        lines = subprocess.run([ARGS.inference_bench, "--model", model, "--prompt", "256", "--new", "64", "--repeats",
+                                "3", "--weight_dtype", precision],
+                               env=env, check=True, capture_output=True, text=True).stdout.splitlines()
+        lathe = next(json.loads(line) for line in lines if line.startswith('{"batch": 1'))
+        gguf = os.path.join(work, f"model-{GGUF_TYPES[precision]}.gguf")
+        subprocess.run([ARGS.lathe, "export", "--model", model, "--to_gguf", "true", "--gguf_type",
+                        GGUF_TYPES[precision], "--output_dir", gguf], env=env, check=True, capture_output=True)
+        jobs = os.path.join(work, "llama-jobs.json")
+        with open(jobs, "w") as f:
+            json.dump({"model": gguf, "threads": threads, "context": 512,
+                       "jobs": [{"kind": "time", "prompt": prompt, "tokens": 64}] * 3}, f)
+        out = os.path.join(work, "llama-out.json")
+        subprocess.run(["node", LLAMA_ORACLE, jobs, out], env=env, check=True)
+        with open(out) as f:
+            timings = json.load(f)["results"]
+        figures[precision] = {
+            "lathe": {"decode_tokens_per_s": lathe["decode_tokens_per_s"],
                       "prefill_tokens_per_s": lathe["prefill_tokens_per_s"]},
-            "llama.cpp": {"decode_tokens_per_s": decode, "prefill_tokens_per_s": prefill}}
+            "llama.cpp": {"decode_tokens_per_s": sorted(t["generated"] / t["decode_s"] for t in timings)[1],
+                          "prefill_tokens_per_s": sorted(255 / t["prefill_s"] for t in timings)[1]}}
+        print(f"peers: decode {precision}: {figures[precision]}", flush=True)
+    return figures
 
 
 def versions():
@@ -223,7 +237,9 @@ def run(args):
     results = {"cpu": cpu_model(), "threads": threads, "shape": args.shape, "steps": steps, "max_length": args.max_length,
                "tokens_per_step": tokens_per_step, "versions": versions(), "training": {}}
     tools = ["lathe", "hf"] + ([] if args.no_swift else ["swift"])
-    trains = ("lora",) if args.no_full else ("lora", "full")
+    if args.tools:
+        tools = [tool for tool in tools if tool == "lathe" or tool in args.tools.split(",")]  # lathe: the ratios' base
+    trains = () if args.no_train else ("lora",) if args.no_full else ("lora", "full")
     for train in trains:
         for tool in tools:
             figures = measure_training(tool, train, model, data, args.work, steps, threads, env, args.max_length)
@@ -252,12 +268,14 @@ def report(results, tools, trains):
             print(f"| {train} | {names[tool]} | {theirs['tokens_per_s']:.0f} | {theirs['peak_mib']:.0f} | "
                   f"{ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}x | {ours['peak_mib'] / theirs['peak_mib']:.2f} |")
     if "decode" in results:
-        lathe, llama = results["decode"]["lathe"], results["decode"]["llama.cpp"]
-        print("| batch 1, float32 | decode tokens/s | prefill tokens/s |\n|---|---|---|")
-        print(f"| Lathe | {lathe['decode_tokens_per_s']:.1f} | {lathe['prefill_tokens_per_s']:.0f} |")
-        print(f"| llama.cpp | {llama['decode_tokens_per_s']:.1f} | {llama['prefill_tokens_per_s']:.0f} |")
-        print(f"| ratio | {lathe['decode_tokens_per_s'] / llama['decode_tokens_per_s']:.2f}x | "
-              f"{lathe['prefill_tokens_per_s'] / llama['prefill_tokens_per_s']:.2f}x |")
+        print("| batch 1 (weights; float32 computation) | Lathe decode tokens/s | llama.cpp | ratio | "
+              "Lathe prefill tokens/s | llama.cpp | ratio |\n|---|---|---|---|---|---|---|")
+        for precision, figures in results["decode"].items():
+            lathe, llama = figures["lathe"], figures["llama.cpp"]
+            print(f"| {precision} | {lathe['decode_tokens_per_s']:.1f} | {llama['decode_tokens_per_s']:.1f} | "
+                  f"{lathe['decode_tokens_per_s'] / llama['decode_tokens_per_s']:.2f}x | "
+                  f"{lathe['prefill_tokens_per_s']:.0f} | {llama['prefill_tokens_per_s']:.0f} | "
+                  f"{lathe['prefill_tokens_per_s'] / llama['prefill_tokens_per_s']:.2f}x |")
 
 
 def make_parser():
@@ -273,6 +291,10 @@ def make_parser():
     r.add_argument("--no-swift", dest="no_swift", action="store_true")
     r.add_argument("--no-decode", dest="no_decode", action="store_true")
     r.add_argument("--no-full", dest="no_full", action="store_true", help="LoRA only")
+    r.add_argument("--no-train", dest="no_train", action="store_true", help="decode only")
+    r.add_argument("--lathe-weight-dtype", dest="lathe_weight_dtype", choices=("bfloat16", "float16"),
+                   help="lathe sft --weight_dtype for LoRA (the frozen base in 16 bits)")
+    r.add_argument("--tools", help="the peers to train beside lathe: a comma-separated subset of hf,swift")
     r.add_argument("--max-length", dest="max_length", type=int, default=MAX_LENGTH,
                    help="truncation length; rows grow with it (answers of up to half of it in words)")
     r.set_defaults(func=run)

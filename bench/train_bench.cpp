@@ -2,12 +2,14 @@
 // initialised model and a synthetic SFT dataset, and reports trained tokens/s, ms/step, peak
 // resident memory and model FLOP utilisation against the GEMM peak measured in the same process.
 //
-//   train_bench --model a|b --train lora|full [--dtype float32|bfloat16] [--steps 4] [--warmup 1]
-//               [--batch 4] [--padded] [--plan FILE] [--trace FILE]
+//   train_bench --model a|b|qwen2.5-0.5b|qwen2.5-1.5b --train lora|full [--dtype float32|bfloat16]
+//               [--steps 4] [--warmup 1] [--batch 4] [--max-length 1024] [--padded] [--plan FILE]
+//               [--weight_dtype bfloat16|float16] [--trace FILE]
 //
 // Model a: Qwen2-style, hidden 512, 8 layers, 8 heads, 2 KV heads, intermediate 1408, vocabulary
 // 151,936 (tied head). Model b: hidden 256, 4 layers, 4 heads, 2 KV heads, intermediate 704,
-// vocabulary 4,096. Examples are 32..1024 tokens long (uniform), the first quarter an untrained
+// vocabulary 4,096. qwen2.5-0.5b and qwen2.5-1.5b: those models' shapes (random weights). Examples
+// are 32..max-length tokens long (uniform), the first quarter an untrained
 // prompt. One configuration per process, so the peak resident memory (VmHWM) is that
 // configuration's own. --plan writes the lengths of every step's examples, in the order the
 // Trainer draws them, for bench/reference_train.py to train the same batches.
@@ -38,8 +40,8 @@ namespace fs = std::filesystem;
 namespace {
 
 struct Options {
-  std::string model = "a", train = "lora", dtype = "float32", plan, trace;
-  int64_t steps = 4, warmup = 1, batch = 4;
+  std::string model = "a", train = "lora", dtype = "float32", weight_dtype, plan, trace;
+  int64_t steps = 4, warmup = 1, batch = 4, max_length = 1024;
   bool padding_free = true;  // as `lathe sft`; --padded for the library default (SWIFT's)
 };
 
@@ -57,20 +59,38 @@ Options parse_options(int argc, char** argv) {
     else if (flag == "--steps") options.steps = std::stoll(value());
     else if (flag == "--warmup") options.warmup = std::stoll(value());
     else if (flag == "--batch") options.batch = std::stoll(value());
+    else if (flag == "--max-length") options.max_length = std::stoll(value());
     else if (flag == "--plan") options.plan = value();
     else if (flag == "--trace") options.trace = value();
+    else if (flag == "--weight_dtype") options.weight_dtype = value();
     else if (flag == "--padded") options.padding_free = false;
     else throw std::runtime_error("unknown option " + flag);
   }
-  if (options.model != "a" && options.model != "b") throw std::runtime_error("--model is a or b");
+  if (options.model != "a" && options.model != "b" && options.model != "qwen2.5-0.5b" && options.model != "qwen2.5-1.5b")
+    throw std::runtime_error("--model is a, b, qwen2.5-0.5b or qwen2.5-1.5b");
+  if (!options.weight_dtype.empty() && (options.train != "lora" || options.dtype != "float32" ||
+                                       (options.weight_dtype != "bfloat16" && options.weight_dtype != "float16")))
+    throw std::runtime_error("--weight_dtype is bfloat16 or float16, with --train lora --dtype float32");
+  if (options.max_length < 64) throw std::runtime_error("--max-length is at least 64");
   if (options.train != "lora" && options.train != "full") throw std::runtime_error("--train is lora or full");
   if (options.dtype != "float32" && options.dtype != "bfloat16") throw std::runtime_error("--dtype is float32 or bfloat16");
   return options;
 }
 
-// (a) is the shared benchmark model; (b) the small one, in the same family.
+// (a) is the shared benchmark model; (b) the small one, in the same family; then the shapes of
+// Qwen2.5-0.5B and Qwen2.5-1.5B.
 ModelConfig model_config(const std::string& name) {
   ModelConfig config = benchmark_config();
+  config.max_position_embeddings = 32768;
+  auto shape = [&](int64_t hidden, int64_t layers, int64_t heads, int64_t head_dim, int64_t intermediate) {
+    config.hidden_size = hidden;
+    config.num_hidden_layers = layers;
+    config.num_attention_heads = heads;
+    config.head_dim = head_dim;
+    config.intermediate_size = intermediate;
+  };
+  if (name == "qwen2.5-0.5b") shape(896, 24, 14, 64, 4864);
+  if (name == "qwen2.5-1.5b") shape(1536, 28, 12, 128, 8960);
   if (name == "b") {
     config.vocab_size = 4096;
     config.hidden_size = 256;
@@ -90,10 +110,10 @@ uint64_t mix(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-std::vector<Example> synthetic_dataset(int64_t count, int64_t vocab) {
+std::vector<Example> synthetic_dataset(int64_t count, int64_t vocab, int64_t max_length) {
   std::vector<Example> examples;
   for (int64_t i = 0; i < count; ++i) {
-    const auto length = 32 + static_cast<int64_t>(mix(static_cast<uint64_t>(i)) % 993);
+    const auto length = 32 + static_cast<int64_t>(mix(static_cast<uint64_t>(i)) % static_cast<uint64_t>(max_length - 31));
     const auto prompt = length / 4;
     Example example;
     for (int64_t t = 0; t < length; ++t) {
@@ -202,7 +222,7 @@ int main(int argc, char** argv) {
   const int64_t steps = options.warmup + options.steps;
   const int64_t seed = 42;
 
-  auto examples = synthetic_dataset(steps * options.batch, config.vocab_size);
+  auto examples = synthetic_dataset(steps * options.batch, config.vocab_size, options.max_length);
   const auto plan = step_plan(examples.size(), options.batch, seed);
   std::vector<int64_t> planned_tokens;
   nlohmann::json plan_json = nlohmann::json::array();
@@ -224,7 +244,7 @@ int main(int argc, char** argv) {
   arguments.torch_dtype = options.dtype;
   arguments.per_device_train_batch_size = options.batch;
   arguments.padding_free = options.padding_free;
-  arguments.max_length = 1024;
+  arguments.max_length = options.max_length;
   arguments.num_train_epochs = 1;
   arguments.seed = seed;
   arguments.save_steps = 1'000'000;
@@ -240,6 +260,9 @@ int main(int argc, char** argv) {
 
   // The weight dtype rule of `lathe sft` (the training recipe's).
   CausalLM model(config, base_weight_dtype(arguments));
+  // --weight_dtype: the frozen projections held in 16 bits, as `lathe sft --weight_dtype` does.
+  if (!options.weight_dtype.empty())
+    model->hold_projections_in(options.weight_dtype == "float16" ? torch::kHalf : torch::kBFloat16, false);
   auto tuner = tuner_registry().create(arguments.train_type, arguments);
   tuner->prepare_model(arguments, model);
   auto timer = std::make_shared<StepTimer>();
@@ -273,7 +296,9 @@ int main(int argc, char** argv) {
                         {"model", options.model},
                         {"train", options.train},
                         {"dtype", options.dtype},
+                        {"weight_dtype", options.weight_dtype.empty() ? options.dtype : options.weight_dtype},
                         {"batch", options.batch},
+                        {"max_length", options.max_length},
                         {"padding_free", options.padding_free},
                         {"threads", compute_threads()},
                         {"steps", options.steps},

@@ -4,7 +4,8 @@
 # Makes what it needs first: the build, the oracle venv (PyPI's torch, transformers, PEFT, ms-swift)
 # and llama.cpp's folder. Arguments go to `bench/peers.py run` (e.g. --steps 2,6 --no-swift).
 #   scripts/bench_peers.sh [--work DIR] [--steps S1,S2] [--shape a|small|qwen2.5-0.5b|qwen2.5-1.5b]
-#                          [--max-length N] [--no-swift] [--no-decode] [--no-full]
+#                          [--max-length N] [--no-swift] [--no-decode] [--no-full] [--no-train]
+#                          [--tools hf,swift] [--lathe-weight-dtype bfloat16|float16]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh --target lathe_cli inference_bench

@@ -74,7 +74,11 @@ InferenceModel load_inference_model(const Arguments& arguments) {
   if (!fs::is_directory(dir, ec)) fail_not_local("model folder", dir.string());
   if (arguments.adapters.size() > 1) fail("--adapters: one adapter folder at a time (got {})", arguments.adapters.size());
   auto tokenizer = Tokenizer::from_file(dir);
-  auto model = load_pretrained(dir, parse_dtype(arguments.torch_dtype));
+  // The projections are held in 16 bits as they load, unless adapters are merged into them first;
+  // auto only where that loses nothing (a 16-bit checkpoint, nothing merged).
+  const bool merges = arguments.merge_lora && !arguments.adapters.empty();
+  const auto projections = projection_dtype(arguments.weight_dtype, arguments.torch_dtype, dir, /*lossless_auto=*/!merges);
+  auto model = load_pretrained(dir, parse_dtype(arguments.torch_dtype), {merges ? std::nullopt : projections, true});
   for (const auto& adapter : arguments.adapters) load_adapter_folder(model, adapter, arguments);
   if (arguments.merge_lora) {
     merge_lora(model);
@@ -87,6 +91,7 @@ InferenceModel load_inference_model(const Arguments& arguments) {
       }
     }
   }
+  if (merges && projections) model->hold_projections_in(*projections, /*embedding=*/true);
   model->eval();
   auto chat_template = Template::for_model(dir.string(), arguments.template_name);
   chat_template.set_agent_template(make_agent_template(arguments, chat_template.spec()));

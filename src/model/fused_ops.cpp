@@ -3,7 +3,10 @@
 // without a causal-block-skipping CPU kernel for grouped-query heads.
 #include "model/fused_ops.h"
 
+#include "model/matvec16.h"
+
 #include <ATen/autocast_mode.h>
+#include <ATen/record_function.h>
 
 #include <algorithm>
 #include <limits>
@@ -17,6 +20,7 @@ using torch::autograd::variable_list;
 struct RmsNorm : torch::autograd::Function<RmsNorm> {
   static torch::Tensor forward(AutogradContext* context, const torch::Tensor& x, const torch::Tensor& weight,
                                double eps) {
+    RECORD_USER_SCOPE("lathe::rms_norm");
     const auto x32 = x.to(torch::kFloat32);
     const auto inverse_rms = torch::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + eps);
     context->save_for_backward({x, weight, inverse_rms});
@@ -24,6 +28,7 @@ struct RmsNorm : torch::autograd::Function<RmsNorm> {
   }
 
   static variable_list backward(AutogradContext* context, variable_list grads) {
+    RECORD_USER_SCOPE("lathe::rms_norm_backward");
     const auto saved = context->get_saved_variables();
     const auto &x = saved[0], &weight = saved[1], &inverse_rms = saved[2];
     const auto& grad = grads[0];
@@ -44,11 +49,13 @@ struct RmsNorm : torch::autograd::Function<RmsNorm> {
 
 struct SwiGlu : torch::autograd::Function<SwiGlu> {
   static torch::Tensor forward(AutogradContext* context, const torch::Tensor& gate, const torch::Tensor& up) {
+    RECORD_USER_SCOPE("lathe::swiglu");
     context->save_for_backward({gate, up});
     return torch::silu(gate) * up;
   }
 
   static variable_list backward(AutogradContext* context, variable_list grads) {
+    RECORD_USER_SCOPE("lathe::swiglu_backward");
     const auto saved = context->get_saved_variables();
     const auto &gate = saved[0], &up = saved[1];
     const auto& grad = grads[0];
@@ -72,12 +79,14 @@ torch::Tensor rotate(const torch::Tensor& x, const torch::Tensor& cos, const tor
 struct Rotary : torch::autograd::Function<Rotary> {
   static torch::Tensor forward(AutogradContext* context, const torch::Tensor& x, const torch::Tensor& cos,
                                const torch::Tensor& sin) {
+    RECORD_USER_SCOPE("lathe::rotary");
     context->save_for_backward({cos, sin});
     context->saved_data["dtype"] = static_cast<int64_t>(x.scalar_type());
     return rotate(x, cos, sin, 1);
   }
 
   static variable_list backward(AutogradContext* context, variable_list grads) {
+    RECORD_USER_SCOPE("lathe::rotary_backward");
     const auto saved = context->get_saved_variables();
     const auto dtype = static_cast<torch::ScalarType>(context->saved_data["dtype"].toInt());
     return {rotate(grads[0], saved[0], saved[1], -1).to(dtype), torch::Tensor(), torch::Tensor()};
@@ -158,6 +167,7 @@ struct CausalAttention : torch::autograd::Function<CausalAttention> {
   // q [tokens, heads, dim], k and v [tokens, kv_heads, dim] -> [tokens, kv_heads, groups, dim].
   static torch::Tensor forward(AutogradContext* context, const torch::Tensor& q, const torch::Tensor& k,
                                const torch::Tensor& v, double scale, int64_t window) {
+    RECORD_USER_SCOPE("lathe::attention");
     const auto tokens = q.size(0), dim = q.size(2), kv_heads = k.size(1), groups = q.size(1) / kv_heads;
     const auto keys = k.permute({1, 0, 2}).contiguous(), values = v.permute({1, 0, 2}).contiguous();
     auto output = torch::empty({tokens, kv_heads, groups, dim}, q.options());
@@ -184,6 +194,7 @@ struct CausalAttention : torch::autograd::Function<CausalAttention> {
   }
 
   static variable_list backward(AutogradContext* context, variable_list grads) {
+    RECORD_USER_SCOPE("lathe::attention_backward");
     const auto saved = context->get_saved_variables();
     const auto &q = saved[0], &keys = saved[1], &values = saved[2], &log_sum_exp = saved[3];
     const auto scale = context->saved_data["scale"].toDouble();
@@ -219,6 +230,64 @@ struct CausalAttention : torch::autograd::Function<CausalAttention> {
   }
 };
 
+
+// Weight rows dequantised per GEMM: a float32 copy of about 4 MiB.
+int64_t weight_rows_per_product(int64_t in) { return std::max<int64_t>(64, (int64_t{1} << 20) / std::max<int64_t>(1, in)); }
+
+// x2d [rows, in] times weight [out, in]^T, in x's dtype, a slab of weight rows at a time.
+torch::Tensor dequantised_product(const torch::Tensor& x2d, const torch::Tensor& weight) {
+  const auto out = weight.size(0), slab = weight_rows_per_product(weight.size(1));
+  auto y = torch::empty({x2d.size(0), out}, x2d.options());
+  for (int64_t begin = 0; begin < out; begin += slab) {
+    const auto rows = std::min(slab, out - begin);
+    auto columns = y.narrow(1, begin, rows);
+    at::mm_out(columns, x2d, weight.narrow(0, begin, rows).to(x2d.scalar_type()).t());
+  }
+  return y;
+}
+
+torch::Tensor linear16_forward(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  const auto x2d = x.reshape({-1, weight.size(1)}).contiguous();
+  auto y = x2d.size(0) <= kMatvecMaxRows && x.scalar_type() == torch::kFloat32 && matvec16_available()
+               ? matvec16(x2d, weight)
+               : dequantised_product(x2d, weight);
+  if (bias.defined()) y.add_(bias.to(y.scalar_type()));
+  auto sizes = x.sizes().vec();
+  sizes.back() = weight.size(0);
+  return y.view(sizes);
+}
+
+struct Linear16 : torch::autograd::Function<Linear16> {
+  static torch::Tensor forward(AutogradContext* context, const torch::Tensor& x, const torch::Tensor& weight,
+                               const torch::Tensor& bias) {
+    context->save_for_backward({weight});
+    context->saved_data["bias_dtype"] = static_cast<int64_t>(bias.scalar_type());
+    return linear16_forward(x, weight, bias.numel() > 0 ? bias : torch::Tensor());
+  }
+
+  static variable_list backward(AutogradContext* context, variable_list grads) {
+    RECORD_USER_SCOPE("lathe::linear16_backward");
+    const auto weight = context->get_saved_variables()[0];
+    const auto out = weight.size(0), in = weight.size(1), slab = weight_rows_per_product(in);
+    const auto grad = grads[0].reshape({-1, out});
+    torch::Tensor grad_x, grad_bias;
+    if (context->needs_input_grad(0)) {
+      // grad [rows, out] times weight [out, in], summed over slabs of output features.
+      grad_x = torch::zeros({grad.size(0), in}, grad.options());
+      for (int64_t begin = 0; begin < out; begin += slab) {
+        const auto rows = std::min(slab, out - begin);
+        grad_x.addmm_(grad.narrow(1, begin, rows), weight.narrow(0, begin, rows).to(grad.scalar_type()));
+      }
+      auto sizes = grads[0].sizes().vec();
+      sizes.back() = in;
+      grad_x = grad_x.view(sizes);
+    }
+    if (context->needs_input_grad(2))
+      grad_bias = grad.sum(0).to(static_cast<torch::ScalarType>(context->saved_data["bias_dtype"].toInt()));
+    return {grad_x, torch::Tensor(), grad_bias};
+  }
+};
+
 }  // namespace
 
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
@@ -244,6 +313,22 @@ torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, c
   if (at::autocast::is_cpu_enabled() && dtype == torch::kFloat32) dtype = at::autocast::get_autocast_cpu_dtype();
   const auto tokens = q.size(0), width = q.size(1) * q.size(2);
   return CausalAttention::apply(q.to(dtype), k.to(dtype), v.to(dtype), scale, window).view({tokens, width});
+}
+
+torch::Tensor linear16(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  TORCH_CHECK((weight.scalar_type() == torch::kBFloat16 || weight.scalar_type() == torch::kHalf) && weight.dim() == 2 &&
+                  weight.is_contiguous(),
+              "linear16 needs a contiguous 16-bit weight [out, in], got ", weight.sizes(), " ", weight.scalar_type());
+  TORCH_CHECK(x.scalar_type() == torch::kFloat32 || x.scalar_type() == torch::kFloat64,
+              "linear16 computes in float32 or float64, got x ", x.scalar_type());
+  TORCH_CHECK(x.size(-1) == weight.size(1), "linear16: x [..., ", x.size(-1), "] and weight ", weight.sizes());
+  TORCH_CHECK(!weight.requires_grad(), "a weight held in ", weight.scalar_type(),
+              " is frozen and cannot be trained; hold it in the compute dtype to train it");
+  RECORD_USER_SCOPE("lathe::linear16");
+  const bool needs_graph = torch::GradMode::is_enabled() && (x.requires_grad() || (bias.defined() && bias.requires_grad()));
+  if (!needs_graph) return linear16_forward(x, weight, bias);
+  // libtorch 1.13's custom functions take no undefined inputs: no bias travels as an empty one.
+  return Linear16::apply(x, weight, bias.defined() ? bias : torch::empty({0}, x.options()));
 }
 
 }  // namespace lathe::fused

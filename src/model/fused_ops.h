@@ -30,4 +30,11 @@ torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& cos, const tor
 torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, double scale,
                                int64_t window = 0);
 
+// x [..., in] (float32 or float64) times weight [out, in]^T plus bias, where the weight is held in
+// bfloat16 or float16 and the product is computed in x's dtype: few rows (decoding) through the
+// matvec16 kernel, more through GEMMs on float copies of a few weight rows at a time, so no float
+// copy of the whole matrix ever exists. The weight is frozen (refused when it requires grad); x and
+// the bias get gradients. Saves only the weight (the bias's dtype besides).
+torch::Tensor linear16(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias);
+
 }  // namespace lathe::fused

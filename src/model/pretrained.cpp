@@ -20,15 +20,41 @@ std::string dtype_name(torch::Dtype dtype) {
 
 }  // namespace
 
-CausalLM load_pretrained(const std::filesystem::path& dir, torch::Dtype dtype) {
+CausalLM load_pretrained(const std::filesystem::path& dir, torch::Dtype dtype, const ProjectionStorage& projections) {
   if (!std::filesystem::is_directory(dir)) fail_not_local("model folder", dir.string());
   const auto config_path = dir / "config.json";
   if (!std::filesystem::exists(config_path)) fail("{}: missing config.json in the model folder", config_path.string());
   dtype_name(dtype);  // refuses what the model cannot run in
   const auto config = ModelConfig::load(config_path);
   CausalLM model(config, dtype, /*random_init=*/false);
+  if (projections.dtype) model->hold_projections_in(*projections.dtype, projections.embedding);
   model->load_state(load_tensors(dir), dir.string());
   return model;
+}
+
+std::optional<torch::Dtype> stored_projection_dtype(const std::filesystem::path& dir) {
+  std::optional<torch::Dtype> shared;
+  for (const auto& [name, tensor] : load_tensors(dir)) {
+    const bool projection = name.starts_with("model.layers.") && name.ends_with("_proj.weight");
+    if (!projection) continue;
+    const auto dtype = tensor.scalar_type();
+    if ((dtype != torch::kBFloat16 && dtype != torch::kHalf) || (shared && *shared != dtype)) return std::nullopt;
+    shared = dtype;
+  }
+  return shared;
+}
+
+std::optional<torch::Dtype> projection_dtype(const std::string& weight_dtype, const std::string& torch_dtype,
+                                             const std::filesystem::path& dir, bool lossless_auto) {
+  if (weight_dtype == "auto")
+    return lossless_auto && torch_dtype == "float32" ? stored_projection_dtype(dir) : std::nullopt;
+  if (weight_dtype == torch_dtype) return std::nullopt;
+  if (torch_dtype != "float32")
+    fail("--weight_dtype {}: projections are held in another dtype only under --torch_dtype float32 (got {})",
+         weight_dtype, torch_dtype);
+  if (weight_dtype == "bfloat16") return torch::kBFloat16;
+  if (weight_dtype == "float16") return torch::kHalf;
+  fail("--weight_dtype: expected auto, float32, bfloat16 or float16, got {:?}", weight_dtype);
 }
 
 void save_pretrained(CausalLM& model, const std::filesystem::path& dir, std::size_t max_shard_bytes) {

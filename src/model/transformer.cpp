@@ -4,6 +4,7 @@
 // float32 then cast back before the weight, RoPE angles in float32, softmax in float32.
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/autocast_mode.h>
+#include <ATen/record_function.h>
 #include <fmt/ranges.h>
 
 #include <cmath>
@@ -276,6 +277,7 @@ class AttentionImpl : public torch::nn::Module {
   // KeyVisibility::grouped_bias (or undefined) -> the attention context [batch, seq, heads * head_dim].
   torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                        const torch::Tensor& bias) {
+    RECORD_USER_SCOPE("lathe::attention");
     const auto batch = q.size(0), seq = q.size(2), keys = k.size(2);
     // Grouped-query attention without repeating k/v: the query heads sharing a kv head are
     // stacked along the sequence axis, [batch * kv_heads, groups * seq, head_dim].
@@ -386,7 +388,12 @@ namespace {
 // linear's operands but not mv's) and outside autograd, so training keeps torch::linear. Only in
 // float32 and float64: libtorch's bfloat16 mv sums in bfloat16, which made every decoded token's
 // logits 2.5x further from float32 than a GEMM's (checked against transformers' own bfloat16).
+bool is_16bit(torch::ScalarType dtype) { return dtype == torch::kBFloat16 || dtype == torch::kHalf; }
+
 torch::Tensor project(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  // A weight held in 16 bits under float computation (CausalLMImpl::hold_projections_in).
+  if (is_16bit(weight.scalar_type()) && !is_16bit(x.scalar_type()) && !at::autocast::is_cpu_enabled())
+    return fused::linear16(x, weight, bias);
   const bool exact_sums = x.scalar_type() == torch::kFloat32 || x.scalar_type() == torch::kFloat64;
   const bool one_row = exact_sums && x.dim() >= 1 && x.numel() == x.size(-1) && x.dtype() == weight.dtype();
   if (!one_row || torch::GradMode::is_enabled() || at::autocast::is_cpu_enabled())
@@ -632,7 +639,23 @@ CausalLMImpl::CausalLMImpl(const ModelConfig& config, torch::Dtype dtype, bool r
 void CausalLMImpl::set_gradient_checkpointing(bool enabled) { impl->gradient_checkpointing = enabled; }
 
 torch::Tensor CausalLMImpl::embed(const torch::Tensor& input_ids) {
-  return torch::embedding(impl->model->embed_tokens->weight, input_ids);
+  // The final norm's dtype is the compute dtype, whatever the embedding is held in.
+  return torch::embedding(impl->model->embed_tokens->weight, input_ids).to(impl->model->norm->weight.scalar_type());
+}
+
+void CausalLMImpl::hold_projections_in(torch::Dtype dtype, bool embedding) {
+  TORCH_CHECK(is_16bit(dtype), "projections are held in bfloat16 or float16, not ", dtype);
+  torch::NoGradGuard no_grad;
+  auto hold = [dtype](torch::Tensor& weight) {
+    weight.set_data(weight.to(dtype));
+    weight.set_requires_grad(false);
+  };
+  for (auto& layer : impl->model->layer_list)
+    for (const auto& item : layer->named_modules())
+      if (auto* linear = item.value()->as<LinearImpl>()) hold(linear->weight);
+  if (!embedding) return;
+  hold(impl->model->embed_tokens->weight);
+  if (impl->lm_head) hold(impl->lm_head->weight);
 }
 
 torch::Tensor CausalLMImpl::output_weight() {

@@ -3,6 +3,7 @@
 // each chunk's logits, which costs one more matmul but no [N, V] tensor in either direction. A
 // frozen head skips that recomputation (see ChunkedCrossEntropy).
 #include <ATen/autocast_mode.h>
+#include <ATen/record_function.h>
 #include <torch/torch.h>
 
 #include "lathe/common/format.h"
@@ -84,6 +85,7 @@ class ChunkedCrossEntropy : public torch::autograd::Function<ChunkedCrossEntropy
   static torch::Tensor forward(torch::autograd::AutogradContext* context, const torch::Tensor& hidden,
                                const torch::Tensor& weight, const torch::Tensor& targets, int64_t chunk_tokens,
                                bool hidden_gradient_in_forward) {
+    RECORD_USER_SCOPE("lathe::cross_entropy");
     const auto rows = hidden.size(0);
     auto losses = torch::zeros({rows}, hidden.options().dtype(accumulate_dtype(weight.scalar_type())));
     auto logsumexp = torch::empty_like(losses);
@@ -112,6 +114,7 @@ class ChunkedCrossEntropy : public torch::autograd::Function<ChunkedCrossEntropy
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* context,
                                                  torch::autograd::variable_list output_grads) {
+    RECORD_USER_SCOPE("lathe::cross_entropy_backward");
     const auto saved = context->get_saved_variables();
     const auto& grad_losses = output_grads[0];
     if (context->saved_data["hidden_gradient_in_forward"].toBool()) {

@@ -80,6 +80,17 @@ torch::Dtype base_weight_dtype(const Arguments& arguments) {
   return arguments.torch_dtype == "bfloat16" && arguments.train_type != "full" ? torch::kBFloat16 : torch::kFloat32;
 }
 
+ProjectionStorage training_projections(const Arguments& arguments) {
+  const bool trains_projections = arguments.train_type == "full";
+  const bool rewrites_projections = arguments.init_weights == "pissa";  // PiSSA leaves the residual in the base
+  const auto dtype = projection_dtype(arguments.weight_dtype, arguments.torch_dtype, arguments.model,
+                                      /*lossless_auto=*/!trains_projections && !rewrites_projections);
+  if (dtype && trains_projections)
+    fail("--weight_dtype {}: --train_type full trains the projections, which a 16-bit hold would freeze; use "
+         "--torch_dtype bfloat16 for bfloat16 computation", arguments.weight_dtype);
+  return {dtype, /*embedding=*/false};
+}
+
 struct TrainingRun::State {
   Arguments arguments;
   Tokenizer tokenizer;
@@ -95,7 +106,7 @@ struct TrainingRun::State {
   explicit State(Arguments given)
       : arguments((check_arguments(given), std::move(given))),
         tokenizer(Tokenizer::from_file(arguments.model)),
-        model(load_pretrained(arguments.model, base_weight_dtype(arguments))),
+        model(load_pretrained(arguments.model, base_weight_dtype(arguments), training_projections(arguments))),
         chat_template(Template::for_model(arguments.model, arguments.template_name)),
         loss_scale(arguments.loss_scale, arguments),
         encoder(chat_template, tokenizer,

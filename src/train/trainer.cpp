@@ -5,6 +5,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/autocast_mode.h>
+#include <ATen/record_function.h>
 #include <fmt/chrono.h>
 #include <torch/torch.h>
 
@@ -280,6 +281,7 @@ struct Trainer::Impl {
   }
 
   Batch collate(const std::vector<const Example*>& examples) const {
+    RECORD_USER_SCOPE("lathe::collate");
     if (embedding_task(arguments)) return collate_embeddings(examples);
     return packed ? collate_packed(examples) : collate_padded(examples, setup.pad_token_id);
   }
@@ -413,6 +415,7 @@ struct Trainer::Impl {
       optimizer->zero_grad();
       return outcome;
     }
+    RECORD_USER_SCOPE("lathe::optimizer_step");  // clipping included: bench/trace_summary.py's optimizer family
     outcome.grad_norm = arguments.max_grad_norm > 0
                             ? torch::nn::utils::clip_grad_norm_(trainable, arguments.max_grad_norm)
                             : gradient_norm();

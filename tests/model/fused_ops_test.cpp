@@ -2,6 +2,7 @@
 // differentiated by autograd): values and every input's gradient, in float32 and bfloat16, and the
 // attention in float64 as well, where the two must agree to rounding.
 #include "model/fused_ops.h"
+#include "model/matvec16.h"
 
 #include <ATen/autocast_mode.h>
 #include <gtest/gtest.h>
@@ -227,6 +228,62 @@ TEST(FusedAttention, RefusesMismatchedShapes) {
   const auto q = torch::zeros({4, 3, 8}), k = torch::zeros({4, 2, 8});
   EXPECT_THROW(fused::causal_attention(q, k, k, 1.0), c10::Error);
   EXPECT_THROW(fused::causal_attention(torch::zeros({4, 4, 8}), k, torch::zeros({4, 2, 4}), 1.0), c10::Error);
+}
+
+// Weights held in 16 bits, computed with in float: the reference is torch::linear on the same
+// weight values converted to x's dtype (exact), so only the order of the sums may differ.
+class Linear16 : public ::testing::TestWithParam<torch::ScalarType> {};
+
+INSTANTIATE_TEST_SUITE_P(WeightDtypes, Linear16, ::testing::Values(torch::kBFloat16, torch::kHalf),
+                         [](const auto& info) { return std::string(c10::toString(info.param)); });
+
+TEST_P(Linear16, KernelEqualsFloatProductForFewRowsAndAnyWidth) {
+  if (!fused::matvec16_available()) GTEST_SKIP() << "this CPU has no AVX2/FMA/F16C";
+  torch::manual_seed(3);
+  for (const int64_t in : {1, 15, 16, 37, 64, 200}) {
+    for (const int64_t rows : {1, 2, 3, 4, 5, 8}) {
+      const auto weight = torch::randn({29, in}).to(GetParam());
+      const auto x = torch::randn({rows, in});
+      const auto expected = torch::mm(x.to(torch::kFloat64), weight.to(torch::kFloat64).t()).to(torch::kFloat32);
+      const auto got = fused::matvec16(x, weight);
+      expect_close(got, expected, torch::kFloat32, "in " + std::to_string(in) + ", rows " + std::to_string(rows));
+    }
+  }
+}
+
+TEST_P(Linear16, ValuesAndGradientsEqualTorchLinearOnTheFloatWeights) {
+  torch::manual_seed(4);
+  const auto weight = torch::randn({300, 48}).to(GetParam());  // 300 outputs: several weight slabs
+  for (const auto dtype : {torch::kFloat32, torch::kFloat64}) {
+    for (const auto& shape : std::vector<std::vector<int64_t>>{{1, 1, 48}, {3, 48}, {2, 7, 48}, {1, 900, 48}}) {
+      const auto x = leaf(shape, dtype), bias = leaf({300}, dtype);
+      torch::Tensor upstream;
+      const auto fused_run = run({x, bias}, [&](const auto& in) { return fused::linear16(in[0], weight, in[1]); },
+                                 dtype, upstream);
+      const auto reference = run({x, bias}, [&](const auto& in) { return torch::linear(in[0], weight.to(dtype), in[1]); },
+                                 dtype, upstream);
+      const auto what = std::string(c10::toString(dtype)) + " x " + std::to_string(x.numel() / 48) + " rows";
+      expect_close(fused_run.output, reference.output, dtype == torch::kFloat64 ? torch::kFloat32 : dtype, what);
+      expect_close(fused_run.gradients[0], reference.gradients[0], torch::kFloat32, what + ", grad x");
+      expect_close(fused_run.gradients[1], reference.gradients[1], torch::kFloat32, what + ", grad bias");
+    }
+  }
+  // Outside autograd (decoding) and without a bias.
+  torch::NoGradGuard no_grad;
+  const auto x = torch::randn({2, 48});
+  expect_close(fused::linear16(x, weight, {}), torch::linear(x, weight.to(torch::kFloat32)), torch::kFloat32, "no grad");
+}
+
+TEST_P(Linear16, RefusesATrainableWeightAndOtherDtypes) {
+  auto weight = torch::randn({4, 8}).to(GetParam()).requires_grad_(true);
+  try {
+    fused::linear16(torch::randn({2, 8}), weight, {});
+    FAIL() << "a trainable 16-bit weight was accepted";
+  } catch (const c10::Error& error) {
+    EXPECT_NE(std::string(error.what_without_backtrace()).find("frozen"), std::string::npos) << error.what();
+  }
+  EXPECT_THROW(fused::linear16(torch::randn({2, 8}), torch::randn({4, 8}), {}), c10::Error);  // a float32 weight
+  EXPECT_THROW(fused::linear16(torch::randn({2, 7}), weight.detach(), {}), c10::Error);       // widths differ
 }
 
 }  // namespace

@@ -395,6 +395,99 @@ TEST(Batching, PaddingFreeRowEqualsSequencesAloneAndTheMaskWithGradients) {
   }
 }
 
+// Gradient checkpointing recomputes each layer in backward; the recomputation must see what the
+// forward saw, sliding window included (a window shorter than the sequences, so it matters), for
+// packed rows and for masked batches alike.
+TEST(Checkpointing, RecomputedLayersKeepTheSlidingWindow) {
+  auto config = tiny_models()[3].second;  // qwen2
+  ASSERT_EQ(config.model_type, "qwen2");
+  config.sliding_window = 3;
+  config.sliding_layers.assign(static_cast<size_t>(config.num_hidden_layers), true);
+  config.sliding_layers[0] = false;  // one full-attention layer, as max_window_layers gives
+  auto model = random_model(config, 8);
+  model->train();
+  const std::vector<int64_t> lengths{5, 9, 1, 4};
+  const int64_t total = 19;
+  const auto ids = random_ids(1, total, 21);
+  const auto positions = packed_position_ids(lengths);
+  torch::manual_seed(5);
+  const auto projection = torch::randn({1, total, kVocab});
+  const std::vector<std::pair<std::string, std::function<torch::Tensor()>>> paths{
+      {"packed", [&] { return model->logits(model->forward({ids, positions, {}, nullptr, lengths})); }},
+      {"causal", [&] { return model->logits(model->forward({ids})); }}};
+  for (const auto& [path, logits_of] : paths) {
+    model->set_gradient_checkpointing(false);
+    const auto plain = logits_and_gradients(model, logits_of, projection);
+    model->set_gradient_checkpointing(true);
+    const auto checkpointed = logits_and_gradients(model, logits_of, projection);
+    EXPECT_LE(relative_difference(checkpointed.logits, plain.logits), 1e-6) << path;
+    for (size_t i = 0; i < plain.gradients.size(); ++i)
+      EXPECT_LE(relative_difference(checkpointed.gradients[i], plain.gradients[i]), 1e-5) << path << ", parameter " << i;
+  }
+  // The window must have been in force: without it the logits differ.
+  model->set_gradient_checkpointing(false);
+  auto unwindowed = config;
+  unwindowed.sliding_window.reset();
+  unwindowed.sliding_layers.clear();
+  auto full = random_model(unwindowed, 8);
+  torch::NoGradGuard no_grad;
+  EXPECT_GT(relative_difference(full->logits(full->forward({ids})), model->logits(model->forward({ids}))), 1e-3);
+}
+
+// --------------------------------------------------------------------------------------------
+// Projections held in 16 bits under float32 computation compute what the float32 model computes
+// with its weights rounded to those 16 bits: logits, KV-cache decoding and the gradients of what
+// still trains (the norms here).
+
+void round_projections(CausalLM& model, torch::Dtype dtype) {
+  torch::NoGradGuard no_grad;
+  for (auto& item : model->named_parameters())
+    if (item.value().dim() == 2) item.value().copy_(item.value().to(dtype).to(torch::kFloat32));
+}
+
+TEST(HeldProjections, ComputeAsTheFloatModelWithRoundedWeights) {
+  for (const auto dtype : {torch::kBFloat16, torch::kHalf}) {
+    for (const auto* name : {"llama", "qwen2"}) {  // an untied head, then a tied one with biases
+      auto held = random_model(family(name), 6), rounded = random_model(family(name), 6);
+      round_projections(rounded, dtype);
+      held->hold_projections_in(dtype, /*embedding=*/true);
+      const auto parameters = held->named_parameters();
+      EXPECT_EQ(parameters["model.layers.0.mlp.down_proj.weight"].scalar_type(), dtype);
+      EXPECT_FALSE(parameters["model.layers.0.mlp.down_proj.weight"].requires_grad());
+      EXPECT_EQ(parameters["model.embed_tokens.weight"].scalar_type(), dtype);
+      EXPECT_EQ(parameters["model.norm.weight"].scalar_type(), torch::kFloat32);
+      const std::string what = std::string(name) + " in " + c10::toString(dtype);
+
+      const auto ids = random_ids(2, 9, 17);
+      torch::manual_seed(2);
+      const auto projection = torch::randn({2, 9, kVocab});
+      const auto norm_gradients = [&](CausalLM& model) {
+        for (auto& p : model->parameters()) p.mutable_grad() = torch::Tensor();
+        const auto logits = full_logits(model, ids);
+        (logits * projection).sum().backward();
+        std::vector<torch::Tensor> gradients{logits.detach()};
+        for (auto& item : model->named_parameters())
+          if (item.key().ends_with("norm.weight")) gradients.push_back(item.value().grad());
+        return gradients;
+      };
+      const auto from_held = norm_gradients(held), from_rounded = norm_gradients(rounded);
+      ASSERT_EQ(from_held.size(), from_rounded.size());
+      for (size_t i = 0; i < from_held.size(); ++i)
+        EXPECT_LE(relative_difference(from_held[i], from_rounded[i]), 1e-5) << what << ", tensor " << i;
+
+      torch::NoGradGuard no_grad;
+      KVCache held_cache, rounded_cache;
+      auto next = random_ids(1, 4, 5);
+      for (int step = 0; step < 6; ++step) {
+        const auto a = held->logits(held->forward({next, {}, {}, &held_cache})).select(1, -1);
+        const auto b = rounded->logits(rounded->forward({next, {}, {}, &rounded_cache})).select(1, -1);
+        EXPECT_LE(relative_difference(a, b), 1e-5) << what << ", decoding step " << step;
+        next = b.argmax(-1, /*keepdim=*/true);
+      }
+    }
+  }
+}
+
 TEST(Batching, SequenceLengthsMustDescribeOnePackedRow) {
   auto model = random_model(tiny_models()[0].second, 8);
   torch::NoGradGuard no_grad;
@@ -498,6 +591,36 @@ TEST(Pretrained, LoadStateConvertsDtype) {
   const auto weight = bf16->state().at("model.layers.0.self_attn.q_proj.weight");
   EXPECT_EQ(weight.scalar_type(), torch::kBFloat16);
   EXPECT_TRUE(weight.equal(state.at("model.layers.0.self_attn.q_proj.weight").to(torch::kBFloat16)));
+}
+
+// --weight_dtype: auto holds the projections in the checkpoint's own 16-bit dtype where that is
+// lossless, and a float32 checkpoint stays float32; the loaded values are the file's exactly.
+TEST(Pretrained, ProjectionsHeldInTheCheckpointsSixteenBitDtype) {
+  auto bf16 = CausalLM(family("qwen2"), torch::kBFloat16);
+  const auto bf16_dir = scratch_dir("bf16_checkpoint");
+  save_pretrained(bf16, bf16_dir);
+  auto f32 = random_model(family("qwen2"), 8);
+  const auto f32_dir = scratch_dir("f32_checkpoint");
+  save_pretrained(f32, f32_dir);
+
+  EXPECT_EQ(stored_projection_dtype(bf16_dir), torch::kBFloat16);
+  EXPECT_EQ(stored_projection_dtype(f32_dir), std::nullopt);
+  EXPECT_EQ(projection_dtype("auto", "float32", bf16_dir, true), torch::kBFloat16);
+  EXPECT_EQ(projection_dtype("auto", "float32", bf16_dir, /*lossless_auto=*/false), std::nullopt);
+  EXPECT_EQ(projection_dtype("auto", "bfloat16", bf16_dir, true), std::nullopt);  // already bfloat16
+  EXPECT_EQ(projection_dtype("auto", "float32", f32_dir, true), std::nullopt);
+  EXPECT_EQ(projection_dtype("float16", "float32", f32_dir, true), torch::kHalf);
+  EXPECT_EQ(projection_dtype("float32", "float32", f32_dir, true), std::nullopt);
+  auto message = error_of([&] { projection_dtype("float16", "bfloat16", f32_dir, true); });
+  EXPECT_NE(message.find("--weight_dtype float16"), std::string::npos) << message;
+  EXPECT_NE(message.find("--torch_dtype float32"), std::string::npos) << message;
+
+  auto held = load_pretrained(bf16_dir, torch::kFloat32, {torch::kBFloat16, /*embedding=*/false});
+  const auto state = held->state(), file = bf16->state();
+  EXPECT_EQ(state.at("model.layers.1.self_attn.k_proj.weight").scalar_type(), torch::kBFloat16);
+  EXPECT_EQ(state.at("model.layers.1.self_attn.k_proj.bias").scalar_type(), torch::kFloat32);
+  EXPECT_EQ(state.at("model.embed_tokens.weight").scalar_type(), torch::kFloat32);  // not asked for
+  for (const auto& [name, tensor] : file) EXPECT_TRUE(tensor.to(torch::kFloat32).equal(state.at(name).to(torch::kFloat32))) << name;
 }
 
 TEST(Pretrained, MissingFolderConfigAndUnsupportedArchitecture) {

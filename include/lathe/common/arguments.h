@@ -74,6 +74,9 @@ constexpr ArgumentInfo describe_argument(ArgumentGroup group, std::string_view f
   X(Model, std::string, agent_template, {}, {.alias = "tools_prompt"},                                                  \
     "tools format (default: the chat template's own, else react_en)")                                                   \
   X(Model, std::string, torch_dtype, "float32", {.choices = "float32|bfloat16"}, "parameter dtype")                     \
+  X(Model, std::string, weight_dtype, "auto", {.choices = "auto|float32|bfloat16|float16"},                              \
+    "dtype the frozen projection matrices are held in under --torch_dtype float32, computed with in float32 (auto: "  \
+    "the checkpoint's own 16-bit dtype where nothing rewrites them: inference, LoRA)")                                  \
   X(Model, int64_t, max_length, 0, {}, "maximum tokens per sequence (0: the model's limit)")                            \
   X(Model, int64_t, seed, 42, {}, "random seed (initialisation, data order, sampling)")                                 \
   X(Model, bool, load_args, true, {},                                                                                   \

@@ -142,7 +142,13 @@ class CausalLMImpl : public torch::nn::Module {
   torch::Tensor logits(const torch::Tensor& hidden);
   // The output head's weight [vocab, hidden] (the embedding when tied).
   torch::Tensor output_weight();
+  // The embedding rows of input_ids, in the compute dtype.
   torch::Tensor embed(const torch::Tensor& input_ids);
+  // Holds the decoder layers' projection matrices (attention and MLP; with `embedding` also the
+  // embedding and the output head) in `dtype`, bfloat16 or float16, frozen, while the rest of the
+  // model and every computation keep their dtype: the products convert the weights as they read
+  // them. Halves the weights' memory and what decoding reads per token.
+  void hold_projections_in(torch::Dtype dtype, bool embedding);
   // Recompute each decoder layer in backward instead of keeping its activations (training only).
   void set_gradient_checkpointing(bool enabled);
 
@@ -176,9 +182,26 @@ torch::Tensor packed_position_ids(const std::vector<int64_t>& sequence_lengths);
 // left-padded row sees the same positions as the row alone. key_padding [batch, len] -> int64.
 torch::Tensor padding_position_ids(const torch::Tensor& key_padding);
 
+// Projection matrices held in 16 bits under float32 computation (CausalLMImpl::hold_projections_in).
+struct ProjectionStorage {
+  std::optional<torch::Dtype> dtype;  // bfloat16 or float16; unset: the parameter dtype
+  bool embedding = false;             // the embedding and output head too
+};
+
 // Loads a Hugging Face model folder: config.json plus model.safetensors or its sharded index.
-// dtype: the parameter dtype (float32 or bfloat16).
-CausalLM load_pretrained(const std::filesystem::path& dir, torch::Dtype dtype = torch::kFloat32);
+// dtype: the parameter dtype (float32 or bfloat16); projections: held as ProjectionStorage says
+// (converted from the file directly, so no float32 copy of them is made).
+CausalLM load_pretrained(const std::filesystem::path& dir, torch::Dtype dtype = torch::kFloat32,
+                         const ProjectionStorage& projections = {});
+// The 16-bit dtype every projection matrix of the folder's checkpoint is stored in, if they share
+// one: holding them in it under float32 computation loses nothing.
+std::optional<torch::Dtype> stored_projection_dtype(const std::filesystem::path& dir);
+// --weight_dtype (auto | float32 | bfloat16 | float16) under --torch_dtype: the dtype to hold the
+// projections in, or nullopt for the parameter dtype. auto is the checkpoint's own 16-bit dtype
+// when `lossless_auto` (the caller neither trains nor rewrites the weights) and torch_dtype is
+// float32. Errors name the option.
+std::optional<torch::Dtype> projection_dtype(const std::string& weight_dtype, const std::string& torch_dtype,
+                                             const std::filesystem::path& dir, bool lossless_auto);
 // Writes config.json and model.safetensors (or shards above max_shard_bytes), atomically.
 void save_pretrained(CausalLM& model, const std::filesystem::path& dir,
                      std::size_t max_shard_bytes = std::size_t{5} << 30);

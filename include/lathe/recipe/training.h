@@ -26,6 +26,10 @@ namespace lathe {
 // in bfloat16 under --torch_dtype bfloat16; weights that train stay float32, and autocast computes
 // in bfloat16 with them as master weights.
 torch::Dtype base_weight_dtype(const Arguments& arguments);
+// How the projection matrices are held for training (--weight_dtype): in 16 bits only when they
+// stay frozen; auto takes the checkpoint's 16-bit dtype unless PiSSA rewrites the base. 16 bits
+// with --train_type full is refused.
+ProjectionStorage training_projections(const Arguments& arguments);
 
 // A run made ready from its arguments. Construction does all the loading and encoding, so that a
 // caller can look at the model before training (the embedded default shows its answers).
