@@ -259,8 +259,9 @@ def report(results, tools, trains):
     print(f"\nCPU: {results['cpu']}, {results['threads']} threads; model {results['shape']}; "
           f"{results['tokens_per_step']:.0f} real tokens per step (batch {BATCH}, max_length {results['max_length']}); "
           f"versions {results['versions']}")
-    print("| training | tool | tokens/s | peak MiB | Lathe's speed-up | Lathe's memory share |")
-    print("|---|---|---|---|---|---|")
+    if trains:
+        print("| training | tool | tokens/s | peak MiB | Lathe's speed-up | Lathe's memory share |")
+        print("|---|---|---|---|---|---|")
     for train in trains:
         ours = results["training"][f"lathe {train}"]
         for tool in tools:

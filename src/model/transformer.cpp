@@ -18,6 +18,7 @@
 #include "lathe/common/format.h"
 #include "lathe/model/model.h"
 #include "lathe/model/rope.h"
+#include "lathe/model/weights.h"
 #include "model/fused_ops.h"
 
 namespace lathe {
@@ -744,7 +745,11 @@ void CausalLMImpl::load_state(const std::map<std::string, torch::Tensor>& tensor
     fail("{}: tensors not in the model described by config.json: {}", source, fmt::join(unexpected, ", "));
   }
   torch::NoGradGuard no_grad;
-  for (auto& [name, parameter] : parameters) parameter.copy_(tensors.at(name));
+  for (auto& [name, parameter] : parameters) {
+    const auto& stored = tensors.at(name);
+    parameter.copy_(stored);
+    release_file_pages(stored);  // a mapped checkpoint's pages go as soon as they are copied
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 // loading, contiguous CPU bytes for saving.
 #include "lathe/model/weights.h"
 
+#include <sys/mman.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <cstring>
 
@@ -54,6 +56,17 @@ WritableTensors writable(const fs::path& destination,
 
 }  // namespace
 
+namespace {
+
+// What a view of a mapped file holds: the file, so that its pages stay mapped while the view lives.
+struct MappedBytes {
+  std::shared_ptr<const st::File> owner;
+};
+
+void delete_mapped_bytes(void* context) { delete static_cast<MappedBytes*>(context); }
+
+}  // namespace
+
 torch::ScalarType torch_dtype(st::Dtype dtype) {
   for (const auto& pair : kDtypePairs)
     if (pair.file == dtype) return pair.torch;
@@ -76,9 +89,23 @@ torch::Tensor to_tensor(const st::TensorView& view, std::shared_ptr<const st::Fi
     return copy;
   }
   // The mapping is private copy-on-write (see File::open), so writes through this view are safe
-  // and never reach the file.
+  // and never reach the file. The view keeps the file mapped through a context whose deleter
+  // marks it as a view of a mapping (release_file_pages looks for it).
   void* data = const_cast<std::byte*>(view.data);
-  return torch::from_blob(data, view.shape, [owner = std::move(owner)](void*) {}, options);
+  return at::for_blob(data, view.shape)
+      .context(new MappedBytes{std::move(owner)}, &delete_mapped_bytes)
+      .options(options)
+      .make_tensor();
+}
+
+void release_file_pages(const torch::Tensor& tensor) {
+  if (!tensor.defined() || !tensor.has_storage() || tensor.storage().data_ptr().get_deleter() != &delete_mapped_bytes)
+    return;
+  // Whole pages inside the tensor only: its neighbours' bytes stay as they are.
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto start = reinterpret_cast<uintptr_t>(tensor.data_ptr());
+  const auto begin = (start + page - 1) / page * page, end = (start + tensor.nbytes()) / page * page;
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
 std::map<std::string, torch::Tensor> load_tensors(const fs::path& file_or_dir) {

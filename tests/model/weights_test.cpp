@@ -8,6 +8,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <unistd.h>
+
+#include <fstream>
+
 #include "io/io_test_support.h"
 #include "lathe/common/error.h"
 
@@ -88,6 +92,36 @@ TEST_F(Weights, ViewsAreZeroCopyAndKeepTheFileMapped) {
 
   tensor = torch::Tensor();
   EXPECT_TRUE(watch.expired()) << "the file must be released with its last tensor";
+}
+
+// Resident memory of this process in bytes (/proc/self/statm's second field, in pages).
+int64_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  int64_t size = 0, resident = 0;
+  statm >> size >> resident;
+  return resident * static_cast<int64_t>(::sysconf(_SC_PAGESIZE));
+}
+
+// Loading copies each tensor and hands its pages back at once, so a checkpoint is never held in
+// memory beside the parameters it fills; the view still reads the file's values afterwards, and
+// a tensor that is no view of a file is never touched.
+TEST_F(Weights, ReleasedViewsLeaveMemoryAndStillReadTheFile) {
+  const auto values = torch::randn({16, 1 << 20});  // 64 MiB
+  save_tensors(dir() / "big.safetensors", {{"w", values}});
+  const auto loaded = load_tensors(dir() / "big.safetensors");
+  const auto& view = loaded.at("w");
+  const int64_t before = resident_bytes();
+  EXPECT_TRUE(torch::equal(view, values));  // reads every page
+  const int64_t touched = resident_bytes();
+  release_file_pages(view);
+  const int64_t released = resident_bytes();
+  EXPECT_GT(touched - before, int64_t{48} << 20) << "reading the view should have mapped its pages";
+  EXPECT_GT(touched - released, int64_t{48} << 20) << "release_file_pages should have handed them back";
+  EXPECT_TRUE(torch::equal(view, values));
+
+  const auto heap = values.clone();
+  release_file_pages(heap);
+  EXPECT_TRUE(torch::equal(heap, values));
 }
 
 // Other writers need not pad the header: here the data starts 2 bytes past a multiple of 4.

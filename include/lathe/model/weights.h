@@ -25,6 +25,11 @@ std::optional<safetensors::Dtype> safetensors_dtype(torch::ScalarType dtype);
 // its element alignment is copied instead.
 torch::Tensor to_tensor(const safetensors::TensorView& view,
                         std::shared_ptr<const safetensors::File> owner);
+// For a view made by to_tensor: hands its pages back to the system, so that a checkpoint copied
+// into parameters tensor by tensor never holds the whole file in memory besides them. The view
+// stays valid and reads the file's bytes again if touched (an in-place change to it is lost).
+// Other tensors are left alone.
+void release_file_pages(const torch::Tensor& tensor);
 // Every tensor of a checkpoint (file, folder, or sharded index), as zero-copy views.
 std::map<std::string, torch::Tensor> load_tensors(const std::filesystem::path& file_or_dir);
 // Writes tensors (made contiguous on the CPU) to one file atomically.
