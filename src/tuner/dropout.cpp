@@ -5,6 +5,7 @@
 #include "tuner/dropout.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
@@ -30,12 +31,9 @@ uint64_t draw_seed() {
   return at::check_generator<at::CPUGeneratorImpl>(generator)->random64();
 }
 
-}  // namespace
-
-torch::Tensor inverted_dropout(const torch::Tensor& x, double p) {
-  if (!x.device().is_cpu() || p <= 0) return torch::dropout(x, p, /*train=*/true);
-  const uint64_t seed = draw_seed();
-  // An element is kept when the top 32 bits of its hash reach p * 2^32.
+// The scaled keep mask of `x`'s shape for one seed: an element is kept when the top 32 bits of
+// its hash reach p * 2^32.
+torch::Tensor keep_mask(const torch::Tensor& x, double p, uint64_t seed) {
   const auto threshold = static_cast<uint64_t>(std::llround(p * 4294967296.0));
   const double kept_scale = 1.0 / (1.0 - p);
   auto mask = torch::empty(x.sizes(), x.options().requires_grad(false));
@@ -47,7 +45,47 @@ torch::Tensor inverted_dropout(const torch::Tensor& x, double p) {
         values[i] = (splitmix64(seed, static_cast<uint64_t>(i)) >> 32) >= threshold ? kept : dropped;
     });
   });
-  return x * mask;
+  return mask;
+}
+
+struct DropoutThenLinear : torch::autograd::Function<DropoutThenLinear> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* context, const torch::Tensor& x,
+                               const torch::Tensor& weight, double p) {
+    const uint64_t seed = draw_seed();
+    context->save_for_backward({x, weight});
+    context->saved_data["p"] = p;
+    context->saved_data["seed"] = static_cast<int64_t>(seed);
+    torch::NoGradGuard no_grad;
+    return torch::linear(x * keep_mask(x, p, seed), weight);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* context,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = context->get_saved_variables();
+    const auto &x = saved[0], &weight = saved[1];
+    const auto mask = keep_mask(x, context->saved_data["p"].toDouble(),
+                                static_cast<uint64_t>(context->saved_data["seed"].toInt()));
+    const auto grad = grads[0].reshape({-1, weight.size(0)});
+    torch::Tensor grad_x, grad_weight;
+    if (context->needs_input_grad(0)) grad_x = grads[0].matmul(weight).mul_(mask);
+    if (context->needs_input_grad(1))
+      grad_weight = grad.t().mm((x * mask).reshape({-1, weight.size(1)})).to(weight.scalar_type());
+    return {grad_x, grad_weight, torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+torch::Tensor inverted_dropout(const torch::Tensor& x, double p) {
+  if (!x.device().is_cpu() || p <= 0) return torch::dropout(x, p, /*train=*/true);
+  return x * keep_mask(x, p, draw_seed());
+}
+
+torch::Tensor dropout_then_linear(const torch::Tensor& x, const torch::Tensor& weight, double p) {
+  // Under autocast the product's dtype is autocast's, which the backward above does not follow.
+  if (!x.device().is_cpu() || p <= 0 || p >= 1 || at::autocast::is_cpu_enabled())
+    return torch::linear(inverted_dropout(x, p), weight);
+  return DropoutThenLinear::apply(x, weight, p);
 }
 
 }  // namespace lathe

@@ -112,10 +112,14 @@ torch::Tensor LoraAdapter::forward(LinearImpl& base, const torch::Tensor& x) {
   const auto dtype = lora_A.scalar_type();
   const auto base_output = base.base_forward(x);
   const bool dropping = is_training() && dropout > 0;
+  if (!use_dora) {
+    // The dropped-out input is made again in backward rather than kept (dropout_then_linear).
+    const auto projected = dropping ? dropout_then_linear(x.to(dtype), lora_A, dropout) : torch::linear(x.to(dtype), lora_A);
+    return (base_output.to(dtype) + torch::linear(projected, lora_B) * scaling).to(base_output.scalar_type());
+  }
   const auto input = dropping ? inverted_dropout(x.to(dtype), dropout) : x.to(dtype);
   const auto lora_output = torch::linear(torch::linear(input, lora_A), lora_B);
   auto result = base_output.to(dtype);
-  if (!use_dora) return (result + lora_output * scaling).to(base_output.scalar_type());
 
   // DoRA (PEFT): out = base(x) + (m / ||W + sBA|| - 1) * x W^T + (m / ||W + sBA||) * s B A x, the
   // norm detached. With dropout active x W^T is recomputed on the dropped-out input, as PEFT does.

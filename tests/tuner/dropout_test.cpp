@@ -53,5 +53,28 @@ TEST(InvertedDropout, GradientIsTheMaskAndDtypeIsKept) {
   EXPECT_TRUE(inverted_dropout(x.detach(), 0.0).equal(x.detach()));
 }
 
+// The projection of the dropped-out input equals dropout then torch::linear from the same draw,
+// values and both gradients, without keeping the mask (it is drawn again in backward).
+TEST(DropoutThenLinear, EqualsDropoutThenLinearFromTheSameDraw) {
+  torch::manual_seed(9);
+  const auto x = torch::randn({3, 37, 64}, torch::kFloat64).requires_grad_(true);
+  const auto weight = torch::randn({8, 64}, torch::kFloat64).requires_grad_(true);
+  const auto upstream = torch::randn({3, 37, 8}, torch::kFloat64);
+  auto gradients_of = [&](auto compute) {
+    x.mutable_grad() = torch::Tensor();
+    weight.mutable_grad() = torch::Tensor();
+    torch::manual_seed(4);
+    const auto y = compute();
+    y.backward(upstream);
+    return std::vector<torch::Tensor>{y.detach(), x.grad().clone(), weight.grad().clone()};
+  };
+  const auto fused = gradients_of([&] { return dropout_then_linear(x, weight, 0.3); });
+  const auto plain = gradients_of([&] { return torch::linear(inverted_dropout(x, 0.3), weight); });
+  for (size_t i = 0; i < fused.size(); ++i) EXPECT_TRUE(torch::allclose(fused[i], plain[i], 1e-12, 1e-12)) << i;
+  EXPECT_GT((fused[1] == 0).to(torch::kFloat64).mean().item<double>(), 0.2);  // the mask reached x's gradient
+  // Without dropout it is the plain product.
+  EXPECT_TRUE(dropout_then_linear(x, weight, 0.0).equal(torch::linear(x, weight)));
+}
+
 }  // namespace
 }  // namespace lathe
