@@ -2,9 +2,12 @@
 // (by default) a randomly initialised Qwen2-style model of the suite's size (a): hidden 512,
 // 8 layers, 8 heads, 2 KV heads, intermediate 1408, vocabulary 151,936.
 //   inference_bench [--model DIR] [--prompt 256] [--new 64] [--repeats 3] [--weight_dtype bfloat16|float16]
+//                   [--trace FILE]
 // --weight_dtype holds the projections, embedding and head in 16 bits (computing in float32), as
-// `lathe infer --weight_dtype` does.
+// `lathe infer --weight_dtype` does. --trace records every operator of one more batch-1 run
+// (prefill and decode) for chrome://tracing or bench/trace_summary.py.
 #include <fmt/format.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 
 #include <algorithm>
 #include <chrono>
@@ -26,7 +29,7 @@ static double median(std::vector<double> values) {
 
 int main(int argc, char** argv) {
   configure_runtime(argc, argv);
-  std::string model_dir, weight_dtype = "float32";
+  std::string model_dir, weight_dtype = "float32", trace;
   int64_t prompt = 256, fresh = 64, repeats = 3;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--model")) model_dir = argv[i + 1];
@@ -34,6 +37,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--new")) fresh = std::stoll(argv[i + 1]);
     if (!std::strcmp(argv[i], "--repeats")) repeats = std::stoll(argv[i + 1]);
     if (!std::strcmp(argv[i], "--weight_dtype")) weight_dtype = argv[i + 1];
+    if (!std::strcmp(argv[i], "--trace")) trace = argv[i + 1];
   }
   const auto held = projection_dtype(weight_dtype, "float32", model_dir, /*lossless_auto=*/false);
   CausalLM model = model_dir.empty() ? CausalLM(benchmark_config()) : load_pretrained(model_dir, torch::kFloat32, {held, true});
@@ -64,6 +68,18 @@ int main(int argc, char** argv) {
     }
     fmt::print("{{\"batch\": {}, \"prefill_tokens_per_s\": {:.1f}, \"decode_tokens_per_s\": {:.1f}}}\n", batch,
                median(prefill), median(decode));
+  }
+  if (!trace.empty()) {
+    // The profiler records the thread that enables it, so this run decodes greedily in this thread
+    // (the engine's own loop runs in a thread of its own).
+    torch::NoGradGuard no_grad;
+    KVCache cache;
+    auto ids = torch::full({1, prompt}, 42, torch::kLong);
+    torch::autograd::profiler::RecordProfile record(trace);
+    for (int64_t step = 0; step < fresh; ++step) {
+      const auto hidden = model->forward(ForwardInputs{ids, {}, {}, &cache});
+      ids = model->logits(hidden.select(1, hidden.size(1) - 1)).argmax(-1).view({1, 1});
+    }
   }
   return 0;
 }

@@ -220,7 +220,7 @@ def run(args):
     os.makedirs(args.work, exist_ok=True)
     steps = [int(s) for s in args.steps.split(",")]
     threads = args.threads or os.cpu_count()
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="passive", HF_HUB_OFFLINE="1",
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="active", GOMP_SPINCOUNT="10000", HF_HUB_OFFLINE="1",
                TRANSFORMERS_OFFLINE="1", MODELSCOPE_OFFLINE="1", NODE_LLAMA_CPP_SKIP_DOWNLOAD="true",
                TOKENIZERS_PARALLELISM="false")
     env.pop("OPENBLAS_CORETYPE", None)

@@ -3,7 +3,9 @@
 # One precompiled <torch/torch.h> for the whole tree: a unit that includes it costs ~20 s and
 # 1.2 GB to compile from scratch (docs/performance.md); with the PCH reused it is a few seconds.
 add_library(lathe_torch_pch OBJECT ${CMAKE_SOURCE_DIR}/cmake/pch.cpp)
-target_link_libraries(lathe_torch_pch PUBLIC ${TORCH_LIBRARIES})
+# OpenMP too: at::parallel_for is expanded in the caller's unit, and without -fopenmp it runs the
+# whole range on the calling thread (Lathe's own kernels were single-threaded until this).
+target_link_libraries(lathe_torch_pch PUBLIC ${TORCH_LIBRARIES} OpenMP::OpenMP_CXX)
 target_compile_options(lathe_torch_pch PUBLIC ${TORCH_CXX_FLAGS_LIST})
 target_precompile_headers(lathe_torch_pch PRIVATE <torch/torch.h>)
 
@@ -16,7 +18,7 @@ function(lathe_use_torch_pch target)
     set_target_properties(${target} PROPERTIES POSITION_INDEPENDENT_CODE OFF)
     target_compile_options(${target} PRIVATE -fPIC)
   endif()
-  target_link_libraries(${target} PRIVATE ${TORCH_LIBRARIES})
+  target_link_libraries(${target} PRIVATE ${TORCH_LIBRARIES} OpenMP::OpenMP_CXX)
 endfunction()
 
 set(LATHE_CONCERNS "" CACHE INTERNAL "")

@@ -6,6 +6,8 @@
 
 #include <torch/torch.h>
 
+#include <vector>
+
 namespace lathe::fused {
 
 // Rows of x the kernel takes at most (decoding a small batch); more rows go through a GEMM.
@@ -17,5 +19,9 @@ bool matvec16_available();
 // y [rows, out] = x [rows, in] (float32, contiguous) times weight [out, in]^T (bfloat16 or float16,
 // contiguous), accumulated in float32; rows <= kMatvecMaxRows, matvec16_available().
 torch::Tensor matvec16(const torch::Tensor& x, const torch::Tensor& weight);
+
+// The same for several weights of one dtype and input width (q, k and v; gate and up), in one
+// pass of the thread pool rather than one per weight: y_i [rows, out_i] = x weights[i]^T.
+std::vector<torch::Tensor> matvec16(const torch::Tensor& x, const std::vector<torch::Tensor>& weights);
 
 }  // namespace lathe::fused

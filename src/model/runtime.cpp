@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <fstream>
 #include <string>
@@ -20,6 +21,14 @@ int compute_threads() {
   if (sched_getaffinity(0, sizeof(set), &set) == 0) return CPU_COUNT(&set);
   const long cores = sysconf(_SC_NPROCESSORS_ONLN);
   return cores > 0 ? static_cast<int>(cores) : 1;
+}
+
+int parallel_threads() {
+  const int threads = at::get_num_threads();
+  std::atomic<uint64_t> seen{0};
+  // One chunk per thread; each records which thread ran it.
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) { seen |= uint64_t{1} << (at::get_thread_num() % 64); });
+  return __builtin_popcountll(seen.load());
 }
 
 // Debian's libtorch calls whatever libblas.so.3 points to; the reference BLAS is ~30x slower
@@ -41,10 +50,16 @@ static void warn_if_reference_blas() {
 void configure_runtime(int argc, char** argv) {
   (void)argc;
   if (std::getenv("OMP_WAIT_POLICY") == nullptr) {
-    setenv("OMP_WAIT_POLICY", "passive", 1);
+    // Idle threads spin briefly, then sleep: between the hundreds of parallel regions of a decoding
+    // step or a training step a sleeping thread takes long to wake (passive waiting), while
+    // spinning without end (active) starves the other threads on a machine of few cores.
+    setenv("OMP_WAIT_POLICY", "active", 1);
+    if (std::getenv("GOMP_SPINCOUNT") == nullptr) setenv("GOMP_SPINCOUNT", "10000", 1);
     execv("/proc/self/exe", argv);  // returns only on failure: then carry on as we are
   }
   at::set_num_threads(compute_threads());
+  if (parallel_threads() < at::get_num_threads())
+    fmt::print(stderr, "lathe: warning: this build's kernels run on one thread (compiled without OpenMP)\n");
   warn_if_reference_blas();
 }
 

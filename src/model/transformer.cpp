@@ -20,6 +20,7 @@
 #include "lathe/model/rope.h"
 #include "lathe/model/weights.h"
 #include "model/fused_ops.h"
+#include "model/matvec16.h"
 
 namespace lathe {
 namespace {
@@ -211,6 +212,33 @@ torch::Tensor KeyVisibility::grouped_bias(int64_t groups, torch::ScalarType dtyp
   return bias;
 }
 
+// Projections that read the same input (q, k and v; gate and up). While decoding a few rows with
+// plain 16-bit weights they go through one call of the matrix-vector kernel, one wake of the
+// thread pool instead of one per projection; otherwise each projection runs on its own.
+std::vector<torch::Tensor> project_together(const torch::Tensor& x, const std::vector<LinearImpl*>& linears) {
+  const auto dtype = linears[0]->weight.scalar_type();
+  bool together = (dtype == torch::kBFloat16 || dtype == torch::kHalf) && x.scalar_type() == torch::kFloat32 &&
+                  x.numel() <= fused::kMatvecMaxRows * x.size(-1) && !torch::GradMode::is_enabled() &&
+                  !at::autocast::is_cpu_enabled() && fused::matvec16_available();
+  for (const auto* linear : linears)
+    together = together && !linear->adapter && linear->weight.scalar_type() == dtype && linear->weight.is_contiguous();
+  std::vector<torch::Tensor> outputs;
+  if (!together) {
+    for (auto* linear : linears) outputs.push_back(linear->forward(x));
+    return outputs;
+  }
+  std::vector<torch::Tensor> weights;
+  for (const auto* linear : linears) weights.push_back(linear->weight);
+  outputs = fused::matvec16(x.reshape({-1, x.size(-1)}).contiguous(), weights);
+  for (size_t i = 0; i < linears.size(); ++i) {
+    if (linears[i]->bias.defined()) outputs[i].add_(linears[i]->bias);
+    auto sizes = x.sizes().vec();
+    sizes.back() = linears[i]->out_features;
+    outputs[i] = outputs[i].view(sizes);
+  }
+  return outputs;
+}
+
 class AttentionImpl : public torch::nn::Module {
  public:
   AttentionImpl(const ModelConfig& config, const torch::TensorOptions& options)
@@ -230,9 +258,10 @@ class AttentionImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const Rotary& rotary, const KeyVisibility& visibility,
                         KVCache* cache, size_t layer) {
     const auto batch = x.size(0), seq = x.size(1);
-    auto q = q_proj(x).view({batch, seq, heads_, head_dim_});
-    auto k = k_proj(x).view({batch, seq, kv_heads_, head_dim_});
-    auto v = v_proj(x).view({batch, seq, kv_heads_, head_dim_});
+    const auto qkv = project_together(x, {q_proj.get(), k_proj.get(), v_proj.get()});
+    auto q = qkv[0].view({batch, seq, heads_, head_dim_});
+    auto k = qkv[1].view({batch, seq, kv_heads_, head_dim_});
+    auto v = qkv[2].view({batch, seq, kv_heads_, head_dim_});
     if (q_norm) {
       q = q_norm(q);
       k = k_norm(k);
@@ -320,7 +349,10 @@ class MlpImpl : public torch::nn::Module {
     up_proj = register_module("up_proj", Linear(config.hidden_size, config.intermediate_size, false, options));
     down_proj = register_module("down_proj", Linear(config.intermediate_size, config.hidden_size, false, options));
   }
-  torch::Tensor forward(const torch::Tensor& x) { return down_proj(fused::swiglu(gate_proj(x), up_proj(x))); }
+  torch::Tensor forward(const torch::Tensor& x) {
+    const auto gate_up = project_together(x, {gate_proj.get(), up_proj.get()});
+    return down_proj(fused::swiglu(gate_up[0], gate_up[1]));
+  }
   Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };
 TORCH_MODULE(Mlp);

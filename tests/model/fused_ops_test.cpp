@@ -251,6 +251,28 @@ TEST_P(Linear16, KernelEqualsFloatProductForFewRowsAndAnyWidth) {
   }
 }
 
+TEST_P(Linear16, KernelTakesSeveralWeightsInOneCall) {
+  if (!fused::matvec16_available()) GTEST_SKIP() << "this CPU has no AVX2/FMA/F16C";
+  torch::manual_seed(5);
+  // Widths that split the 16-output tasks across weights (q, k, v of uneven sizes), and an empty one.
+  const std::vector<torch::Tensor> weights{torch::randn({37, 40}).to(GetParam()), torch::randn({8, 40}).to(GetParam()),
+                                           torch::randn({0, 40}).to(GetParam()), torch::randn({21, 40}).to(GetParam())};
+  for (const int64_t rows : {1, 3, 8}) {
+    const auto x = torch::randn({rows, 40});
+    const auto got = fused::matvec16(x, weights);
+    ASSERT_EQ(got.size(), weights.size());
+    for (size_t i = 0; i < weights.size(); ++i) {
+      const auto expected =
+          torch::mm(x.to(torch::kFloat64), weights[i].to(torch::kFloat64).t()).to(torch::kFloat32);
+      ASSERT_EQ(got[i].sizes(), expected.sizes());
+      if (expected.numel() > 0)
+        expect_close(got[i], expected, torch::kFloat32, "weight " + std::to_string(i) + ", rows " + std::to_string(rows));
+    }
+  }
+  const std::vector<torch::Tensor> mixed{weights[0], weights[1].to(torch::kFloat32)};
+  EXPECT_THROW(fused::matvec16(torch::randn({1, 40}), mixed), c10::Error);
+}
+
 TEST_P(Linear16, ValuesAndGradientsEqualTorchLinearOnTheFloatWeights) {
   torch::manual_seed(4);
   const auto weight = torch::randn({300, 48}).to(GetParam());  // 300 outputs: several weight slabs
