@@ -58,8 +58,6 @@ void configure_runtime(int argc, char** argv) {
     execv("/proc/self/exe", argv);  // returns only on failure: then carry on as we are
   }
   at::set_num_threads(compute_threads());
-  if (parallel_threads() < at::get_num_threads())
-    fmt::print(stderr, "lathe: warning: this build's kernels run on one thread (compiled without OpenMP)\n");
   warn_if_reference_blas();
 }
 
