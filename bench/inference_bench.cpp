@@ -27,7 +27,7 @@ static double median(std::vector<double> values) {
   return values[values.size() / 2];
 }
 
-int main(int argc, char** argv) {
+static int run(int argc, char** argv) {
   configure_runtime(argc, argv);
   std::string model_dir, weight_dtype = "float32", trace;
   int64_t prompt = 256, fresh = 64, repeats = 3;
@@ -82,4 +82,14 @@ int main(int argc, char** argv) {
     }
   }
   return 0;
+}
+
+int main(int argc, char** argv) {
+  // A bad flag or model folder is a message and exit status 1, not an abort.
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& error) {
+    fmt::print(stderr, "inference_bench: {}\n", error.what());
+    return 1;
+  }
 }

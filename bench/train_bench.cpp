@@ -215,7 +215,7 @@ double step_model_flops(const ModelConfig& config, const std::vector<int64_t>& l
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run(int argc, char** argv) {
   configure_runtime(argc, argv);
   const Options options = parse_options(argc, argv);
   const ModelConfig config = model_config(options.model);
@@ -311,4 +311,14 @@ int main(int argc, char** argv) {
                         {"mfu", flops / seconds / peak}};
   fmt::print("{}\n", result.dump());
   return 0;
+}
+
+int main(int argc, char** argv) {
+  // A bad flag or model folder is a message and exit status 1, not an abort.
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& error) {
+    fmt::print(stderr, "train_bench: {}\n", error.what());
+    return 1;
+  }
 }
