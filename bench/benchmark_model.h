@@ -1,6 +1,10 @@
 #pragma once
 // The benchmark model of issues 5 and 6: a randomly initialised Qwen2-style model with hidden 512,
 // 8 layers, 8 heads, 2 KV heads, intermediate 1408 and Qwen's vocabulary of 151,936.
+#include <fmt/format.h>
+
+#include <exception>
+
 #include "lathe/model/model.h"
 
 inline lathe::ModelConfig benchmark_config() {
@@ -17,4 +21,14 @@ inline lathe::ModelConfig benchmark_config() {
   config.attention_bias = true;
   config.tie_word_embeddings = true;
   return config;
+}
+
+// A benchmark's main: a bad flag or model folder is a message and exit status 1, not an abort.
+inline int run_benchmark(const char* name, int (*run)(int, char**), int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& error) {
+    fmt::print(stderr, "{}: {}\n", name, error.what());
+    return 1;
+  }
 }

@@ -313,12 +313,4 @@ static int run(int argc, char** argv) {
   return 0;
 }
 
-int main(int argc, char** argv) {
-  // A bad flag or model folder is a message and exit status 1, not an abort.
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& error) {
-    fmt::print(stderr, "train_bench: {}\n", error.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return run_benchmark("train_bench", run, argc, argv); }
