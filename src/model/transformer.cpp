@@ -231,7 +231,7 @@ std::vector<torch::Tensor> project_together(const torch::Tensor& x, const std::v
   for (const auto* linear : linears) weights.push_back(linear->weight);
   outputs = fused::matvec16(x.reshape({-1, x.size(-1)}).contiguous(), weights);
   for (size_t i = 0; i < linears.size(); ++i) {
-    if (linears[i]->bias.defined()) outputs[i].add_(linears[i]->bias);
+    if (linears[i]->bias.defined()) outputs[i].add_(linears[i]->bias.to(torch::kFloat32));
     auto sizes = x.sizes().vec();
     sizes.back() = linears[i]->out_features;
     outputs[i] = outputs[i].view(sizes);
