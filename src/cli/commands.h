@@ -11,6 +11,7 @@ int run_tokenize(const Args& args);
 int run_infer(const Args& args);
 int run_sft(const Args& args);
 int run_pt(const Args& args);
+int run_rlhf(const Args& args);
 int run_plugins(const Args& args);
 int run_export(const Args& args);
 int run_eval(const Args& args);

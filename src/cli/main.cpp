@@ -23,6 +23,7 @@ struct Command {
 constexpr Command kCommands[] = {
     {"sft", "supervised fine-tuning (LoRA, full, ...) on chat datasets", lathe::cli::run_sft},
     {"pt", "continued pre-training on text", lathe::cli::run_pt},
+    {"rlhf", "preference alignment: dpo (and its loss variants), cpo, simpo, orpo, kto", lathe::cli::run_rlhf},
     {"infer", "chat with a model, or answer a dataset in batch", lathe::cli::run_infer},
     {"export", "merge adapters into a full model folder, or write a GGUF file for llama.cpp", lathe::cli::run_export},
     {"eval", "score a model on a dataset with metric plugins (generation-based nlg by default)", lathe::cli::run_eval},

@@ -10,6 +10,7 @@
 #include "lathe/plugin/metric.h"
 #include "lathe/plugin/optimizer.h"
 #include "lathe/plugin/orm.h"
+#include "lathe/plugin/preference_loss.h"
 #include "lathe/plugin/prm.h"
 #include "lathe/plugin/tuner.h"
 
@@ -39,6 +40,7 @@ int run_plugins(const Args& args) {
   list(metric_registry(), "--metric");
   list(optimizer_registry(), "--optimizer");
   list(orm_registry(), "--orm_model");
+  list(preference_loss_registry(), "lathe rlhf --rlhf_type dpo --loss_type");
   list(prm_registry(), "--prm_model");
   list(tuner_registry(), "--train_type");
   return 0;

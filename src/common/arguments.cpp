@@ -28,6 +28,7 @@ const char* expected_json(const int64_t*) { return "an integer"; }
 const char* expected_json(const double*) { return "a number"; }
 const char* expected_json(const std::vector<std::string>*) { return "a list of strings"; }
 const char* expected_json(const std::vector<int64_t>*) { return "a list of integers"; }
+const char* expected_json(const std::vector<double>*) { return "a list of numbers"; }
 const char* expected_json(const json*) { return "a JSON object"; }
 template <class T>
 std::string expected_json(const std::optional<T>*) {
@@ -47,7 +48,13 @@ bool read_json(const json& value, double& out) { return read_if(value, out, &jso
 bool read_json(const json& value, json& out) { return read_if(value, out, &json::is_object); }
 template <class T>
 bool read_json(const json& value, std::vector<T>& out) {
-  if (!value.is_array()) return false;
+  // A single value is a list of one, as ms-swift's config files write `loss_type: sigmoid`.
+  if (!value.is_array()) {
+    T item{};
+    if (value.is_null() || !read_json(value, item)) return false;
+    out = {std::move(item)};
+    return true;
+  }
   std::vector<T> items(value.size());
   for (std::size_t i = 0; i < items.size(); ++i) {
     if (!read_json(value[i], items[i])) return false;

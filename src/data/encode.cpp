@@ -82,8 +82,37 @@ std::optional<Example> ExampleEncoder::encode(const Conversation& conversation, 
   return example;
 }
 
+// lathe rlhf weighs tokens as a mask only (ms-swift): a token takes part or not, whatever its weight.
+static void as_mask(Example& example) { example.loss_scale.clear(); }
+
+std::optional<Example> ExampleEncoder::encode_pair(const PreferenceRow& pair, const ConversationEdit& prepare,
+                                                   const nlohmann::json& row, bool* truncated) const {
+  Example example;
+  for (auto sequence : {pair.chosen, pair.rejected}) {
+    if (prepare) prepare(sequence, row);
+    auto encoded = encode(sequence, truncated);
+    if (!encoded) return std::nullopt;
+    example.input_ids.insert(example.input_ids.end(), encoded->input_ids.begin(), encoded->input_ids.end());
+    example.labels.insert(example.labels.end(), encoded->labels.begin(), encoded->labels.end());
+    example.segment_lengths.push_back(encoded->size());
+  }
+  example.margin = static_cast<float>(pair.margin);
+  return example;
+}
+
 std::optional<Example> ExampleEncoder::encode_row(const nlohmann::json& row, const RowLocation& where,
                                                  const ConversationEdit& prepare, bool* truncated) const {
+  if (options_.preference) return encode_pair(to_preference_row(row, where), prepare, row, truncated);
+  if (options_.labelled) {
+    auto labelled = to_labelled_row(row, where);
+    if (prepare) prepare(labelled.conversation, row);
+    auto example = encode(labelled.conversation, truncated);
+    if (example) {
+      as_mask(*example);
+      example->desirable = labelled.desirable;
+    }
+    return example;
+  }
   if (!options_.embedding) {
     auto conversation = to_conversation(row, where);
     if (prepare) prepare(conversation, row);
@@ -192,7 +221,7 @@ std::vector<Example> encode_datasets(const std::vector<std::string>& specs, cons
     stats.truncated += truncated[i];
     stats.tokens += encoded[i]->size();
     // Every token of an embedding row reaches the loss (through its sequence's pooled state).
-    stats.trained_tokens += encoded[i]->segment_lengths.empty()
+    stats.trained_tokens += !encoded[i]->labels.empty()
                                 ? std::count_if(encoded[i]->labels.begin(), encoded[i]->labels.end(),
                                                 [](int32_t label) { return label != kIgnoreIndex; })
                                 : encoded[i]->size();

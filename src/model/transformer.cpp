@@ -221,7 +221,7 @@ std::vector<torch::Tensor> project_together(const torch::Tensor& x, const std::v
                   x.numel() <= fused::kMatvecMaxRows * x.size(-1) && !torch::GradMode::is_enabled() &&
                   !at::autocast::is_cpu_enabled() && fused::matvec16_available();
   for (const auto* linear : linears)
-    together = together && !linear->adapter && linear->weight.scalar_type() == dtype && linear->weight.is_contiguous();
+    together = together && (!linear->adapter || AdaptersBypassed::active()) && linear->weight.scalar_type() == dtype && linear->weight.is_contiguous();
   std::vector<torch::Tensor> outputs;
   if (!together) {
     for (auto* linear : linears) outputs.push_back(linear->forward(x));
@@ -451,8 +451,16 @@ LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool bias, con
   if (bias) this->bias.uniform_(-bound, bound);
 }
 
+namespace {
+thread_local bool adapters_bypassed = false;
+}  // namespace
+
+AdaptersBypassed::AdaptersBypassed() : previous_(adapters_bypassed) { adapters_bypassed = true; }
+AdaptersBypassed::~AdaptersBypassed() { adapters_bypassed = previous_; }
+bool AdaptersBypassed::active() { return adapters_bypassed; }
+
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
-  return adapter ? adapter->forward(*this, x) : base_forward(x);
+  return adapter && !adapters_bypassed ? adapter->forward(*this, x) : base_forward(x);
 }
 
 torch::Tensor LinearImpl::base_forward(const torch::Tensor& x) { return project(x, weight, bias); }

@@ -13,6 +13,7 @@
 #include "lathe/plugin/tuner.h"
 #include "lathe/data/training_data.h"
 #include "lathe/plugin/loss_scale_pipeline.h"
+#include "lathe/train/alignment.h"
 
 namespace lathe {
 namespace fs = std::filesystem;
@@ -61,6 +62,59 @@ void check_arguments(const Arguments& arguments) {
          "adapter into a model folder to train in full)", arguments.adapters.front());
   }
   if (arguments.task_type == "embedding" && arguments.pretraining) fail("lathe pt trains next-token prediction; --task_type embedding is for lathe sft");
+  if (arguments.task_type == "embedding" && arguments.alignment) fail("--task_type embedding is for lathe sft; lathe rlhf aligns a causal LM");
+  if (arguments.alignment && arguments.streaming) fail("--streaming: lathe rlhf trains on the whole dataset (it is not streamed)");
+  // Every micro-batch's sequences already run as one padding-free row (lathe/train/alignment.h).
+  if (arguments.alignment && arguments.packing) fail("--packing: lathe rlhf batches pairs by --per_device_train_batch_size (its rows are never padded)");
+  if (!arguments.ref_model.empty() && !fs::is_directory(arguments.ref_model, ec)) fail_not_local("--ref_model folder", arguments.ref_model);
+}
+
+// Whether the policy with its adapters bypassed is the model training started from: adapters
+// that leave the base weights as they are (PiSSA rewrites them).
+bool adapters_leave_base(const Arguments& arguments) {
+  return (arguments.train_type == "lora" && arguments.init_weights != "pissa") || arguments.train_type == "ia3";
+}
+
+// A frozen reference model in float32, as full tuning holds the policy, so that both compute alike
+// (ln 2 at the first step); its projections stay in the checkpoint's 16-bit dtype, which loses
+// nothing under float32 or autocast and halves their memory.
+CausalLM frozen_reference(const Arguments& arguments, const fs::path& folder, const CausalLM& policy) {
+  const auto projections = projection_dtype(arguments.weight_dtype, "float32", folder, /*lossless_auto=*/true);
+  auto reference = load_pretrained(folder, torch::kFloat32, {projections});
+  if (reference->config().vocab_size != policy->config().vocab_size) {
+    fail("--ref_model {}: its vocabulary has {} tokens, the model's {} (the reference must share the tokenizer)",
+         folder.string(), reference->config().vocab_size, policy->config().vocab_size);
+  }
+  for (auto& parameter : reference->parameters()) parameter.set_requires_grad(false);
+  reference->eval();
+  return reference;
+}
+
+// lathe rlhf's reference: none for the reference-free types; the policy with its adapters off when
+// they leave the base untouched and no --ref_model is named; else a frozen model.
+AlignmentReference alignment_reference(const Arguments& arguments, const CausalLM& policy) {
+  AlignmentReference reference;
+  if (!alignment_uses_reference(arguments)) return reference;
+  if (arguments.ref_model.empty() && adapters_leave_base(arguments)) {
+    reference.kind = AlignmentReference::Kind::adapters_off;
+    return reference;
+  }
+  reference.kind = AlignmentReference::Kind::frozen_model;
+  reference.model = frozen_reference(arguments, arguments.ref_model.empty() ? arguments.model : arguments.ref_model, policy);
+  return reference;
+}
+
+EncodeOptions encode_options(const Arguments& arguments, int64_t max_length) {
+  EncodeOptions options{max_length, arguments.truncation_strategy, arguments.system, arguments.pretraining,
+                        arguments.task_type == "embedding"};
+  options.preference = arguments.alignment && arguments.rlhf_type != "kto";
+  options.labelled = arguments.alignment && arguments.rlhf_type == "kto";
+  return options;
+}
+
+// KTO's global batch, within which every row's KL completion comes from another row.
+int64_t kto_chunk(const Arguments& arguments) {
+  return std::max<int64_t>(1, arguments.per_device_train_batch_size) * std::max<int64_t>(1, arguments.gradient_accumulation_steps);
 }
 
 // --dataset_num_proc, else SWIFT's --dataloader_num_workers, else every core (0).
@@ -101,6 +155,7 @@ struct TrainingRun::State {
   std::shared_ptr<ExampleStream> stream;
   std::vector<Example> train, eval;
   std::shared_ptr<Tuner> tuner;
+  std::shared_ptr<TrainingObjective> objective;  // lathe rlhf
   fs::path run_dir;
 
   explicit State(Arguments given)
@@ -113,9 +168,10 @@ struct TrainingRun::State {
                 [this](const std::vector<Context>& contexts, const Conversation& conversation) {
                   return loss_scale.apply(contexts, conversation);
                 },
-                EncodeOptions{max_length(), arguments.truncation_strategy, arguments.system, arguments.pretraining,
-                              arguments.task_type == "embedding"}) {
+                encode_options(arguments, max_length())) {
     chat_template.set_agent_template(make_agent_template(arguments, chat_template.spec()));
+    // Before the data is encoded, so that a wrong alignment setting is reported at once.
+    if (arguments.alignment) objective = make_alignment_objective(arguments, alignment_reference(arguments, model));
     encode_data();
     tuner = tuner_registry().create(arguments.train_type, arguments);
     // SWIFT's --adapters in sft: training goes on from a saved adapter, whose own config (rank,
@@ -156,6 +212,13 @@ struct TrainingRun::State {
                : encode_datasets(arguments.val_dataset, encoder, arguments.strict, encoding_threads(arguments), seed,
                                  eval_stats, edit);
     if (!eval.empty()) fmt::print(stderr, "lathe: eval dataset: {} rows\n", eval.size());
+    if (arguments.alignment && arguments.rlhf_type == "kto") {
+      // As ms-swift: shuffled first, so that a row's KL completion comes from an unrelated row.
+      std::mt19937_64 rng(seed);
+      std::shuffle(train.begin(), train.end(), rng);
+      attach_kl_completions(train, kto_chunk(arguments));
+      if (!eval.empty()) attach_kl_completions(eval, std::max<int64_t>(2, kto_chunk(arguments)));
+    }
   }
 };
 
@@ -170,6 +233,7 @@ TrainingResult TrainingRun::train(std::vector<std::shared_ptr<Callback>> extra_c
                      static_cast<int32_t>(s.model->config().pad_token_id.value_or(0))};
   setup.decode = [&s](const std::vector<int32_t>& ids) { return s.tokenizer.decode(ids, /*skip_special_tokens=*/true); };
   setup.stop_token_ids = stop_token_ids();
+  setup.objective = s.objective;
   Trainer trainer(std::move(setup));
   return trainer.train();
 }

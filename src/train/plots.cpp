@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -268,14 +269,20 @@ std::string title_of(const std::string& stem) {
   return title;
 }
 
+// The training curves, every evaluation value, and what lathe rlhf's objectives measure.
+bool plotted(const std::string& key) {
+  static const std::set<std::string> keys{"loss", "learning_rate", "grad_norm", "nll_loss", "log_odds_ratio", "log_odds_chosen", "kl"};
+  return keys.contains(key) || key.starts_with("eval_") || key.starts_with("rewards/") || key.starts_with("logps/") ||
+         key.starts_with("logits/");
+}
+
 }  // namespace
 
 void write_training_plots(const fs::path& logging_jsonl, const fs::path& images_dir) {
   std::error_code ec;
   if (!fs::is_regular_file(logging_jsonl, ec)) return;
   for (const auto& [key, series] : read_log(logging_jsonl)) {
-    const bool plotted = key == "loss" || key == "learning_rate" || key == "grad_norm" || key.rfind("eval_", 0) == 0;
-    if (!plotted) continue;
+    if (!plotted(key)) continue;
     const std::string stem = file_stem(key);
     Chart chart{title_of(stem), {}};
     if (key == "loss") {

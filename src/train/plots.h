@@ -6,8 +6,9 @@
 namespace lathe {
 
 // Reads logging.jsonl and writes images/train_loss.png (raw and smoothed), eval_loss.png,
-// learning_rate.png, grad_norm.png (and one per other numeric eval_* key) — each only when the log has
-// that key. Files are written atomically. A missing or empty log writes nothing.
+// learning_rate.png, grad_norm.png, one per other numeric eval_* key, and lathe rlhf's measurements
+// (rewards_margins.png, logps_chosen.png, nll_loss.png, kl.png, ...) — each only when the log has that
+// key. Files are written atomically. A missing or empty log writes nothing.
 void write_training_plots(const std::filesystem::path& logging_jsonl, const std::filesystem::path& images_dir);
 
 // TensorBoard's smoothing: an exponential moving average started at zero and divided by

@@ -128,15 +128,20 @@ torch::Tensor seeded_generator_state(uint64_t seed) {
 bool embedding_task(const Arguments& arguments) { return arguments.task_type == "embedding"; }
 
 std::string loss_name(const Arguments& arguments) {
+  if (arguments.loss_type.size() > 1) {
+    fail("--loss_type: one loss plugin trains sft and pt (got {}); a mix of losses is lathe rlhf's, for dpo",
+         arguments.loss_type.size());
+  }
+  const std::string chosen = arguments.loss_type.empty() ? std::string() : arguments.loss_type.front();
   if (embedding_task(arguments)) {
-    if (arguments.loss_type == "cross_entropy" || arguments.loss_type == "loss_scale") {
+    if (chosen == "cross_entropy" || chosen == "loss_scale") {
       fail("--loss_type {} trains tokens; --task_type embedding takes an embedding loss (infonce, cosine_similarity, "
            "contrastive, online_contrastive, or a plugin's)",
-           arguments.loss_type);
+           chosen);
     }
-    return arguments.loss_type.empty() ? "infonce" : arguments.loss_type;
+    return chosen.empty() ? "infonce" : chosen;
   }
-  if (!arguments.loss_type.empty()) return arguments.loss_type;
+  if (!chosen.empty()) return chosen;
   return arguments.loss_scale == "default" || arguments.loss_scale == "all" || arguments.loss_scale == "last_round"
              ? "cross_entropy"
              : "loss_scale";
@@ -237,15 +242,16 @@ struct Trainer::Impl {
   }
 
   void select_plugins() {
+    callbacks = default_callbacks(arguments, log);
+    for (std::size_t i = 0; i < setup.extra_callbacks.size(); ++i) {
+      callbacks.push_back({fmt::format("extra #{}", i + 1), "the program", setup.extra_callbacks[i]});
+    }
+    if (setup.objective) return;  // it replaces the loss plugin and the token metrics
     const auto name = loss_name(arguments);
     const auto& loss = loss_registry().get(name);
     loss_function = loss.factory(PluginContext(arguments, plugin_settings(arguments, name)));
     loss_label = fmt::format("loss '{}' ({})", name, loss.origin);
     metrics = std::make_unique<MetricEvaluation>(arguments, metric_names(arguments));
-    callbacks = default_callbacks(arguments, log);
-    for (std::size_t i = 0; i < setup.extra_callbacks.size(); ++i) {
-      callbacks.push_back({fmt::format("extra #{}", i + 1), "the program", setup.extra_callbacks[i]});
-    }
   }
 
   void plan_data() {
@@ -271,6 +277,7 @@ struct Trainer::Impl {
 
   // A stream has no length: --max_steps says how long to train, and the whole run is one "epoch".
   void plan_stream() {
+    if (setup.objective) fail("--streaming: {} trains on the whole dataset (it is not streamed)", setup.objective->name());
     if (arguments.max_steps <= 0) fail("--streaming needs --max_steps (a streamed dataset has no known length)");
     if (arguments.packing) fail("--streaming cannot pack (packing needs every row up front); use --padding_free");
     packed = arguments.padding_free;
@@ -327,20 +334,28 @@ struct Trainer::Impl {
     return epoch_order;
   }
 
-  // The micro-batches of optimizer step `step` of epoch `epoch`.
-  std::vector<Batch> step_batches(int64_t epoch, int64_t step) {
-    if (setup.stream) return streamed_batches();
+  using ExampleGroup = std::vector<const Example*>;
+
+  // The examples of each micro-batch of optimizer step `step` of epoch `epoch`.
+  std::vector<ExampleGroup> step_groups(int64_t epoch, int64_t step) {
     const auto& order = order_of_epoch(epoch);
     const auto batch = std::max<int64_t>(1, arguments.per_device_train_batch_size);
     const auto accumulation = std::max<int64_t>(1, arguments.gradient_accumulation_steps);
-    std::vector<Batch> batches;
+    std::vector<ExampleGroup> groups;
     for (int64_t micro = step * accumulation; micro < std::min(micro_per_epoch, (step + 1) * accumulation); ++micro) {
-      std::vector<const Example*> examples;
+      ExampleGroup examples;
       for (int64_t u = micro * batch; u < std::min<int64_t>(static_cast<int64_t>(units.size()), (micro + 1) * batch); ++u) {
         for (auto index : units[order[u]]) examples.push_back(&setup.train[index]);
       }
-      batches.push_back(collate(examples));
+      groups.push_back(std::move(examples));
     }
+    return groups;
+  }
+
+  std::vector<Batch> step_batches(int64_t epoch, int64_t step) {
+    if (setup.stream) return streamed_batches();
+    std::vector<Batch> batches;
+    for (const auto& examples : step_groups(epoch, step)) batches.push_back(collate(examples));
     return batches;
   }
 
@@ -385,13 +400,53 @@ struct Trainer::Impl {
     return {{"eval_loss", loss_sum / static_cast<double>(rows)}};
   }
 
+  // The objective's loss of one micro-batch, under the same autocast as the token losses.
+  torch::Tensor objective_loss(const ExampleGroup& examples, int64_t examples_in_step, MetricTotals& measured) {
+    AutocastScope autocast(arguments.torch_dtype == "bfloat16");
+    try {
+      return setup.objective->loss(setup.model, examples, examples_in_step, measured);
+    } catch (const std::exception& error) {
+      fail("{} failed in step {}: {}; {}", setup.objective->name(), state.global_step + 1, error.what(), checkpoint_note());
+    }
+  }
+
+  // eval_loss of an objective: each evaluation batch's loss (a mean over its rows), weighted by its
+  // rows; eval_<key> for each measurement.
+  std::map<std::string, double> evaluate_objective() {
+    double loss_sum = 0;
+    std::size_t rows = 0;
+    MetricTotals measured;
+    for_each_eval_batch([&](const ExampleGroup& examples) {
+      const auto count = static_cast<int64_t>(examples.size());
+      loss_sum += objective_loss(examples, count, measured).item<double>() * static_cast<double>(count);
+      rows += examples.size();
+    });
+    if (rows == 0) return {};
+    auto results = measured.means("eval_");
+    results["eval_loss"] = loss_sum / static_cast<double>(rows);
+    return results;
+  }
+
   struct StepOutcome {
     double loss = 0, grad_norm = 0;
     int64_t tokens = 0;
     bool finite = true;
+    MetricTotals measured;  // the objective's, for the step's log entry
   };
 
-  StepOutcome run_step(int64_t epoch, int64_t step) {
+  // Backpropagates one micro-batch's loss into the step; false (and nothing applied) when it is
+  // not finite.
+  bool accumulate(const torch::Tensor& loss, int64_t tokens, StepOutcome& outcome) {
+    const double value = loss.item<double>();
+    if (!std::isfinite(value)) return outcome.finite = false;
+    loss.backward();
+    outcome.loss += value;
+    outcome.tokens += tokens;
+    emit(&Callback::on_substep_end);
+    return true;
+  }
+
+  StepOutcome token_loss_step(int64_t epoch, int64_t step) {
     StepOutcome outcome;
     auto batches = step_batches(epoch, step);
     const int64_t num_items = std::accumulate(batches.begin(), batches.end(), int64_t{0},
@@ -401,16 +456,27 @@ struct Trainer::Impl {
       // Embedding losses are means per micro-batch, so the step's loss is their mean (as Hugging
       // Face's Trainer divides a loss that ignores num_items_in_batch by the accumulation steps).
       if (embedding_task(arguments)) loss = loss / static_cast<double>(batches.size());
-      const double value = loss.item<double>();
-      if (!std::isfinite(value)) {
-        outcome.finite = false;
-        break;
-      }
-      loss.backward();
-      outcome.loss += value;
-      outcome.tokens += batch.tokens;
-      emit(&Callback::on_substep_end);
+      if (!accumulate(loss, batch.tokens, outcome)) break;
     }
+    return outcome;
+  }
+
+  StepOutcome objective_step(int64_t epoch, int64_t step) {
+    StepOutcome outcome;
+    const auto groups = step_groups(epoch, step);
+    int64_t examples_in_step = 0;
+    for (const auto& examples : groups) examples_in_step += static_cast<int64_t>(examples.size());
+    for (const auto& examples : groups) {
+      const auto loss = objective_loss(examples, examples_in_step, outcome.measured);
+      const auto tokens = std::accumulate(examples.begin(), examples.end(), int64_t{0},
+                                          [](int64_t sum, const Example* example) { return sum + example->size(); });
+      if (!accumulate(loss, tokens, outcome)) break;
+    }
+    return outcome;
+  }
+
+  StepOutcome run_step(int64_t epoch, int64_t step) {
+    auto outcome = setup.objective ? objective_step(epoch, step) : token_loss_step(epoch, step);
     if (!outcome.finite) {
       optimizer->zero_grad();
       return outcome;
@@ -502,10 +568,11 @@ struct Trainer::Impl {
   }
 
   void log_step(const StepOutcome& outcome, double loss_sum, int64_t steps_in_window, int64_t tokens_in_window,
-                double window_seconds) {
+                double window_seconds, const MetricTotals& measured) {
     json logs = log.step_entry(state, loss_sum / std::max<int64_t>(1, steps_in_window), outcome.grad_norm,
                                optimizer->param_groups()[0].options().get_lr(), steps_in_window, tokens_in_window,
                                window_seconds);
+    for (const auto& [key, value] : measured.means()) logs[key] = value;
     state.log_history.push_back(logs);
     auto extra = context();
     extra.logs = &logs;
@@ -574,6 +641,7 @@ TrainingResult Trainer::train() {
 
   double loss_sum = 0;
   int64_t window_steps = 0, window_tokens = 0;
+  MetricTotals window_measured;
   auto window_start = std::chrono::steady_clock::now();
   bool saved_at_last_step = false;
   const auto epochs = static_cast<int64_t>(std::ceil(s.state.num_train_epochs));
@@ -595,6 +663,7 @@ TrainingResult Trainer::train() {
         loss_sum += outcome.loss;
         window_steps += 1;
         window_tokens += outcome.tokens;
+        window_measured.merge(outcome.measured);
         s.state.trained_tokens += outcome.tokens;
       } else {
         s.note_nonfinite();
@@ -610,7 +679,8 @@ TrainingResult Trainer::train() {
       saved_at_last_step = false;
       if (s.control.should_log && window_steps > 0) {
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count();
-        s.log_step(outcome, loss_sum, window_steps, window_tokens, seconds);
+        s.log_step(outcome, loss_sum, window_steps, window_tokens, seconds, window_measured);
+        window_measured.clear();
         loss_sum = 0;
         window_steps = window_tokens = 0;
         window_start = std::chrono::steady_clock::now();
@@ -642,6 +712,7 @@ std::map<std::string, double> Trainer::evaluate() {
   auto& s = *impl_;
   torch::NoGradGuard no_grad;
   EvalModeScope eval_mode(s.setup.model);
+  if (s.setup.objective) return s.evaluate_objective();
   if (embedding_task(s.arguments)) return s.evaluate_embeddings();
   double loss_sum = 0;
   int64_t tokens = 0;

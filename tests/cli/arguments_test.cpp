@@ -42,6 +42,7 @@ void vary(const ArgumentInfo& info, std::vector<std::string>& value) {
   value = {std::string(info.key) + "-a", std::string(info.key) + "-b"};
 }
 void vary(const ArgumentInfo&, std::vector<int64_t>& value) { value = {3, 7}; }
+void vary(const ArgumentInfo&, std::vector<double>& value) { value = {0.5, 1.5}; }
 void vary(const ArgumentInfo&, json& value) { value = {{"some_plugin", {{"level", 2}, {"name", "x y"}}}}; }
 template <class T>
 void vary(const ArgumentInfo& info, std::optional<T>& value) {

@@ -12,8 +12,19 @@ the venv that scripts/oracle_env.sh makes; it never reaches a model hub.
   hf_oracle.py hf_train --model DIR --adapter DIR --examples FILE.json --out FILE.json [hyperparameters]
   hf_oracle.py tb_scalars --dir RUNS_DIR --out FILE.json
   hf_oracle.py gguf_read --gguf FILE.gguf [--model DIR] --out FILE.json
+  hf_oracle.py preference_losses --cases CASES.json --out FILE.json
   hf_oracle.py batch JOBS.json     (a JSON list of argument lists, each one of the commands above, run
                                     in this one process: importing transformers takes about 10 s)
+
+preference_losses: lathe rlhf's formulas as ms-swift and TRL compute them, on given log-probabilities: for each
+case of a JSON list, {"kind": "dpo", "loss_type", "beta", "label_smoothing", "discopop_tau", "batches": [{"policy_chosen",
+"policy_rejected", "reference_chosen", "reference_rejected", "nll"}, ...]} goes through ms-swift's DPOTrainer.dpo_loss
+(one trainer object for the case's batches in order, so bco_pair's running mean carries over); "cpo" (loss_type, beta,
+label_smoothing, simpo_gamma, policy_chosen, policy_rejected) through TRL's CPOTrainer.cpo_loss; "orpo" (beta, the
+mean log-probabilities) through ORPOTrainer.odds_ratio_loss; "kto" (loss_type, beta, desirable_weight,
+undesirable_weight, policy_/reference_ chosen, rejected and kl) through KTOTrainer.kto_loss. The trainers' methods run
+on a plain object holding the attributes they read. Writes, per case, each batch's "losses", "chosen_rewards",
+"rejected_rewards" (and "log_odds_ratio", "log_odds_chosen" for orpo, "kl" for kto).
 
 create: hidden 64, 2 layers, 4 attention heads (2 key/value heads with --gqa), intermediate 128, head_dim
 16, saved with save_pretrained as float32 safetensors. The vocabulary is the size of the tokenizer copied in
@@ -410,6 +421,71 @@ def peft_create(args):
     print(json.dumps({"out": args.out, "kind": args.kind, "peft": peft.__version__}))
 
 
+def preference_losses(args):
+    import types
+    from accelerate import Accelerator
+    from swift.rlhf_trainers.dpo_trainer import DPOTrainer
+    from trl.experimental.bco.bco_trainer import RunningMoments
+    from trl.experimental.cpo.cpo_trainer import CPOTrainer
+    from trl.experimental.kto.kto_trainer import KTOTrainer
+    from trl.experimental.orpo.orpo_trainer import ORPOTrainer
+
+    accelerator = Accelerator(cpu=True)
+
+    def tensor(values):
+        return torch.tensor(values, dtype=torch.float32)
+
+    def listed(value):
+        return value.reshape(-1).tolist() if torch.is_tensor(value) else [float(value)]
+
+    def dpo(case):
+        trainer = types.SimpleNamespace(
+            accelerator=accelerator, reference_free=False, f_divergence_type="reverse_kl", f_divergence_params=None,
+            beta=case["beta"], label_smoothing=case.get("label_smoothing", 0.0), running=RunningMoments(accelerator),
+            args=types.SimpleNamespace(discopop_tau=case.get("discopop_tau", 0.05)))
+        results = []
+        for b in case["batches"]:
+            losses, chosen, rejected = DPOTrainer.dpo_loss(
+                trainer, tensor(b["policy_chosen"]), tensor(b["policy_rejected"]), tensor(b["reference_chosen"]),
+                tensor(b["reference_rejected"]), loss_type=case["loss_type"],
+                model_output={"nll_loss": torch.tensor(b.get("nll", 0.0))})
+            results.append({"losses": listed(losses), "chosen_rewards": listed(chosen), "rejected_rewards": listed(rejected)})
+        return results
+
+    def cpo(case):
+        trainer = types.SimpleNamespace(accelerator=accelerator, alpha=0.0, loss_type=case["loss_type"], beta=case["beta"],
+                                        label_smoothing=case.get("label_smoothing", 0.0),
+                                        simpo_gamma=case.get("simpo_gamma", 1.0))
+        losses, chosen, rejected = CPOTrainer.cpo_loss(trainer, tensor(case["policy_chosen"]), tensor(case["policy_rejected"]))
+        return [{"losses": listed(losses), "chosen_rewards": listed(chosen), "rejected_rewards": listed(rejected)}]
+
+    def orpo(case):
+        trainer = types.SimpleNamespace(accelerator=accelerator, beta=case["beta"])
+        losses, chosen, rejected, ratio, log_odds = ORPOTrainer.odds_ratio_loss(
+            trainer, tensor(case["policy_chosen"]), tensor(case["policy_rejected"]))
+        return [{"losses": listed(losses), "chosen_rewards": listed(chosen), "rejected_rewards": listed(rejected),
+                 "log_odds_ratio": float(ratio), "log_odds_chosen": float(log_odds)}]
+
+    def kto(case):
+        trainer = types.SimpleNamespace(accelerator=accelerator, calculate_KL=case["loss_type"] == "kto",
+                                        loss_type=case["loss_type"], beta=case["beta"],
+                                        desirable_weight=case.get("desirable_weight", 1.0),
+                                        undesirable_weight=case.get("undesirable_weight", 1.0))
+        losses, chosen, rejected, kl = KTOTrainer.kto_loss(
+            trainer, tensor(case["policy_chosen"]), tensor(case["policy_rejected"]), tensor(case["policy_kl"]),
+            tensor(case["reference_chosen"]), tensor(case["reference_rejected"]), tensor(case["reference_kl"]))
+        return [{"losses": listed(losses), "chosen_rewards": listed(chosen), "rejected_rewards": listed(rejected),
+                 "kl": listed(kl)[0]}]
+
+    kinds = {"dpo": dpo, "cpo": cpo, "orpo": orpo, "kto": kto}
+    with open(args.cases) as f:
+        cases = json.load(f)
+    with torch.no_grad():
+        results = [kinds[case["kind"]](case) for case in cases]
+    with open(args.out, "w") as f:
+        json.dump(results, f)
+
+
 def batch(args):
     with open(args.jobs) as f:
         jobs = json.load(f)
@@ -510,6 +586,11 @@ def make_parser():
     gr.add_argument("--model", help="the Hugging Face folder it was written from")
     gr.add_argument("--out", required=True)
     gr.set_defaults(func=gguf_read)
+
+    pl = sub.add_parser("preference_losses", help="ms-swift's and TRL's alignment losses on given log-probabilities")
+    pl.add_argument("--cases", required=True)
+    pl.add_argument("--out", required=True)
+    pl.set_defaults(func=preference_losses)
 
     b = sub.add_parser("batch", help="run a JSON list of commands in this process")
     b.add_argument("jobs")

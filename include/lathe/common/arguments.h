@@ -34,6 +34,7 @@ enum class ArgumentGroup {
   Reward,      // ORM / PRM settings (sample)
   Sampling,    // sample
   Export,
+  Alignment,   // rlhf
 };
 
 // What a value must satisfy beyond its type, and how it is named.
@@ -171,11 +172,14 @@ constexpr ArgumentInfo describe_argument(ArgumentGroup group, std::string_view f
   X(Schedule, double, galore_scale, 1.0, {}, "GaLore: scale of the projected-back update")                              \
   X(Schedule, std::vector<std::string>, callbacks, {}, {}, "callback plugins to add, by name")                          \
   X(Schedule, int64_t, early_stop_interval, 0, {}, "stop after N saves without a better metric (0: off)")               \
-  X(Schedule, std::string, loss_type, {}, {}, "loss plugin (default cross_entropy; loss_scale with --loss_scale)")      \
+  X(Schedule, std::vector<std::string>, loss_type, {}, {},                                                              \
+    "loss plugin (default cross_entropy; loss_scale with --loss_scale); rlhf: the preference loss, for dpo a list "    \
+    "mixed by --loss_weights")                                                                                          \
   X(Schedule, std::string, task_type, "causal_lm", {.choices = "causal_lm|embedding"},                                  \
     "causal_lm: next-token prediction; embedding: last-token embeddings trained with an embedding loss")               \
   X(Schedule, int64_t, max_nan_steps, 10, {}, "non-finite losses in a row before the run stops")                        \
   X(Schedule, bool, pretraining, false, {.command_line = false}, "set by `lathe pt`")                                   \
+  X(Schedule, bool, alignment, false, {.command_line = false}, "set by `lathe rlhf`")                                  \
                                                                                                                         \
   X(Checkpoints, int64_t, logging_steps, 5, {}, "log every N steps")                                                    \
   X(Checkpoints, int64_t, eval_steps, -1, {}, "evaluate every N steps (-1: with each save)")                            \
@@ -243,6 +247,24 @@ constexpr ArgumentInfo describe_argument(ArgumentGroup group, std::string_view f
     "folder that gets model-<gguf_type>.gguf)")                                                                         \
   X(Export, std::string, gguf_type, "f16", {.choices = "f32|f16|bf16|q8_0"},                                            \
     "GGUF weight type (llama.cpp's --outtype); norms and biases stay f32")                                              \
+                                                                                                                        \
+  X(Alignment, std::string, rlhf_type, "dpo", {.choices = "dpo|cpo|simpo|orpo|kto"},                                    \
+    "preference alignment: dpo, cpo, simpo, orpo or kto")                                                               \
+  X(Alignment, std::optional<double>, beta, {}, {},                                                                     \
+    "strength of the preference (default 0.1; simpo 2.0); orpo: the odds-ratio weight lambda")                          \
+  X(Alignment, std::vector<double>, loss_weights, {}, {}, "dpo: one weight per --loss_type entry (a mix)")              \
+  X(Alignment, double, label_smoothing, 0.0, (ArgumentRule{.minimum = 0, .maximum = 0.5}),                              \
+    "dpo, cpo: the assumed share of flipped preference labels")                                                         \
+  X(Alignment, std::optional<double>, rpo_alpha, {}, {}, "dpo: add rpo_alpha times the chosen side's NLL (RPO)")        \
+  X(Alignment, std::optional<double>, ld_alpha, {}, (ArgumentRule{.minimum = 0, .maximum = 1}),                         \
+    "dpo: weight of the tokens past the shorter side's length (LD-DPO)")                                                \
+  X(Alignment, double, discopop_tau, 0.05, {}, "dpo discopop loss: the temperature tau")                                \
+  X(Alignment, double, cpo_alpha, 1.0, {}, "cpo, simpo: weight of the chosen side's NLL (0: pure SimPO)")               \
+  X(Alignment, double, simpo_gamma, 1.0, {}, "simpo: the target reward margin gamma")                                   \
+  X(Alignment, double, desirable_weight, 1.0, {}, "kto: weight of the desirable rows' losses")                          \
+  X(Alignment, double, undesirable_weight, 1.0, {}, "kto: weight of the undesirable rows' losses")                      \
+  X(Alignment, std::string, ref_model, {}, {},                                                                          \
+    "dpo, kto: the reference model folder (default: --model; LoRA runs use the base with the adapters off)")            \
                                                                                                                         \
   X(Ignored, std::string, infer_backend, "pt", {.no_effect = "Lathe generates with its own engine (continuous batching)"}, \
     "SWIFT's inference backend; pt is Lathe's own engine")                                                              \

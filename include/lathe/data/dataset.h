@@ -61,6 +61,28 @@ struct EmbeddingRow {
 };
 EmbeddingRow to_embedding_row(const nlohmann::json& row, const RowLocation& where);
 
+// A row of lathe rlhf's pairwise types (dpo, cpo, simpo, orpo, rm), in ms-swift's layout: the
+// conversation (any format above) ending with the chosen answer, and the rejected side as either
+//   "rejected_response": a string, or a list of assistant / tool messages, that replaces everything
+//                        after the last user message; or
+//   "rejected_messages": a whole conversation of its own;
+// rm rows may carry a number "margin" by which the chosen reward should exceed the rejected one.
+// Throws lathe::Error naming the location and the field (a missing rejected side, a rejected
+// answer equal to the chosen one, a user message among the rejected ones).
+struct PreferenceRow {
+  Conversation chosen;
+  Conversation rejected;
+  double margin = 0;
+};
+PreferenceRow to_preference_row(const nlohmann::json& row, const RowLocation& where);
+
+// A kto row: a conversation ending with an answer, and "label", a JSON boolean (true: desirable).
+struct LabelledRow {
+  Conversation conversation;
+  bool desirable = true;
+};
+LabelledRow to_labelled_row(const nlohmann::json& row, const RowLocation& where);
+
 // The conversation as a "messages" list [{"role", "content"}], roles as Lathe names them.
 nlohmann::json to_messages_json(const Conversation& conversation);
 

@@ -29,6 +29,11 @@ struct Example {
   // then 0 for each negative: embedding_losses.h's layouts). labels stays empty.
   std::vector<int64_t> segment_lengths;
   std::vector<float> embedding_labels;
+  // lathe rlhf: a preference pair holds the chosen then the rejected sequence end to end in
+  // input_ids and labels, with their lengths in segment_lengths; kto's rows say whether they are
+  // desirable, and rm's pairs may carry the margin their rewards should differ by.
+  std::optional<bool> desirable;
+  float margin = 0;
   int64_t size() const { return static_cast<int64_t>(input_ids.size()); }
 };
 
@@ -38,6 +43,8 @@ struct EncodeOptions {
   std::optional<std::string> system;
   bool pretraining = false;  // {"text": ...} rows: the raw text plus eos, every token trained
   bool embedding = false;    // --task_type embedding: rows are EmbeddingRow (dataset.h)
+  bool preference = false;   // lathe rlhf: rows are PreferenceRow (dataset.h), a pair of sequences
+  bool labelled = false;     // lathe rlhf --rlhf_type kto: rows are LabelledRow (dataset.h)
 };
 
 // Weighs rendered contexts: LossScalePipeline::apply, passed in so this library needs no plugins.
@@ -60,6 +67,8 @@ class ExampleEncoder {
                                     const ConversationEdit& prepare, bool* truncated = nullptr) const;
 
  private:
+  std::optional<Example> encode_pair(const PreferenceRow& pair, const ConversationEdit& prepare,
+                                     const nlohmann::json& row, bool* truncated) const;
   const Template* template_;
   const Tokenizer* tokenizer_;
   ContextWeigher weigher_;

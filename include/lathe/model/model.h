@@ -93,6 +93,22 @@ class LinearImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Linear);
 
+// While one exists, every Linear computes on this thread without its adapter: the model the
+// adapters were attached to, which LoRA alignment uses as its reference (PEFT's disable_adapter).
+// Scopes nest; the previous setting is back in place when one ends.
+class AdaptersBypassed {
+ public:
+  AdaptersBypassed();
+  ~AdaptersBypassed();
+  AdaptersBypassed(const AdaptersBypassed&) = delete;
+  AdaptersBypassed& operator=(const AdaptersBypassed&) = delete;
+  // Whether a scope is open on this thread.
+  static bool active();
+
+ private:
+  bool previous_;
+};
+
 // Keys and values of every layer, for generation. keys[i] / values[i] are views
 // [batch, kv_heads, length, head_dim] of per-layer buffers that grow by doubling, so that a decoding
 // step appends in place instead of copying the whole cache.

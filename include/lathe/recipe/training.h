@@ -1,10 +1,11 @@
 #pragma once
-// The training recipe behind `lathe sft` and `lathe pt`: from the arguments to a trained run
-// folder. It loads the model folder (tokenizer, chat template with its agent template, weights in
-// the dtype the tuner trains), encodes the datasets with the loss-scale strategy, holds out the
-// evaluation split, prepares the tuner, creates the run folder with args.json, and trains. The
-// command line, the benchmarks and the tests all train through it; the next recipes (preference
-// alignment, reinforcement learning) sit beside it.
+// The training recipe behind `lathe sft`, `lathe pt` and `lathe rlhf`: from the arguments to a
+// trained run folder. It loads the model folder (tokenizer, chat template with its agent template,
+// weights in the dtype the tuner trains), encodes the datasets with the loss-scale strategy, holds
+// out the evaluation split, prepares the tuner, creates the run folder with args.json, and trains.
+// For rlhf (`arguments.alignment`) the rows are preference pairs or labelled completions, and the
+// objective of --rlhf_type (lathe/train/alignment.h) with its reference model replaces the token
+// loss. The command line, the benchmarks and the tests all train through it.
 #include <torch/types.h>
 
 #include <filesystem>
@@ -36,8 +37,9 @@ ProjectionStorage training_projections(const Arguments& arguments);
 class TrainingRun {
  public:
   // `arguments.model` is a Hugging Face model folder and `arguments.dataset` names the training
-  // files; `arguments.pretraining` selects `lathe pt`'s encoding. Throws lathe::Error naming the
-  // file, row or argument at fault; nothing is written before the data has been encoded.
+  // files; `arguments.pretraining` selects `lathe pt`'s encoding, `arguments.alignment` rlhf's.
+  // Throws lathe::Error naming the file, row or argument at fault; nothing is written before the
+  // data has been encoded.
   explicit TrainingRun(Arguments arguments);
   ~TrainingRun();
   TrainingRun(const TrainingRun&) = delete;

@@ -15,6 +15,7 @@
 #include "lathe/plugin/loss.h"
 #include "lathe/plugin/optimizer.h"
 #include "lathe/plugin/tuner.h"
+#include "lathe/train/objective.h"
 #include "lathe/common/export.h"
 
 LATHE_API_BEGIN
@@ -42,6 +43,9 @@ struct TrainerSetup {
   // Generation metrics (--predict_with_generate): token ids -> text, and the ids that end a response.
   std::function<std::string(const std::vector<int32_t>&)> decode;
   std::vector<int32_t> stop_token_ids;
+  // lathe rlhf: what each step optimises instead of the loss plugin's token loss (no --metric
+  // plugins then: evaluation reports eval_loss and the objective's measurements).
+  std::shared_ptr<TrainingObjective> objective;
 };
 
 class Trainer {
@@ -50,7 +54,8 @@ class Trainer {
   ~Trainer();
   TrainingResult train();
   // eval_loss (mean over label tokens) and eval_<key> for every key of the --metric plugins (acc
-  // by default, nlg with --predict_with_generate).
+  // by default, nlg with --predict_with_generate); with an objective, its loss (mean over rows) and
+  // eval_<key> for everything it measures.
   std::map<std::string, double> evaluate();
 
   struct Impl;

@@ -1,0 +1,29 @@
+// `lathe rlhf`: preference alignment through the training recipe, with ms-swift's defaults for it.
+#include "cli/arguments.h"
+#include "lathe/recipe/training.h"
+
+namespace lathe::cli {
+
+int run_rlhf(const Args& args) {
+  CLI::App app("Preference alignment on pairs ({\"messages\": ..., \"rejected_response\": ...}) or, for kto, labelled "
+               "completions ({\"messages\": ..., \"label\": true}).",
+               "rlhf");
+  Arguments arguments;
+  arguments.alignment = true;
+  arguments.load_args = false;
+  // ms-swift's rlhf trains the last answer only; earlier turns are context.
+  arguments.loss_scale = "last_round";
+  // TRL's disable_dropout: the policy and the reference then score a sequence alike, so that the
+  // first step's loss is exactly the untrained one (ln 2 for sigmoid dpo).
+  arguments.lora_dropout = 0;
+  add_options(app, arguments,
+              {ArgumentGroup::Model, ArgumentGroup::Data, ArgumentGroup::Dataset, ArgumentGroup::Tuner,
+               ArgumentGroup::Schedule, ArgumentGroup::Alignment, ArgumentGroup::Checkpoints, ArgumentGroup::Output,
+               ArgumentGroup::Evaluation});
+  if (int code = parse(app, arguments, args); code >= 0) return code;
+  TrainingRun run(std::move(arguments));
+  run.train();
+  return 0;
+}
+
+}  // namespace lathe::cli
