@@ -78,9 +78,9 @@ TempDir* Rlhf::dir_ = nullptr;
 
 TEST_F(Rlhf, DpoWithLoraStartsAtLn2AndWidensTheMargin) {
   auto args = rlhf_arguments(*dir_, "dpo", "dpo-lora");
+  args.back() = "steps";  // --save_strategy
   args.insert(args.end(), {"--train_type", "lora", "--lora_rank", "4", "--learning_rate", "5e-2", "--max_steps", "12",
-                           "--split_dataset_ratio", "0.25", "--eval_steps", "12", "--save_strategy", "steps",
-                           "--save_steps", "12"});
+                           "--split_dataset_ratio", "0.25", "--eval_steps", "12", "--save_steps", "12"});
   const auto result = run_lathe(args);
   ASSERT_EQ(result.exit_code, 0) << result.err;
   const auto run = only_run_dir(*dir_ / "dpo-lora");
