@@ -4,7 +4,7 @@
 //
 //   train_bench --model a|b|qwen2.5-0.5b|qwen2.5-1.5b --train lora|full [--dtype float32|bfloat16]
 //               [--steps 4] [--warmup 1] [--batch 4] [--max-length 1024] [--padded] [--plan FILE]
-//               [--weight_dtype bfloat16|float16] [--trace FILE]
+//               [--weight_dtype bfloat16|float16] [--trace FILE] [--objective sft|dpo|sft-pairs]
 //
 // Model a: Qwen2-style, hidden 512, 8 layers, 8 heads, 2 KV heads, intermediate 1408, vocabulary
 // 151,936 (tied head). Model b: hidden 256, 4 layers, 4 heads, 2 KV heads, intermediate 704,
@@ -13,6 +13,14 @@
 // prompt. One configuration per process, so the peak resident memory (VmHWM) is that
 // configuration's own. --plan writes the lengths of every step's examples, in the order the
 // Trainer draws them, for bench/reference_train.py to train the same batches.
+//
+// --objective dpo trains `lathe rlhf --rlhf_type dpo` (sigmoid; LoRA's reference is the policy
+// with its adapters bypassed, full tuning's a frozen copy) on --batch synthetic pairs per step: a
+// shared prompt (a quarter of the chosen length) with a chosen and a rejected answer of independent
+// lengths. --objective sft-pairs trains plain SFT on the same sequences, each pair's two as rows
+// of one step, and then times one forward of each step's sequences without autograd (the
+// reference's cost): the DPO step's yardstick is sft-pairs' ms_per_step + reference_forward_ms.
+// Both keep the dataset order (no shuffle), so that step k holds pairs kB..kB+B-1 in either.
 #include <fmt/format.h>
 #include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/torch.h>
@@ -32,7 +40,10 @@
 #include "benchmark_model.h"
 #include "lathe/model/runtime.h"
 #include "lathe/recipe/training.h"
+#include "lathe/train/alignment.h"
 #include "lathe/train/trainer.h"
+
+#include <ATen/autocast_mode.h>
 
 using namespace lathe;
 namespace fs = std::filesystem;
@@ -40,7 +51,7 @@ namespace fs = std::filesystem;
 namespace {
 
 struct Options {
-  std::string model = "a", train = "lora", dtype = "float32", weight_dtype, plan, trace;
+  std::string model = "a", train = "lora", dtype = "float32", weight_dtype, plan, trace, objective = "sft";
   int64_t steps = 4, warmup = 1, batch = 4, max_length = 1024;
   bool padding_free = true;  // as `lathe sft`; --padded for the library default (SWIFT's)
 };
@@ -64,6 +75,7 @@ Options parse_options(int argc, char** argv) {
     else if (flag == "--trace") options.trace = value();
     else if (flag == "--weight_dtype") options.weight_dtype = value();
     else if (flag == "--padded") options.padding_free = false;
+    else if (flag == "--objective") options.objective = value();
     else throw std::runtime_error("unknown option " + flag);
   }
   if (options.model != "a" && options.model != "b" && options.model != "qwen2.5-0.5b" && options.model != "qwen2.5-1.5b")
@@ -74,6 +86,8 @@ Options parse_options(int argc, char** argv) {
   if (options.max_length < 64) throw std::runtime_error("--max-length is at least 64");
   if (options.train != "lora" && options.train != "full") throw std::runtime_error("--train is lora or full");
   if (options.dtype != "float32" && options.dtype != "bfloat16") throw std::runtime_error("--dtype is float32 or bfloat16");
+  if (options.objective != "sft" && options.objective != "dpo" && options.objective != "sft-pairs")
+    throw std::runtime_error("--objective is sft, dpo or sft-pairs");
   return options;
 }
 
@@ -126,10 +140,75 @@ std::vector<Example> synthetic_dataset(int64_t count, int64_t vocab, int64_t max
   return examples;
 }
 
+// Pair i: prompt + chosen, then prompt + rejected (the layout the rlhf encoder makes), the prompt
+// a quarter of the chosen length and untrained.
+std::vector<Example> synthetic_pairs(int64_t count, int64_t vocab, int64_t max_length) {
+  auto chosen = synthetic_dataset(count, vocab, max_length);
+  std::vector<Example> pairs;
+  for (int64_t i = 0; i < count; ++i) {
+    auto& example = chosen[static_cast<std::size_t>(i)];
+    const auto prompt = example.size() / 4;
+    const auto length = 32 + static_cast<int64_t>(mix(static_cast<uint64_t>(i) + (1ull << 40)) % static_cast<uint64_t>(max_length - 31));
+    const auto chosen_length = example.size();
+    example.segment_lengths = {chosen_length, std::max(length, prompt + 1)};
+    for (int64_t t = 0; t < example.segment_lengths[1]; ++t) {
+      const auto id = t < prompt ? example.input_ids[static_cast<std::size_t>(t)]
+                                 : static_cast<int32_t>(mix(static_cast<uint64_t>(i) << 20 | static_cast<uint64_t>(t) | (1ull << 50)) % vocab);
+      example.input_ids.push_back(id);
+      example.labels.push_back(t < prompt ? kIgnoreIndex : id);
+    }
+    pairs.push_back(std::move(example));
+  }
+  return pairs;
+}
+
+// Each pair's two sequences as rows of their own, in order.
+std::vector<Example> split_pairs(const std::vector<Example>& pairs) {
+  std::vector<Example> rows;
+  for (const auto& pair : pairs) {
+    std::size_t start = 0;
+    for (const auto length : pair.segment_lengths) {
+      Example row;
+      row.input_ids.assign(pair.input_ids.begin() + static_cast<std::ptrdiff_t>(start),
+                           pair.input_ids.begin() + static_cast<std::ptrdiff_t>(start + length));
+      row.labels.assign(pair.labels.begin() + static_cast<std::ptrdiff_t>(start),
+                        pair.labels.begin() + static_cast<std::ptrdiff_t>(start + length));
+      rows.push_back(std::move(row));
+      start += static_cast<std::size_t>(length);
+    }
+  }
+  return rows;
+}
+
+// Milliseconds of one forward of each measured step's sequences without autograd, under the
+// training dtype's autocast: what the reference costs a DPO step.
+double reference_forward_ms(CausalLM& model, const std::vector<Example>& rows, int64_t rows_per_step, int64_t warmup,
+                            int64_t steps, bool bfloat16) {
+  torch::NoGradGuard no_grad;
+  AdaptersBypassed bypass;
+  const bool was_enabled = at::autocast::is_cpu_enabled();
+  at::autocast::set_cpu_enabled(bfloat16);
+  at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+  double seconds = 0;
+  for (int64_t step = warmup; step < steps; ++step) {
+    std::vector<TokenSequence> sequences;
+    for (int64_t r = step * rows_per_step; r < (step + 1) * rows_per_step; ++r) {
+      sequences.push_back({rows[static_cast<std::size_t>(r)].input_ids, rows[static_cast<std::size_t>(r)].labels});
+    }
+    const auto start = std::chrono::steady_clock::now();
+    score_sequences(model, sequences);
+    seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+  at::autocast::clear_cache();
+  at::autocast::set_cpu_enabled(was_enabled);
+  return 1000.0 * seconds / static_cast<double>(steps - warmup);
+}
+
 // The Trainer's order for epoch 0 cut into steps; the per-step token counts it reports are
 // checked against this plan, so a change in how the Trainer batches shows.
-std::vector<std::vector<std::size_t>> step_plan(std::size_t examples, int64_t batch, int64_t seed) {
-  const auto order = epoch_training_order(examples, static_cast<uint64_t>(seed), 0);
+std::vector<std::vector<std::size_t>> step_plan(std::size_t examples, int64_t batch, int64_t seed, bool shuffled) {
+  auto order = epoch_training_order(examples, static_cast<uint64_t>(seed), 0);
+  if (!shuffled) std::iota(order.begin(), order.end(), std::size_t{0});
   std::vector<std::vector<std::size_t>> steps;
   for (std::size_t start = 0; start < order.size(); start += static_cast<std::size_t>(batch)) {
     steps.emplace_back(order.begin() + static_cast<std::ptrdiff_t>(start),
@@ -213,6 +292,21 @@ double step_model_flops(const ModelConfig& config, const std::vector<int64_t>& l
   return flops;
 }
 
+// DPO's reference: LoRA's own base (adapters bypassed), or for full tuning a frozen copy of the
+// starting weights.
+AlignmentReference dpo_reference(const ModelConfig& config, CausalLM& policy, const Options& options) {
+  if (options.train == "lora") return {AlignmentReference::Kind::adapters_off, nullptr};
+  CausalLM copy(config, torch::kFloat32);
+  torch::NoGradGuard no_grad;
+  const auto source = policy->named_parameters();
+  for (auto& item : copy->named_parameters()) {
+    item.value().copy_(source[item.key()]);
+    item.value().set_requires_grad(false);
+  }
+  copy->eval();
+  return {AlignmentReference::Kind::frozen_model, copy};
+}
+
 }  // namespace
 
 static int run(int argc, char** argv) {
@@ -222,8 +316,12 @@ static int run(int argc, char** argv) {
   const int64_t steps = options.warmup + options.steps;
   const int64_t seed = 42;
 
-  auto examples = synthetic_dataset(steps * options.batch, config.vocab_size, options.max_length);
-  const auto plan = step_plan(examples.size(), options.batch, seed);
+  const bool on_pairs = options.objective != "sft";
+  auto examples = on_pairs ? synthetic_pairs(steps * options.batch, config.vocab_size, options.max_length)
+                           : synthetic_dataset(steps * options.batch, config.vocab_size, options.max_length);
+  if (options.objective == "sft-pairs") examples = split_pairs(examples);
+  const int64_t rows_per_step = options.objective == "sft-pairs" ? 2 * options.batch : options.batch;
+  const auto plan = step_plan(examples.size(), rows_per_step, seed, !on_pairs);
   std::vector<int64_t> planned_tokens;
   nlohmann::json plan_json = nlohmann::json::array();
   for (const auto& step : plan) {
@@ -242,7 +340,10 @@ static int run(int argc, char** argv) {
   arguments.model = "random-init";
   arguments.train_type = options.train;
   arguments.torch_dtype = options.dtype;
-  arguments.per_device_train_batch_size = options.batch;
+  arguments.per_device_train_batch_size = rows_per_step;
+  arguments.train_dataloader_shuffle = !on_pairs;
+  arguments.alignment = options.objective == "dpo";
+  if (arguments.alignment) arguments.lora_dropout = 0;
   arguments.padding_free = options.padding_free;
   arguments.max_length = options.max_length;
   arguments.num_train_epochs = 1;
@@ -267,8 +368,10 @@ static int run(int argc, char** argv) {
   tuner->prepare_model(arguments, model);
   auto timer = std::make_shared<StepTimer>();
   fs::create_directories(run_dir);
+  const auto rows = options.objective == "sft-pairs" ? examples : std::vector<Example>{};
   {
     TrainerSetup setup{arguments, model, tuner, std::move(examples), nullptr, {}, run_dir, {}, {timer}, 0};
+    if (arguments.alignment) setup.objective = make_alignment_objective(arguments, dpo_reference(config, model, options));
     Trainer trainer(std::move(setup));
     // --trace: every operator's time, for chrome://tracing or bench/trace_summary.py.
     std::unique_ptr<torch::autograd::profiler::RecordProfile> trace;
@@ -292,6 +395,9 @@ static int run(int argc, char** argv) {
     flops += step_model_flops(config, lengths, options.train == "full");
   }
   const double peak = std::max(peak_before, gemm_peak_flops(gemm_dtype));
+  const double reference_ms = options.objective == "sft-pairs"
+                                  ? reference_forward_ms(model, rows, rows_per_step, options.warmup, steps, options.dtype == "bfloat16")
+                                  : 0.0;
   nlohmann::json result{{"impl", "lathe"},
                         {"model", options.model},
                         {"train", options.train},
@@ -300,6 +406,7 @@ static int run(int argc, char** argv) {
                         {"batch", options.batch},
                         {"max_length", options.max_length},
                         {"padding_free", options.padding_free},
+                        {"objective", options.objective},
                         {"threads", compute_threads()},
                         {"steps", options.steps},
                         {"tokens_per_s", static_cast<double>(tokens) / seconds},
@@ -309,6 +416,11 @@ static int run(int argc, char** argv) {
                         {"model_tflops_per_s", flops / seconds / 1e12},
                         {"gemm_peak_tflops_per_s", peak / 1e12},
                         {"mfu", flops / seconds / peak}};
+  if (options.objective == "sft-pairs") result["reference_forward_ms"] = reference_ms;
+  if (options.objective == "dpo") {  // the FLOP count above is SFT's, not the objective's
+    result.erase("model_tflops_per_s");
+    result.erase("mfu");
+  }
   fmt::print("{}\n", result.dump());
   return 0;
 }

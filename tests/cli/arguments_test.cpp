@@ -91,7 +91,7 @@ std::pair<int, Arguments> parsed(const Args& words) {
   using G = ArgumentGroup;
   cli::add_options(app, arguments,
                    {G::Model, G::Generation, G::Serving, G::Data, G::Dataset, G::Tuner, G::Schedule, G::Checkpoints,
-                    G::Output, G::Evaluation, G::Reward, G::Sampling, G::Export});
+                    G::Output, G::Evaluation, G::Reward, G::Sampling, G::Export, G::Alignment});
   const int code = cli::parse(app, arguments, words);
   return {code, arguments};
 }
@@ -178,10 +178,19 @@ std::string json_error(const json& values) {
   return "";
 }
 
+// As ms-swift's config files write `loss_type: sigmoid` or `dataset: a.jsonl`: one value is a list of one.
+TEST(ArgumentTable, ASingleValueIsAListOfOne) {
+  Arguments arguments;
+  arguments.update_from_json({{"dataset", "a.jsonl"}, {"loss_type", "ipo"}, {"loss_weights", 0.5}}, "config.yaml");
+  EXPECT_EQ(arguments.dataset, std::vector<std::string>{"a.jsonl"});
+  EXPECT_EQ(arguments.loss_type, std::vector<std::string>{"ipo"});
+  EXPECT_EQ(arguments.loss_weights, std::vector<double>{0.5});
+}
+
 TEST(ArgumentTable, BadJsonValuesNameTheFileAndKey) {
   EXPECT_EQ(json_error({{"lora_rnak", 8}}), "run/args.json: unknown argument 'lora_rnak'");
   EXPECT_EQ(json_error({{"lora_rank", "eight"}}), "run/args.json: 'lora_rank' expects an integer, got \"eight\"");
-  EXPECT_EQ(json_error({{"dataset", "a.jsonl"}}), "run/args.json: 'dataset' expects a list of strings, got \"a.jsonl\"");
+  EXPECT_EQ(json_error({{"dataset", 5}}), "run/args.json: 'dataset' expects a list of strings, got 5");
   EXPECT_EQ(json_error({{"learning_rate", true}}), "run/args.json: 'learning_rate' expects a number or null, got true");
   EXPECT_EQ(json_error({{"torch_dtype", "float16"}}),
             "run/args.json: 'torch_dtype': expected one of float32|bfloat16, got 'float16'");

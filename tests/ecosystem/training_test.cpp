@@ -183,5 +183,50 @@ TEST(Training, SftEqualsSwiftStepByStep) {
   expect_swift_steps(step_rows(dir / "lathe" / "logging.jsonl"), step_rows(dir / "swift" / "logging.jsonl"));
 }
 
+// `lathe rlhf` and `swift rlhf` on one command line, DPO from the PEFT adapter (so that the policy
+// differs from its reference, the base with the adapter off): the same loss, gradient norm and
+// ms-swift's alignment metrics at every step, for two-round conversations (earlier turns are
+// context: loss_scale last_round) with rejected answers of other lengths, and a mix of losses.
+TEST(Training, DpoEqualsSwiftStepByStep) {
+  TempDir dir("training-dpo");
+  const auto start = make_start(dir);
+  const auto answers = texts();
+  std::vector<json> rows;
+  for (std::size_t i = 0; i < answers.size(); ++i) {
+    json messages = json::array({{{"role", "user"}, {"content", "Question " + std::to_string(i) + "?"}},
+                                 {{"role", "assistant"}, {"content", answers[i]}}});
+    if (i % 3 == 0) {
+      messages.push_back({{"role", "user"}, {"content", "And again?"}});
+      messages.push_back({{"role", "assistant"}, {"content", answers[(i + 1) % answers.size()]}});
+    }
+    rows.push_back({{"messages", messages}, {"rejected_response", answers[(i + 3) % answers.size()] + " Or not."}});
+  }
+  write_jsonl(dir / "pairs.jsonl", rows);
+  const auto with_dpo = [&](const fs::path& output) {
+    auto args = command_line(start, dir / "pairs.jsonl", output);
+    args.insert(args.begin(), {"--rlhf_type", "dpo", "--beta", "0.2", "--loss_type", "sigmoid", "sft", "--loss_weights",
+                               "1.0", "0.5"});
+    return args;
+  };
+  run_lathe_and_swift("rlhf", "rlhf_main", with_dpo(dir / "lathe"), with_dpo(dir / "swift"));
+  const auto lathe = step_rows(dir / "lathe" / "logging.jsonl"), swift = step_rows(dir / "swift" / "logging.jsonl");
+  ASSERT_EQ(lathe.size(), kSteps);
+  ASSERT_EQ(swift.size(), kSteps);
+  for (std::size_t step = 0; step < kSteps; ++step) {
+    SCOPED_TRACE("ms-swift rlhf, step " + std::to_string(step + 1));
+    expect_same_loss_and_grad_norm(lathe[step], swift[step]);
+    for (const char* key : {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
+                            "logps/rejected", "logits/chosen", "logits/rejected", "nll_loss"}) {
+      ASSERT_TRUE(swift[step].contains(key)) << key;
+      ASSERT_TRUE(lathe[step].contains(key)) << key;
+      const double theirs = swift[step][key].get<double>();
+      EXPECT_NEAR(lathe[step][key].get<double>(), theirs, 1e-3 * std::max(1.0, std::abs(theirs))) << key;
+    }
+  }
+  EXPECT_GT(std::abs(lathe.front()["loss"].get<double>() - (std::log(2.0) + 0.5 * lathe.front()["nll_loss"].get<double>())), 1e-6)
+      << "the starting adapter should set the policy apart from its reference";
+  EXPECT_GT(lathe.back()["rewards/margins"].get<double>(), lathe.front()["rewards/margins"].get<double>());
+}
+
 }  // namespace
 }  // namespace lathe::testing
