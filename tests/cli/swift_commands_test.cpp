@@ -1,6 +1,6 @@
 // ms-swift's own example command lines run with `lathe` in place of `swift`, the hub ids swapped
 // for the test's local files: the quick-start LoRA run, inference and export from the checkpoint
-// alone (the base model read from its args.json), pre-training and sampling. SWIFT's arguments that
+// alone (the base model read from its args.json), pre-training, DPO and sampling. SWIFT's arguments that
 // mean nothing here are accepted with a notice; a hub id is refused with how to use a local copy.
 #include <gtest/gtest.h>
 
@@ -124,6 +124,43 @@ TEST_F(SwiftCommands, PretrainingWithDeepspeedAndStreaming) {
   }
   EXPECT_TRUE(contains(result.err, "--deepspeed has no effect here: Lathe trains in one process")) << result.err;
   EXPECT_TRUE(contains(result.err, "--attn_impl has no effect here")) << result.err;
+}
+
+// ms-swift's examples/train/rlhf/dpo/lora.sh and its padding-free full-tuning DPO example.
+TEST_F(SwiftCommands, DpoExamplesTrain) {
+  std::vector<json> pairs;
+  for (int i = 0; i < 8; ++i) {
+    pairs.push_back({{"messages", json::array({{{"role", "user"}, {"content", "Add one to " + std::to_string(i)}},
+                                               {{"role", "assistant"}, {"content", std::to_string(i + 1)}}})},
+                     {"rejected_response", std::to_string(i + 2) + " 😀"}});
+  }
+  write_jsonl(*dir_ / "shareAI-Llama3-DPO-zh-en-emoji.jsonl", pairs);
+  const std::vector<std::string> common{
+      "rlhf", "--rlhf_type", "dpo", "--model", path("model"), "--dataset", path("shareAI-Llama3-DPO-zh-en-emoji.jsonl"),
+      "--split_dataset_ratio", "0.01", "--torch_dtype", "bfloat16", "--num_train_epochs", "1",
+      "--per_device_train_batch_size", "1", "--per_device_eval_batch_size", "1", "--eval_steps", "100", "--save_steps",
+      "100", "--save_total_limit", "2", "--logging_steps", "5", "--warmup_ratio", "0.05", "--dataloader_num_workers", "4",
+      "--dataset_num_proc", "4"};
+  auto lora = common;
+  lora.insert(lora.end(), {"--train_type", "lora", "--learning_rate", "1e-4", "--lora_rank", "8", "--lora_alpha", "32",
+                           "--target_modules", "all-linear", "--gradient_accumulation_steps", "16", "--max_length", "2048",
+                           "--output_dir", path("dpo-lora")});
+  auto result = run_lathe(lora);
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  auto full = common;
+  full.insert(full.end(), {"--train_type", "full", "--learning_rate", "1e-5", "--gradient_accumulation_steps", "1",
+                           "--max_length", "8192", "--output_dir", path("dpo-full"), "--save_only_model", "true",
+                           "--deepspeed", "zero3", "--attn_impl", "flash_attn", "--padding_free", "true"});
+  result = run_lathe(full);
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_TRUE(contains(result.err, "--deepspeed has no effect here")) << result.err;
+  for (const char* output : {"dpo-lora", "dpo-full"}) {
+    for (const auto& run : fs::directory_iterator(*dir_ / output)) {
+      bool rewards_logged = false;
+      for (const auto& row : read_jsonl(run.path() / "logging.jsonl")) rewards_logged = rewards_logged || row.contains("rewards/margins");
+      EXPECT_TRUE(rewards_logged) << output;
+    }
+  }
 }
 
 TEST_F(SwiftCommands, SamplingWithThePtEngine) {
