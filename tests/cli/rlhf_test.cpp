@@ -169,6 +169,37 @@ TEST_F(Rlhf, TheShippedSelfCognitionPairsTrain) {
   EXPECT_NE(result.err.find("78 rows"), std::string::npos) << result.err;
 }
 
+// A run stopped at a checkpoint and resumed logs the very steps of an unbroken run (the reference
+// is rebuilt as it was: the adapters bypassed).
+TEST_F(Rlhf, AResumedRunContinuesExactly) {
+  const auto train = [&](const std::string& output, const std::string& steps, const std::vector<std::string>& extra) {
+    auto args = rlhf_arguments(*dir_, "dpo", output);
+    args.back() = "steps";  // --save_strategy
+    args.insert(args.end(), {"--train_type", "lora", "--lora_rank", "4", "--learning_rate", "1e-2", "--lr_scheduler_type",
+                             "constant", "--save_steps", "2", "--add_version", "false", "--max_steps", steps});
+    args.insert(args.end(), extra.begin(), extra.end());
+    const auto result = run_lathe(args);
+    EXPECT_EQ(result.exit_code, 0) << result.err;
+  };
+  train("unbroken", "4", {});
+  train("resumed", "2", {});
+  train("resumed", "4", {"--resume_from_checkpoint", (*dir_ / "resumed" / "checkpoint-2").string()});
+  std::vector<json> unbroken, resumed;
+  for (const auto& row : training_logs(*dir_ / "unbroken")) {
+    if (row["global_step"].get<int>() > 2) unbroken.push_back(row);
+  }
+  for (const auto& row : training_logs(*dir_ / "resumed")) {
+    if (row["global_step"].get<int>() > 2) resumed.push_back(row);
+  }
+  ASSERT_EQ(unbroken.size(), 2u);
+  ASSERT_EQ(resumed.size(), 2u);
+  for (std::size_t i = 0; i < 2; ++i) {
+    for (const char* key : {"loss", "grad_norm", "rewards/margins", "logps/chosen"}) {
+      EXPECT_DOUBLE_EQ(resumed[i][key].get<double>(), unbroken[i][key].get<double>()) << key << " at step " << i + 3;
+    }
+  }
+}
+
 // An error names the file and line (or the option), exits non-zero, and writes no run folder.
 void expect_refused(const TempDir& dir, std::vector<std::string> args, const std::string& fragment, const std::string& output) {
   const auto result = run_lathe(args);
