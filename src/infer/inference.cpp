@@ -52,21 +52,6 @@ static std::vector<int32_t> stop_tokens(const Tokenizer& tokenizer, const Templa
   return ids;
 }
 
-// An adapter folder, read by the tuner of its kind (PEFT's peft_type): IA3 vectors, else LoRA
-// (with DoRA and PiSSA).
-static void load_adapter_folder(CausalLM& model, const fs::path& dir, const Arguments& arguments) {
-  const auto config_file = dir / "adapter_config.json";
-  std::error_code ec;
-  if (fs::exists(config_file, ec)) {
-    const auto config = nlohmann::json::parse(read_file(config_file), nullptr, /*allow_exceptions=*/false);
-    if (config.is_object() && config.value("peft_type", "") == "IA3") {
-      tuner_registry().create("ia3", arguments)->from_pretrained(model, dir, /*trainable=*/false);
-      return;
-    }
-  }
-  load_adapter(model, dir, /*trainable=*/false);
-}
-
 InferenceModel load_inference_model(const Arguments& arguments) {
   if (arguments.model.empty()) fail("--model is required (a Hugging Face model folder)");
   const fs::path dir = arguments.model;
@@ -79,7 +64,7 @@ InferenceModel load_inference_model(const Arguments& arguments) {
   const bool merges = arguments.merge_lora && !arguments.adapters.empty();
   const auto projections = projection_dtype(arguments.weight_dtype, arguments.torch_dtype, dir, /*lossless_auto=*/!merges);
   auto model = load_pretrained(dir, parse_dtype(arguments.torch_dtype), {merges ? std::nullopt : projections, true});
-  for (const auto& adapter : arguments.adapters) load_adapter_folder(model, adapter, arguments);
+  for (const auto& adapter : arguments.adapters) load_adapter_folder(model, adapter, arguments, /*trainable=*/false);
   if (arguments.merge_lora) {
     merge_lora(model);
     // What merge_lora cannot fold (IA3 vectors) would be dropped from a written model folder.

@@ -267,4 +267,17 @@ Registry<TunerFactory>& tuner_registry() {
   return registry;
 }
 
+void load_adapter_folder(CausalLM& model, const std::filesystem::path& dir, const Arguments& arguments, bool trainable) {
+  const auto config_file = dir / "adapter_config.json";
+  std::error_code ec;
+  if (std::filesystem::exists(config_file, ec)) {
+    const auto config = nlohmann::json::parse(read_file(config_file), nullptr, /*allow_exceptions=*/false);
+    if (config.is_object() && config.value("peft_type", "") == "IA3") {
+      tuner_registry().create("ia3", arguments)->from_pretrained(model, dir, trainable);
+      return;
+    }
+  }
+  load_adapter(model, dir, trainable);
+}
+
 }  // namespace lathe

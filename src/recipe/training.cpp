@@ -14,6 +14,8 @@
 #include "lathe/data/training_data.h"
 #include "lathe/plugin/loss_scale_pipeline.h"
 #include "lathe/train/alignment.h"
+#include "lathe/tuner/lora.h"
+#include "lathe/tuner/targets.h"
 
 namespace lathe {
 namespace fs = std::filesystem;
@@ -67,6 +69,10 @@ void check_arguments(const Arguments& arguments) {
   // Every micro-batch's sequences already run as one padding-free row (lathe/train/alignment.h).
   if (arguments.alignment && arguments.packing) fail("--packing: lathe rlhf batches pairs by --per_device_train_batch_size (its rows are never padded)");
   if (!arguments.ref_model.empty() && !fs::is_directory(arguments.ref_model, ec)) fail_not_local("--ref_model folder", arguments.ref_model);
+  if (arguments.ref_adapters.size() > 1) fail("--ref_adapters: one adapter folder for the reference (got {})", arguments.ref_adapters.size());
+  for (const auto& adapter : arguments.ref_adapters) {
+    if (!fs::is_directory(adapter, ec)) fail_not_local("--ref_adapters folder", adapter);
+  }
 }
 
 // Whether the policy with its adapters bypassed is the model training started from: adapters
@@ -91,17 +97,32 @@ CausalLM frozen_reference(const Arguments& arguments, const fs::path& folder, co
 }
 
 // lathe rlhf's reference: none for the reference-free types; the policy with its adapters off when
-// they leave the base untouched and no --ref_model is named; else a frozen model.
+// they leave the base untouched and neither --ref_model nor --ref_adapters is named; else a frozen
+// model (--ref_model or --model), with --ref_adapters' adapter on it.
 AlignmentReference alignment_reference(const Arguments& arguments, const CausalLM& policy) {
   AlignmentReference reference;
-  if (!alignment_uses_reference(arguments)) return reference;
-  if (arguments.ref_model.empty() && adapters_leave_base(arguments)) {
+  if (!alignment_uses_reference(arguments)) {
+    if (!arguments.ref_adapters.empty()) fail("--ref_adapters: {} compares no reference model (it is reference-free)", arguments.rlhf_type);
+    return reference;
+  }
+  if (arguments.ref_model.empty() && arguments.ref_adapters.empty() && adapters_leave_base(arguments)) {
     reference.kind = AlignmentReference::Kind::adapters_off;
     return reference;
   }
   reference.kind = AlignmentReference::Kind::frozen_model;
   reference.model = frozen_reference(arguments, arguments.ref_model.empty() ? arguments.model : arguments.ref_model, policy);
+  for (const auto& adapter : arguments.ref_adapters) load_adapter_folder(reference.model, adapter, arguments, /*trainable=*/false);
+  reference.model->eval();  // the adapter's own dropout off too
   return reference;
+}
+
+// TRL's disable_dropout, which ms-swift's rlhf keeps: no dropout in the LoRA adapters, also those
+// loaded with --adapters (whose own config names a rate), so that the policy scores a sequence as
+// its reference does.
+void disable_adapter_dropout(CausalLM& model) {
+  for (const auto& [path, linear] : tuner::linear_modules(model)) {
+    if (auto lora = std::dynamic_pointer_cast<LoraAdapter>(linear->adapter)) lora->dropout = 0;
+  }
 }
 
 EncodeOptions encode_options(const Arguments& arguments, int64_t max_length) {
@@ -181,6 +202,7 @@ struct TrainingRun::State {
     } else {
       tuner->from_pretrained(model, arguments.adapters.front(), /*trainable=*/true);
     }
+    if (arguments.alignment) disable_adapter_dropout(model);
     const auto trainable = count_parameters(model, true), total = count_parameters(model, false);
     fmt::print(stderr, "lathe: {} tuner, trainable parameters: {} of {} ({:.4f}%)\n", arguments.train_type, trainable,
                total, 100.0 * static_cast<double>(trainable) / static_cast<double>(std::max<int64_t>(1, total)));

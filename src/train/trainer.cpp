@@ -1,6 +1,8 @@
 // The training loop. One optimizer step = gradient_accumulation_steps micro-batches whose losses
 // are each divided by the step's total count of trained tokens (num_items_in_batch), so that
-// accumulation gives the same loss and gradients as one large batch (docs/plugins.md).
+// accumulation gives the same loss and gradients as one large batch (docs/plugins.md). With an
+// objective (lathe rlhf) each micro-batch's examples go to it instead, its losses divided by the
+// step's examples for the same equality.
 #include "lathe/train/trainer.h"
 
 #include <ATen/CPUGeneratorImpl.h>

@@ -169,6 +169,29 @@ TEST_F(Rlhf, TheShippedSelfCognitionPairsTrain) {
   EXPECT_NE(result.err.find("78 rows"), std::string::npos) << result.err;
 }
 
+// ms-swift's SFT-then-DPO recipe: --adapters SFT --ref_adapters SFT starts with the policy equal to
+// its reference (base + the SFT adapter, held as a frozen copy), so the first loss is ln 2 again.
+TEST_F(Rlhf, TheReferenceCanCarryTheSftAdapter) {
+  auto first = rlhf_arguments(*dir_, "dpo", "sft-like");
+  first.back() = "steps";  // --save_strategy
+  first.insert(first.end(), {"--train_type", "lora", "--lora_rank", "4", "--learning_rate", "5e-2", "--max_steps", "3",
+                             "--save_steps", "3", "--add_version", "false", "--lora_dropout", "0.1"});
+  ASSERT_EQ(run_lathe(first).exit_code, 0);
+  const auto adapter = (*dir_ / "sft-like" / "checkpoint-3").string();
+  const auto train = [&](const std::string& output, const std::vector<std::string>& extra) {
+    auto args = rlhf_arguments(*dir_, "dpo", output);
+    args.insert(args.end(), {"--train_type", "lora", "--max_steps", "1", "--adapters", adapter});
+    args.insert(args.end(), extra.begin(), extra.end());
+    const auto result = run_lathe(args);
+    EXPECT_EQ(result.exit_code, 0) << result.err;
+    const auto logs = training_logs(only_run_dir(*dir_ / output));
+    return logs.empty() ? -1.0 : logs.front()["loss"].get<double>();
+  };
+  EXPECT_NEAR(train("with-ref-adapter", {"--ref_adapters", adapter}), std::log(2.0), 1e-5);
+  // Without it the reference is the bare base, which the adapter has moved away from.
+  EXPECT_GT(std::abs(train("bare-base", {}) - std::log(2.0)), 1e-3);
+}
+
 // A run stopped at a checkpoint and resumed logs the very steps of an unbroken run (the reference
 // is rebuilt as it was: the adapters bypassed).
 TEST_F(Rlhf, AResumedRunContinuesExactly) {

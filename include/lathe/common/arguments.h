@@ -265,6 +265,8 @@ constexpr ArgumentInfo describe_argument(ArgumentGroup group, std::string_view f
   X(Alignment, double, undesirable_weight, 1.0, {}, "kto: weight of the undesirable rows' losses")                      \
   X(Alignment, std::string, ref_model, {}, {},                                                                          \
     "dpo, kto: the reference model folder (default: --model; LoRA runs use the base with the adapters off)")            \
+  X(Alignment, std::vector<std::string>, ref_adapters, {}, {},                                                          \
+    "dpo, kto: an adapter on the reference (the SFT-then-DPO recipe: --adapters SFT --ref_adapters SFT)")               \
                                                                                                                         \
   X(Ignored, std::string, infer_backend, "pt", {.no_effect = "Lathe generates with its own engine (continuous batching)"}, \
     "SWIFT's inference backend; pt is Lathe's own engine")                                                              \

@@ -31,6 +31,10 @@ class Tuner {
 using TunerFactory = std::function<std::shared_ptr<Tuner>(const PluginContext& context)>;
 Registry<TunerFactory>& tuner_registry();
 
+// Loads a PEFT adapter folder onto `model` with the tuner of its kind (adapter_config.json's
+// peft_type): IA3 vectors, else LoRA (with DoRA and PiSSA).
+void load_adapter_folder(CausalLM& model, const std::filesystem::path& dir, const Arguments& arguments, bool trainable);
+
 }  // namespace lathe
 
 LATHE_API_END
