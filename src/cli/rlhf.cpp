@@ -21,6 +21,8 @@ int run_rlhf(const Args& args) {
                ArgumentGroup::Schedule, ArgumentGroup::Alignment, ArgumentGroup::Checkpoints, ArgumentGroup::Output,
                ArgumentGroup::Evaluation});
   if (int code = parse(app, arguments, args); code >= 0) return code;
+  // ms-swift trains every answer of an ORPO conversation (its NLL is the SFT term) on text models.
+  if (arguments.rlhf_type == "orpo" && app.count("--loss_scale") == 0) arguments.loss_scale = "default";
   TrainingRun run(std::move(arguments));
   run.train();
   return 0;

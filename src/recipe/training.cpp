@@ -133,6 +133,24 @@ EncodeOptions encode_options(const Arguments& arguments, int64_t max_length) {
   return options;
 }
 
+// ms-swift's advice for KTO: the desirable rows' total weight at 1 to 4/3 times the undesirable ones'.
+void warn_of_kto_imbalance(const Arguments& arguments, const std::vector<Example>& train) {
+  const auto desirable = std::count_if(train.begin(), train.end(), [](const Example& e) { return e.desirable.value_or(true); });
+  const auto undesirable = static_cast<int64_t>(train.size()) - desirable;
+  if (undesirable == 0 || desirable == 0) {
+    fmt::print(stderr, "lathe: kto: the training set has {} desirable and {} undesirable rows\n", desirable, undesirable);
+    return;
+  }
+  const double ratio = arguments.desirable_weight * static_cast<double>(desirable) /
+                       (arguments.undesirable_weight * static_cast<double>(undesirable));
+  if (ratio < 1.0 || ratio > 4.0 / 3.0) {
+    fmt::print(stderr,
+               "lathe: kto: desirable_weight x {} desirable rows / (undesirable_weight x {} undesirable) = {:.3f}, outside "
+               "the recommended [1, 4/3]; adjust --desirable_weight or --undesirable_weight\n",
+               desirable, undesirable, ratio);
+  }
+}
+
 // KTO's global batch, within which every row's KL completion comes from another row.
 int64_t kto_chunk(const Arguments& arguments) {
   return std::max<int64_t>(1, arguments.per_device_train_batch_size) * std::max<int64_t>(1, arguments.gradient_accumulation_steps);
@@ -239,6 +257,7 @@ struct TrainingRun::State {
       std::mt19937_64 rng(seed);
       std::shuffle(train.begin(), train.end(), rng);
       attach_kl_completions(train, kto_chunk(arguments));
+      warn_of_kto_imbalance(arguments, train);
       if (!eval.empty()) attach_kl_completions(eval, std::max<int64_t>(2, kto_chunk(arguments)));
     }
   }

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <set>
 
 #include "lathe/common/format.h"
 #include "lathe/plugin/preference_loss.h"
@@ -191,6 +192,7 @@ class DpoObjective : public TrainingObjective {
       origins_.push_back(preference_loss_registry().get(name).origin);
     }
     logs_nll_ = rpo_alpha_.has_value() || std::find(names_.begin(), names_.end(), "sft") != names_.end();
+    warn_of_ignored_smoothing(arguments.label_smoothing);
     any_means_ = std::any_of(names_.begin(), names_.end(), preference_loss_uses_means);
   }
 
@@ -230,6 +232,16 @@ class DpoObjective : public TrainingObjective {
   }
 
  private:
+  // As ms-swift warns: these built-ins have no label-smoothed form.
+  void warn_of_ignored_smoothing(double smoothing) const {
+    static const std::set<std::string> unsmoothed{"hinge", "ipo", "bco_pair", "sppo_hard", "nca_pair", "apo_zero", "apo_down"};
+    for (const auto& name : names_) {
+      if (smoothing > 0 && unsmoothed.contains(name)) {
+        fmt::print(stderr, "lathe: --label_smoothing {} has no effect on the {} loss\n", smoothing, name);
+      }
+    }
+  }
+
   torch::Tensor call_loss(std::size_t k, const PreferenceLogps& logps, int64_t pairs) {
     torch::Tensor per_pair;
     try {

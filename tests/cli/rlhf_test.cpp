@@ -118,10 +118,16 @@ TEST_F(Rlhf, EveryTypeTrainsAndLogsItsOwnKeys) {
   for (const auto& [type, keys] : cases) {
     auto args = rlhf_arguments(*dir_, type, "type-" + type);
     args.insert(args.end(), {"--train_type", "lora", "--lora_rank", "4", "--learning_rate", "1e-2", "--max_steps", "2"});
+    if (type == "kto") args.insert(args.end(), {"--undesirable_weight", "2"});
     const auto result = run_lathe(args);
     ASSERT_EQ(result.exit_code, 0) << type << ": " << result.err;
-    const auto logs = training_logs(only_run_dir(*dir_ / ("type-" + type)));
+    const auto run = only_run_dir(*dir_ / ("type-" + type));
+    const auto logs = training_logs(run);
     ASSERT_EQ(logs.size(), 2u) << type;
+    // ms-swift's loss_scale per type: every answer for orpo (its NLL is an SFT term), else the last.
+    EXPECT_EQ(json::parse(read_file(run / "args.json"))["loss_scale"], type == "orpo" ? "default" : "last_round") << type;
+    // 8 desirable rows against 8 undesirable ones weighing 2 each: 0.5, outside ms-swift's advice.
+    if (type == "kto") EXPECT_NE(result.err.find("recommended [1, 4/3]"), std::string::npos) << result.err;
     for (const auto& key : keys) EXPECT_TRUE(logs.back().contains(key)) << type << ": " << key;
     EXPECT_TRUE(std::isfinite(logs.back()["loss"].get<double>())) << type;
   }
