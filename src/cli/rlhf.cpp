@@ -13,9 +13,6 @@ int run_rlhf(const Args& args) {
   arguments.load_args = false;
   // ms-swift's rlhf trains the last answer only; earlier turns are context.
   arguments.loss_scale = "last_round";
-  // TRL's disable_dropout: the policy and the reference then score a sequence alike, so that the
-  // first step's loss is exactly the untrained one (ln 2 for sigmoid dpo).
-  arguments.lora_dropout = 0;
   add_options(app, arguments,
               {ArgumentGroup::Model, ArgumentGroup::Data, ArgumentGroup::Dataset, ArgumentGroup::Tuner,
                ArgumentGroup::Schedule, ArgumentGroup::Alignment, ArgumentGroup::Checkpoints, ArgumentGroup::Output,

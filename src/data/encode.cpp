@@ -96,7 +96,6 @@ std::optional<Example> ExampleEncoder::encode_pair(const PreferenceRow& pair, co
     example.labels.insert(example.labels.end(), encoded->labels.begin(), encoded->labels.end());
     example.segment_lengths.push_back(encoded->size());
   }
-  example.margin = static_cast<float>(pair.margin);
   return example;
 }
 

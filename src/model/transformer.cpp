@@ -221,7 +221,8 @@ std::vector<torch::Tensor> project_together(const torch::Tensor& x, const std::v
                   x.numel() <= fused::kMatvecMaxRows * x.size(-1) && !torch::GradMode::is_enabled() &&
                   !at::autocast::is_cpu_enabled() && fused::matvec16_available();
   for (const auto* linear : linears)
-    together = together && (!linear->adapter || AdaptersBypassed::active()) && linear->weight.scalar_type() == dtype && linear->weight.is_contiguous();
+    together = together && (!linear->adapter || AdaptersBypassed::active()) && linear->weight.scalar_type() == dtype &&
+               linear->weight.is_contiguous();
   std::vector<torch::Tensor> outputs;
   if (!together) {
     for (auto* linear : linears) outputs.push_back(linear->forward(x));

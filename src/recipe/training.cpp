@@ -116,9 +116,10 @@ AlignmentReference alignment_reference(const Arguments& arguments, const CausalL
   return reference;
 }
 
-// TRL's disable_dropout, which ms-swift's rlhf keeps: no dropout in the LoRA adapters, also those
-// loaded with --adapters (whose own config names a rate), so that the policy scores a sequence as
-// its reference does.
+// TRL's disable_dropout, which ms-swift's rlhf keeps: no dropout in the LoRA adapters, those made
+// here (--lora_dropout is set to 0) and those loaded with --adapters (whose own config names a
+// rate), so that the policy scores a sequence as its reference does: the first step's loss is the
+// untrained one (ln 2 for sigmoid dpo).
 void disable_adapter_dropout(CausalLM& model) {
   for (const auto& [path, linear] : tuner::linear_modules(model)) {
     if (auto lora = std::dynamic_pointer_cast<LoraAdapter>(linear->adapter)) lora->dropout = 0;
@@ -212,6 +213,7 @@ struct TrainingRun::State {
     // Before the data is encoded, so that a wrong alignment setting is reported at once.
     if (arguments.alignment) objective = make_alignment_objective(arguments, alignment_reference(arguments, model));
     encode_data();
+    if (arguments.alignment) arguments.lora_dropout = 0;
     tuner = tuner_registry().create(arguments.train_type, arguments);
     // SWIFT's --adapters in sft: training goes on from a saved adapter, whose own config (rank,
     // alpha, targets) replaces the tuner arguments.

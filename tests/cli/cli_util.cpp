@@ -144,6 +144,13 @@ void write_tiny_model(const fs::path& dir, uint64_t seed, const std::string& mod
   }
 }
 
+fs::path only_run_dir(const fs::path& output) {
+  std::vector<fs::path> runs;
+  for (const auto& entry : fs::directory_iterator(output)) runs.push_back(entry.path());
+  EXPECT_EQ(runs.size(), 1u);
+  return runs.empty() ? fs::path() : runs[0];
+}
+
 std::vector<nlohmann::json> read_jsonl(const fs::path& file) {
   std::vector<nlohmann::json> rows;
   std::istringstream in(read_file(file));

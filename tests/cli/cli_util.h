@@ -44,6 +44,8 @@ std::filesystem::path qwen_tokenizer_dir();
 void write_tiny_model(const std::filesystem::path& dir, uint64_t seed = 7, const std::string& model_type = "qwen2");
 
 std::vector<nlohmann::json> read_jsonl(const std::filesystem::path& file);
+// The one run folder (vN-...) under a training command's --output_dir; a test failure otherwise.
+std::filesystem::path only_run_dir(const std::filesystem::path& output);
 void write_jsonl(const std::filesystem::path& file, const std::vector<nlohmann::json>& rows);
 
 }  // namespace lathe::testing

@@ -39,13 +39,6 @@ std::vector<json> labelled_rows(int count) {
   return rows;
 }
 
-fs::path only_run_dir(const fs::path& output) {
-  std::vector<fs::path> runs;
-  for (const auto& entry : fs::directory_iterator(output)) runs.push_back(entry.path());
-  EXPECT_EQ(runs.size(), 1u);
-  return runs.empty() ? fs::path() : runs[0];
-}
-
 std::vector<std::string> rlhf_arguments(const TempDir& dir, const std::string& type, const std::string& output) {
   return {"rlhf", "--rlhf_type", type, "--model", (dir / "model").string(), "--dataset",
           (dir / (type == "kto" ? "kto.jsonl" : "pairs.jsonl")).string(), "--output_dir", (dir / output).string(),

@@ -30,13 +30,6 @@ std::vector<json> arithmetic_rows(int count) {
   return rows;
 }
 
-fs::path only_run_dir(const fs::path& output) {
-  std::vector<fs::path> runs;
-  for (const auto& entry : fs::directory_iterator(output)) runs.push_back(entry.path());
-  EXPECT_EQ(runs.size(), 1u);
-  return runs.empty() ? fs::path() : runs[0];
-}
-
 // `lathe sft` on dir/model and dir/train.jsonl, writing into dir/<output>.
 std::vector<std::string> common_arguments(const TempDir& dir, const std::string& output = "output") {
   return {"sft", "--model", (dir / "model").string(), "--dataset", (dir / "train.jsonl").string(), "--output_dir",

@@ -37,6 +37,22 @@ std::vector<std::string> texts() {
   return rows;
 }
 
+// One conversation per text, every third of two rounds (the second answer another text's).
+std::vector<json> conversations() {
+  const auto answers = texts();
+  std::vector<json> result;
+  for (std::size_t i = 0; i < answers.size(); ++i) {
+    json messages = json::array({{{"role", "user"}, {"content", "Question " + std::to_string(i) + "?"}},
+                                 {{"role", "assistant"}, {"content", answers[i]}}});
+    if (i % 3 == 0) {
+      messages.push_back({{"role", "user"}, {"content", "And again?"}});
+      messages.push_back({{"role", "assistant"}, {"content", answers[(i + 1) % answers.size()]}});
+    }
+    result.push_back(messages);
+  }
+  return result;
+}
+
 // A tiny Qwen2 model made by transformers (with the Qwen tokenizer) and a LoRA adapter made by PEFT
 // for it, which both trainers start from.
 struct Start {
@@ -166,17 +182,8 @@ TEST(Training, PtEqualsTrainerPeftAndSwiftStepByStep) {
 TEST(Training, SftEqualsSwiftStepByStep) {
   TempDir dir("training-sft");
   const auto start = make_start(dir);
-  const auto answers = texts();
   std::vector<json> rows;
-  for (std::size_t i = 0; i < answers.size(); ++i) {
-    json messages = json::array({{{"role", "user"}, {"content", "Question " + std::to_string(i) + "?"}},
-                                 {{"role", "assistant"}, {"content", answers[i]}}});
-    if (i % 3 == 0) {
-      messages.push_back({{"role", "user"}, {"content", "And again?"}});
-      messages.push_back({{"role", "assistant"}, {"content", answers[(i + 1) % answers.size()]}});
-    }
-    rows.push_back({{"messages", messages}});
-  }
+  for (const auto& messages : conversations()) rows.push_back({{"messages", messages}});
   write_jsonl(dir / "chat.jsonl", rows);
   run_lathe_and_swift("sft", "sft_main", command_line(start, dir / "chat.jsonl", dir / "lathe"),
                       command_line(start, dir / "chat.jsonl", dir / "swift"));
@@ -191,15 +198,10 @@ TEST(Training, DpoEqualsSwiftStepByStep) {
   TempDir dir("training-dpo");
   const auto start = make_start(dir);
   const auto answers = texts();
+  const auto chats = conversations();
   std::vector<json> rows;
-  for (std::size_t i = 0; i < answers.size(); ++i) {
-    json messages = json::array({{{"role", "user"}, {"content", "Question " + std::to_string(i) + "?"}},
-                                 {{"role", "assistant"}, {"content", answers[i]}}});
-    if (i % 3 == 0) {
-      messages.push_back({{"role", "user"}, {"content", "And again?"}});
-      messages.push_back({{"role", "assistant"}, {"content", answers[(i + 1) % answers.size()]}});
-    }
-    rows.push_back({{"messages", messages}, {"rejected_response", answers[(i + 3) % answers.size()] + " Or not."}});
+  for (std::size_t i = 0; i < chats.size(); ++i) {
+    rows.push_back({{"messages", chats[i]}, {"rejected_response", answers[(i + 3) % answers.size()] + " Or not."}});
   }
   write_jsonl(dir / "pairs.jsonl", rows);
   const auto with_dpo = [&](const fs::path& output) {

@@ -61,12 +61,12 @@ struct EmbeddingRow {
 };
 EmbeddingRow to_embedding_row(const nlohmann::json& row, const RowLocation& where);
 
-// A row of lathe rlhf's pairwise types (dpo, cpo, simpo, orpo, rm), in ms-swift's layout: the
+// A row of lathe rlhf's pairwise types (dpo, cpo, simpo, orpo), in ms-swift's layout: the
 // conversation (any format above) ending with the chosen answer, and the rejected side as either
 //   "rejected_response": a string, or a list of assistant / tool messages, that replaces everything
 //                        after the last user message; or
 //   "rejected_messages": a whole conversation of its own;
-// rm rows may carry a number "margin" by which the chosen reward should exceed the rejected one.
+// a "margin" (ms-swift's reward-model column; rm itself is not built yet) must be a number.
 // Throws lathe::Error naming the location and the field (a missing rejected side, a rejected
 // answer equal to the chosen one, a user message among the rejected ones).
 struct PreferenceRow {

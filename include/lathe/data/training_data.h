@@ -31,9 +31,8 @@ struct Example {
   std::vector<float> embedding_labels;
   // lathe rlhf: a preference pair holds the chosen then the rejected sequence end to end in
   // input_ids and labels, with their lengths in segment_lengths; kto's rows say whether they are
-  // desirable, and rm's pairs may carry the margin their rewards should differ by.
+  // desirable.
   std::optional<bool> desirable;
-  float margin = 0;
   int64_t size() const { return static_cast<int64_t>(input_ids.size()); }
 };
 

@@ -17,7 +17,7 @@ namespace lathe {
 
 // One batch of pairs, all [pairs] float tensors. The log-probabilities are sums over each
 // response's trained tokens (means for ipo: preference_loss_uses_means); the reference ones carry
-// no gradient and are zero without a reference model. nll is the chosen tokens' mean negative log-likelihood, a scalar.
+// no gradient. nll is the chosen tokens' mean negative log-likelihood, a scalar.
 struct PreferenceLogps {
   torch::Tensor policy_chosen, policy_rejected;
   torch::Tensor reference_chosen, reference_rejected;

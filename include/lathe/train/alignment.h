@@ -1,6 +1,6 @@
 #pragma once
 // lathe rlhf's objectives (docs/commands.md), ms-swift's formulas: dpo with the preference-loss
-// registry's variants (lathe/plugin/preference_loss.h), cpo, simpo, orpo, kto and rm. Every
+// registry's variants (lathe/plugin/preference_loss.h), cpo, simpo, orpo and kto. Every
 // sequence of a micro-batch (chosen and rejected, or completion and its mismatched KL completion)
 // goes through one padding-free forward; the reference's log-probabilities come from a second
 // forward without autograd in the same step.
@@ -21,7 +21,7 @@ namespace lathe {
 // Where dpo's and kto's reference log-probabilities come from.
 struct AlignmentReference {
   enum class Kind {
-    none,          // cpo, simpo, orpo, rm
+    none,          // cpo, simpo, orpo
     adapters_off,  // LoRA and the other adapters: the policy itself with its adapters bypassed
     frozen_model,  // full tuning or --ref_model: a frozen copy
   };
