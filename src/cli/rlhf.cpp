@@ -6,7 +6,7 @@ namespace lathe::cli {
 
 int run_rlhf(const Args& args) {
   CLI::App app("Preference alignment on pairs ({\"messages\": ..., \"rejected_response\": ...}) or, for kto, labelled "
-               "completions ({\"messages\": ..., \"label\": true}).",
+               "completions ({\"messages\": ..., \"label\": true}); --rlhf_type rm trains a reward model on pairs.",
                "rlhf");
   Arguments arguments;
   arguments.alignment = true;

@@ -96,6 +96,7 @@ std::optional<Example> ExampleEncoder::encode_pair(const PreferenceRow& pair, co
     example.labels.insert(example.labels.end(), encoded->labels.begin(), encoded->labels.end());
     example.segment_lengths.push_back(encoded->size());
   }
+  example.margin = pair.margin;
   return example;
 }
 

@@ -52,18 +52,27 @@ static std::vector<int32_t> stop_tokens(const Tokenizer& tokenizer, const Templa
   return ids;
 }
 
+[[noreturn]] static void refuse_classifier(const fs::path& folder) {
+  fail("{}: a sequence classifier (a reward model from lathe rlhf --rlhf_type rm) scores sequences; it does not "
+       "generate text", folder.string());
+}
+
 InferenceModel load_inference_model(const Arguments& arguments) {
   if (arguments.model.empty()) fail("--model is required (a Hugging Face model folder)");
   const fs::path dir = arguments.model;
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) fail_not_local("model folder", dir.string());
   if (arguments.adapters.size() > 1) fail("--adapters: one adapter folder at a time (got {})", arguments.adapters.size());
+  for (const auto& adapter : arguments.adapters) {
+    if (adapter_classifier_labels(adapter)) refuse_classifier(adapter);
+  }
   auto tokenizer = Tokenizer::from_file(dir);
   // The projections are held in 16 bits as they load, unless adapters are merged into them first;
   // auto only where that loses nothing (a 16-bit checkpoint, nothing merged).
   const bool merges = arguments.merge_lora && !arguments.adapters.empty();
   const auto projections = projection_dtype(arguments.weight_dtype, arguments.torch_dtype, dir, /*lossless_auto=*/!merges);
   auto model = load_pretrained(dir, parse_dtype(arguments.torch_dtype), {merges ? std::nullopt : projections, true});
+  if (model->is_classifier()) refuse_classifier(dir);
   for (const auto& adapter : arguments.adapters) load_adapter_folder(model, adapter, arguments, /*trainable=*/false);
   if (arguments.merge_lora) {
     merge_lora(model);

@@ -17,13 +17,14 @@ using json = nlohmann::json;
 
 struct SupportedFamily {
   const char* model_type;
-  const char* architecture;
+  const char* architecture;  // the causal LM's class
+  const char* classifier;    // the sequence classifier's class (num_labels set)
 };
 constexpr SupportedFamily kSupported[] = {
-    {"llama", "LlamaForCausalLM"},
-    {"mistral", "MistralForCausalLM"},
-    {"qwen2", "Qwen2ForCausalLM"},
-    {"qwen3", "Qwen3ForCausalLM"},
+    {"llama", "LlamaForCausalLM", "LlamaForSequenceClassification"},
+    {"mistral", "MistralForCausalLM", "MistralForSequenceClassification"},
+    {"qwen2", "Qwen2ForCausalLM", "Qwen2ForSequenceClassification"},
+    {"qwen3", "Qwen3ForCausalLM", "Qwen3ForSequenceClassification"},
 };
 
 std::string supported_list() {
@@ -40,8 +41,12 @@ const SupportedFamily* family_of_type(const std::string& model_type) {
 
 const SupportedFamily* family_of_architecture(const std::string& architecture) {
   for (const auto& family : kSupported)
-    if (architecture == family.architecture) return &family;
+    if (architecture == family.architecture || architecture == family.classifier) return &family;
   return nullptr;
+}
+
+bool is_classifier_architecture(const std::string& architecture) {
+  return architecture.ends_with("ForSequenceClassification");
 }
 
 // Reads json[key] as T, naming the file and field when it has the wrong type.
@@ -195,6 +200,20 @@ void read_sliding_window(const json& object, const std::string& source, ModelCon
   config.sliding_layers = sliding;
 }
 
+// A classifier's label count: id2label's entries as transformers saves them, else num_labels, else
+// transformers' default of 2.
+void read_labels(const json& object, const std::string& source, ModelConfig& config) {
+  const auto& architectures = config.architectures;
+  if (std::none_of(architectures.begin(), architectures.end(), is_classifier_architecture)) return;
+  if (auto it = object.find("id2label"); it != object.end() && !it->is_null()) {
+    if (!it->is_object() || it->empty()) fail("{}: field \"id2label\" must be an object of labels, got {}", source, it->dump());
+    config.num_labels = static_cast<int64_t>(it->size());
+  } else {
+    config.num_labels = optional_field<int64_t>(object, "num_labels", source).value_or(2);
+  }
+  if (*config.num_labels <= 0) fail("{}: field \"num_labels\" must be positive, got {}", source, *config.num_labels);
+}
+
 }  // namespace
 
 ModelConfig ModelConfig::from_json(const json& object, const std::string& source) {
@@ -244,6 +263,7 @@ ModelConfig ModelConfig::from_json(const json& object, const std::string& source
   config.bos_token_id = optional_field<int64_t>(object, "bos_token_id", source);
   config.eos_token_ids = token_id_list(object, "eos_token_id", source);
   config.pad_token_id = optional_field<int64_t>(object, "pad_token_id", source);
+  read_labels(object, source, config);
   return config;
 }
 
@@ -260,8 +280,10 @@ ModelConfig ModelConfig::load(const std::filesystem::path& config_json) {
 
 json ModelConfig::to_json() const {
   const SupportedFamily* family = family_of_type(model_type);
+  auto listed = architectures;
+  if (listed.empty() && family) listed = {num_labels ? family->classifier : family->architecture};
   json object = {
-      {"architectures", architectures.empty() && family ? std::vector<std::string>{family->architecture} : architectures},
+      {"architectures", listed},
       {"model_type", model_type},
       {"vocab_size", vocab_size},
       {"hidden_size", hidden_size},
@@ -318,6 +340,15 @@ json ModelConfig::to_json() const {
   else if (eos_token_ids.size() == 1) object["eos_token_id"] = eos_token_ids.front();
   else object["eos_token_id"] = eos_token_ids;
   if (pad_token_id) object["pad_token_id"] = *pad_token_id;
+  if (num_labels) {
+    json id2label = json::object(), label2id = json::object();
+    for (int64_t i = 0; i < *num_labels; ++i) {
+      id2label[std::to_string(i)] = fmt::format("LABEL_{}", i);
+      label2id[fmt::format("LABEL_{}", i)] = i;
+    }
+    object["id2label"] = id2label;
+    object["label2id"] = label2id;
+  }
   return object;
 }
 

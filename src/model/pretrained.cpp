@@ -20,15 +20,31 @@ std::string dtype_name(torch::Dtype dtype) {
 
 }  // namespace
 
-CausalLM load_pretrained(const std::filesystem::path& dir, torch::Dtype dtype, const ProjectionStorage& projections) {
+// A causal LM's config as its sequence classifier's: the same body under the classifier class.
+ModelConfig as_classifier(ModelConfig config, int64_t labels) {
+  if (labels <= 0) fail("a sequence classifier needs at least one label (got {})", labels);
+  config.num_labels = labels;
+  config.architectures.clear();  // to_json names the family's classifier class
+  return config;
+}
+
+CausalLM load_pretrained(const std::filesystem::path& dir, torch::Dtype dtype, const ProjectionStorage& projections,
+                         std::optional<int64_t> classifier_labels) {
   if (!std::filesystem::is_directory(dir)) fail_not_local("model folder", dir.string());
   const auto config_path = dir / "config.json";
   if (!std::filesystem::exists(config_path)) fail("{}: missing config.json in the model folder", config_path.string());
   dtype_name(dtype);  // refuses what the model cannot run in
-  const auto config = ModelConfig::load(config_path);
+  auto config = ModelConfig::load(config_path);
+  const bool converts = classifier_labels && !config.num_labels;
+  if (converts) config = as_classifier(std::move(config), *classifier_labels);
   CausalLM model(config, dtype, /*random_init=*/false);
   if (projections.dtype) model->hold_projections_in(*projections.dtype, projections.embedding);
-  model->load_state(load_tensors(dir), dir.string());
+  auto tensors = load_tensors(dir);
+  if (converts) {
+    tensors.erase("lm_head.weight");
+    tensors["score.weight"] = torch::randn({*config.num_labels, config.hidden_size}) * 0.02;
+  }
+  model->load_state(tensors, dir.string());
   return model;
 }
 
@@ -60,7 +76,7 @@ std::optional<torch::Dtype> projection_dtype(const std::string& weight_dtype, co
 void save_pretrained(CausalLM& model, const std::filesystem::path& dir, std::size_t max_shard_bytes) {
   std::filesystem::create_directories(dir);
   ModelConfig config = model->config();
-  config.torch_dtype = dtype_name(model->output_weight().scalar_type());
+  config.torch_dtype = dtype_name(model->named_parameters()["model.embed_tokens.weight"].scalar_type());
   write_file_atomic(dir / "config.json", config.to_json().dump(2) + "\n");
 
   // Writes model.safetensors, or shards and their index above max_shard_bytes, and removes the

@@ -637,7 +637,8 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
 struct CausalLMImpl::Impl {
   bool gradient_checkpointing = false;
   Decoder model{nullptr};
-  Linear lm_head{nullptr};    // null when tied to the embedding
+  Linear lm_head{nullptr};    // null when tied to the embedding, and in a classifier
+  Linear score{nullptr};      // a classifier's head [num_labels, hidden]
   ModelConfig config;
   torch::Tensor inv_freq;     // float32, kept out of the parameters so .to(bf16) leaves it exact
   int64_t inv_freq_length = 0;  // the seq_len it was computed for (dynamic and longrope depend on it)
@@ -668,7 +669,9 @@ CausalLMImpl::CausalLMImpl(const ModelConfig& config, torch::Dtype dtype, bool r
   {
     SkipInitialisation skip(true);
     impl->model = register_module("model", Decoder(config, options));
-    if (!config.tie_word_embeddings)
+    if (config.num_labels)
+      impl->score = register_module("score", Linear(config.hidden_size, *config.num_labels, false, options));
+    else if (!config.tie_word_embeddings)
       impl->lm_head = register_module("lm_head", Linear(config.hidden_size, config.vocab_size, false, options));
   }
   if (random_init) initialise_like_transformers(*this);
@@ -701,10 +704,12 @@ void CausalLMImpl::hold_projections_in(torch::Dtype dtype, bool embedding) {
 }
 
 torch::Tensor CausalLMImpl::output_weight() {
+  if (impl->score) return impl->score->weight;
   return impl->lm_head ? impl->lm_head->weight : impl->model->embed_tokens->weight;
 }
 
 torch::Tensor CausalLMImpl::logits(const torch::Tensor& hidden) {
+  if (impl->score) return impl->score(hidden);
   return impl->lm_head ? impl->lm_head(hidden) : project(hidden, impl->model->embed_tokens->weight, {});
 }
 

@@ -33,6 +33,12 @@ class FullTuner : public Tuner {
   bool saves_full_model() const override { return true; }
 };
 
+// A classifier's score head trains whole under an adapter tuner (PEFT's modules_to_save for SEQ_CLS):
+// it starts random, and no adapter could make it a useful head.
+void train_classifier_head(CausalLM& model, bool trainable) {
+  if (model->is_classifier()) model->output_weight().set_requires_grad(trainable);
+}
+
 bool starts_with_any(const std::string& name, const std::vector<std::string>& prefixes) {
   return std::any_of(prefixes.begin(), prefixes.end(), [&](const std::string& prefix) { return name.starts_with(prefix); });
 }
@@ -111,6 +117,7 @@ class Ia3Tuner : public Tuner {
   void save_pretrained(CausalLM& model, const fs::path& dir, const Arguments& arguments) override {
     std::map<std::string, torch::Tensor> tensors;
     for (const auto& [path, adapter] : adapters(model)) tensors["base_model.model." + path + ".ia3_l"] = adapter->ia3_l.detach();
+    if (model->is_classifier()) tensors[kClassifierHeadKey] = model->output_weight().detach();
     fs::create_directories(dir);
     nlohmann::json config = {{"peft_type", "IA3"},
                              {"task_type", "CAUSAL_LM"},
@@ -122,6 +129,7 @@ class Ia3Tuner : public Tuner {
                              {"inference_mode", true},
                              {"modules_to_save", nullptr},
                              {"revision", nullptr}};
+    mark_classifier_adapter(config, model);
     write_file_atomic(dir / "adapter_config.json", config.dump(2));
     save_tensors(dir / "adapter_model.safetensors", tensors);
   }
@@ -151,6 +159,7 @@ class Ia3Tuner : public Tuner {
       adapter->ia3_l.copy_(found->second);
       adapter->ia3_l.set_requires_grad(trainable);
     }
+    load_classifier_head(model, saved, file.string(), trainable);
   }
 
  private:
@@ -180,6 +189,7 @@ class Ia3Tuner : public Tuner {
       ++attached;
     }
     if (attached == 0) fail("--target_modules: {} match no Linear layer of the model", fmt::join(targets_, ", "));
+    train_classifier_head(model, trainable);
   }
 
   static std::vector<std::pair<std::string, std::shared_ptr<Ia3Adapter>>> adapters(CausalLM& model) {
@@ -219,6 +229,7 @@ class LoraTuner : public Tuner {
   void prepare_model(const Arguments& arguments, CausalLM& model) override {
     config_ = lora_config(arguments);
     apply_lora(model, config_, static_cast<uint64_t>(arguments.seed));
+    train_classifier_head(model, true);
   }
   void save_pretrained(CausalLM& model, const fs::path& dir, const Arguments& arguments) override {
     write_adapter_files(model, dir, config_, arguments.model);

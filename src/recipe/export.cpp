@@ -13,7 +13,10 @@ namespace {
 
 // The model with --adapters merged in (one LoRA/DoRA folder), as the export writes it.
 CausalLM merged_model(const Arguments& arguments, std::size_t& merged_layers) {
-  auto model = load_pretrained(arguments.model, arguments.torch_dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat32);
+  // A reward model's adapter merges into its base loaded as the classifier it was trained as.
+  const auto labels = arguments.adapters.empty() ? std::nullopt : adapter_classifier_labels(arguments.adapters[0]);
+  auto model = load_pretrained(arguments.model, arguments.torch_dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat32,
+                               {}, labels);
   if (!arguments.adapters.empty()) {
     load_adapter(model, arguments.adapters[0], /*trainable=*/false);
     merged_layers = merge_lora(model).size();
@@ -59,6 +62,9 @@ ExportSummary run_export(const Arguments& arguments) {
     const GgufType type = parse_gguf_type(arguments.gguf_type);
     summary.output = gguf_file(arguments, type);
     auto model = merged_model(arguments, summary.merged_layers);
+    if (model->is_classifier())
+      fail("--to_gguf: {} is a sequence classifier (a reward model), which llama.cpp's causal-LM layout cannot hold; "
+           "--merge_lora true writes it as a Hugging Face folder", arguments.adapters.empty() ? arguments.model : arguments.adapters[0]);
     const fs::path folder = summary.output.parent_path();
     std::error_code ec;
     const bool made_folder = !folder.empty() && !fs::exists(folder, ec);

@@ -1,6 +1,7 @@
 #include "lathe/recipe/training.h"
 
 #include <fmt/format.h>
+#include <torch/utils.h>
 
 #include <algorithm>
 #include <optional>
@@ -168,6 +169,34 @@ ConversationEdit conversation_edit(const Arguments& arguments) {
                              arguments.model_author.empty() ? std::vector<std::string>{"Lathe"} : arguments.model_author);
 }
 
+bool trains_reward_model(const Arguments& arguments) { return arguments.alignment && arguments.rlhf_type == "rm"; }
+
+// --rlhf_type rm trains a one-label sequence classifier: a causal LM's folder loads as one (its
+// score head seeded by --seed), a classifier's as it is. Every other command trains a causal LM.
+CausalLM load_training_model(const Arguments& arguments) {
+  if (!trains_reward_model(arguments)) {
+    auto model = load_pretrained(arguments.model, base_weight_dtype(arguments), training_projections(arguments));
+    if (model->is_classifier()) {
+      fail("--model {}: a sequence classifier ({} labels); this trains a causal LM (a reward model trains with "
+           "lathe rlhf --rlhf_type rm)", arguments.model, *model->config().num_labels);
+    }
+    return model;
+  }
+  torch::manual_seed(static_cast<uint64_t>(arguments.seed));
+  auto model = load_pretrained(arguments.model, base_weight_dtype(arguments), training_projections(arguments), 1);
+  if (model->config().num_labels != 1) {
+    fail("--model {}: a classifier with {} labels; a reward model has one (num_labels 1)", arguments.model,
+         *model->config().num_labels);
+  }
+  // The score head trains whole, also over a bfloat16 base, so in float32 as LoRA's own parameters.
+  auto head = model->output_weight();
+  if (head.scalar_type() != torch::kFloat32) {
+    torch::NoGradGuard no_grad;
+    head.set_data(head.to(torch::kFloat32));
+  }
+  return model;
+}
+
 }  // namespace
 
 torch::Dtype base_weight_dtype(const Arguments& arguments) {
@@ -201,7 +230,7 @@ struct TrainingRun::State {
   explicit State(Arguments given)
       : arguments((check_arguments(given), std::move(given))),
         tokenizer(Tokenizer::from_file(arguments.model)),
-        model(load_pretrained(arguments.model, base_weight_dtype(arguments), training_projections(arguments))),
+        model(load_training_model(arguments)),
         chat_template(Template::for_model(arguments.model, arguments.template_name)),
         loss_scale(arguments.loss_scale, arguments),
         encoder(chat_template, tokenizer,

@@ -1,5 +1,5 @@
 // lathe rlhf's objectives (alignment.h): the per-sequence log-probabilities, the reference, and the
-// losses and metrics of dpo, cpo / simpo, orpo and kto as ms-swift computes them.
+// losses and metrics of dpo, cpo / simpo, orpo, kto and rm as ms-swift computes them.
 #include "lathe/train/alignment.h"
 
 #include <torch/torch.h>
@@ -73,6 +73,29 @@ SequenceScores score_sequences(CausalLM& model, const std::vector<TokenSequence>
     scores.mean_logits = torch::zeros({count}, torch::kFloat32).index_add(0, scores.token_sequence, token_means);
   }
   return scores;
+}
+
+torch::Tensor sequence_rewards(CausalLM& model, const std::vector<TokenSequence>& sequences) {
+  if (model->config().num_labels != 1) {
+    fail("rm scores with a one-label sequence classifier (the model has {})",
+         model->is_classifier() ? fmt::format("{} labels", *model->config().num_labels) : "an output head over the vocabulary");
+  }
+  std::vector<int64_t> lengths, last;
+  const auto ids = packed_ids(sequences, lengths);
+  int64_t end = 0;
+  for (const auto length : lengths) {
+    if (length == 0) fail("rm: an empty sequence has no last token to score");
+    end += length;
+    last.push_back(end - 1);
+  }
+  const auto hidden = model->forward({ids, packed_position_ids(lengths), {}, nullptr, lengths}).squeeze(0);
+  const auto rows = hidden.index_select(0, torch::tensor(last, torch::kLong));
+  // In float32 whatever the body computes in: the head is held in float32 for training.
+  return torch::linear(rows.to(torch::kFloat32), model->output_weight().to(torch::kFloat32)).squeeze(-1);
+}
+
+torch::Tensor reward_model_losses(const torch::Tensor& chosen, const torch::Tensor& rejected, const torch::Tensor& margins) {
+  return -F::logsigmoid(chosen - rejected - margins);
 }
 
 namespace {
@@ -404,6 +427,37 @@ class KtoObjective : public TrainingObjective {
   std::string variant_;
 };
 
+// A reward model: the classifier's score of the chosen sequence pushed above the rejected one's by
+// the row's margin; with --center_rewards_coefficient also the mean squared sum of the two, which
+// keeps the rewards centred on 0.
+class RewardModelObjective : public TrainingObjective {
+ public:
+  explicit RewardModelObjective(const Arguments& arguments) : center_(arguments.center_rewards_coefficient) {
+    if (!arguments.loss_type.empty()) fail("--loss_type: rm has one loss (got {})", fmt::join(arguments.loss_type, " "));
+  }
+
+  std::string name() const override { return "rm"; }
+
+  torch::Tensor loss(CausalLM& model, const std::vector<const Example*>& examples, int64_t examples_in_step,
+                     MetricTotals& metrics) override {
+    const auto [chosen, rejected] = halves(sequence_rewards(model, both_segments(examples)));
+    std::vector<float> margins;
+    for (const auto* example : examples) margins.push_back(static_cast<float>(example->margin));
+    auto total = reward_model_losses(chosen, rejected, torch::tensor(margins, torch::kFloat32)).sum();
+    const auto count = static_cast<double>(examples.size());
+    if (center_) {
+      const auto centring = *center_ * (chosen + rejected).pow(2);
+      metrics.add("center_rewards_loss", sum_of(centring.detach()), count);
+      total = total + centring.sum();
+    }
+    add_rewards(metrics, chosen.detach(), rejected.detach());
+    return total / static_cast<double>(std::max<int64_t>(1, examples_in_step));
+  }
+
+ private:
+  std::optional<double> center_;
+};
+
 }  // namespace
 
 torch::Tensor cpo_losses(const std::string& variant, const torch::Tensor& chosen, const torch::Tensor& rejected, double beta,
@@ -455,7 +509,8 @@ std::shared_ptr<TrainingObjective> make_alignment_objective(const Arguments& arg
   if (type == "cpo" || type == "simpo") return std::make_shared<CpoObjective>(arguments);
   if (type == "orpo") return std::make_shared<OrpoObjective>(arguments);
   if (type == "kto") return std::make_shared<KtoObjective>(arguments, std::move(reference));
-  fail("--rlhf_type {}: not an objective of lathe rlhf (dpo, cpo, simpo, orpo, kto)", type);
+  if (type == "rm") return std::make_shared<RewardModelObjective>(arguments);
+  fail("--rlhf_type {}: not an objective of lathe rlhf (dpo, cpo, simpo, orpo, kto, rm)", type);
 }
 
 namespace {

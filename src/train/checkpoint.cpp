@@ -58,7 +58,9 @@ void write_checkpoint(const fs::path& dir, const CheckpointContents& c) {
     for (const auto& file : c.files_to_copy) {
       std::error_code ec;
       if (!fs::exists(file, ec)) continue;
-      if (!c.tuner.saves_full_model() && file.filename() == "config.json") continue;
+      // A classifier's config.json is its own (its base folder's describes the causal LM).
+      const bool own_config = !c.tuner.saves_full_model() || c.model->is_classifier();
+      if (own_config && file.filename() == "config.json") continue;
       fs::copy_file(file, folder / file.filename(), fs::copy_options::overwrite_existing);
     }
     if (c.optimizer) {

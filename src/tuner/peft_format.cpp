@@ -121,7 +121,15 @@ LoadedAdapter parse_adapter_config(const json& root, const std::string& source) 
   reader.require_neutral("rank_pattern", json::object());
   reader.require_neutral("alpha_pattern", json::object());
   reader.require_neutral("layers_to_transform", nullptr);
-  reader.require_neutral("modules_to_save", nullptr);
+  if (const auto* saved = reader.find("modules_to_save"); saved && !(saved->is_array() && saved->empty())) {
+    // Only a classifier's own head, which PEFT adds for task_type SEQ_CLS (as "classifier", "score").
+    const bool heads_only = saved->is_array() && std::all_of(saved->begin(), saved->end(), [](const json& name) {
+      return name == "score" || name == "classifier";
+    });
+    if (!heads_only)
+      fail("{}: modules_to_save = {} is not supported by Lathe (expected null, or a classifier's [\"score\"])", source,
+           saved->dump());
+  }
   reader.require_neutral("layer_replication", nullptr);
   reader.require_neutral("lora_bias", false);
   reader.require_neutral("use_qalora", false);
@@ -164,8 +172,55 @@ const torch::Tensor& expect_tensor(const std::map<std::string, torch::Tensor>& t
 
 // --- Writing --------------------------------------------------------------------------------------
 
+void mark_classifier_adapter(json& adapter_config, CausalLM& model) {
+  if (!model->is_classifier()) return;
+  adapter_config["task_type"] = "SEQ_CLS";
+  adapter_config["modules_to_save"] = json::array({"score"});
+}
+
+namespace {
+
+// The score head a classifier's adapter file must hold and a causal LM's must not.
+void check_classifier_head(CausalLM& model, const std::map<std::string, torch::Tensor>& tensors, const std::string& file) {
+  if (model->is_classifier()) {
+    expect_tensor(tensors, kClassifierHeadKey, model->output_weight().sizes(), file);
+  } else if (tensors.count(kClassifierHeadKey)) {
+    fail("{}: holds a sequence classifier's score head ({}); its base must load as a classifier (the adapter's "
+         "task_type is SEQ_CLS)", file, kClassifierHeadKey);
+  }
+}
+
+}  // namespace
+
+void load_classifier_head(CausalLM& model, const std::map<std::string, torch::Tensor>& tensors, const std::string& file,
+                          bool trainable) {
+  check_classifier_head(model, tensors, file);
+  if (!model->is_classifier()) return;
+  auto head = model->output_weight();
+  const auto& stored = tensors.at(kClassifierHeadKey);
+  torch::NoGradGuard no_grad;
+  head.copy_(stored);
+  head.set_requires_grad(trainable);
+}
+
+std::optional<int64_t> adapter_classifier_labels(const fs::path& dir) {
+  const auto config_path = dir / kConfigFile;
+  std::error_code ec;
+  if (!fs::exists(config_path, ec)) return std::nullopt;
+  const auto config = json::parse(read_file(config_path), nullptr, /*allow_exceptions=*/false);
+  if (!config.is_object() || config.value("task_type", "") != "SEQ_CLS") return std::nullopt;
+  const auto weights_path = dir / kWeightsFile;
+  const auto tensors = load_tensors(weights_path);
+  const auto head = tensors.find(kClassifierHeadKey);
+  if (head == tensors.end() || head->second.dim() != 2)
+    fail("{}: task_type SEQ_CLS, but {} holds no score head {} [num_labels, hidden]", config_path.string(),
+         weights_path.string(), kClassifierHeadKey);
+  return head->second.size(0);
+}
+
 std::map<std::string, torch::Tensor> adapter_state(CausalLM& model) {
   std::map<std::string, torch::Tensor> tensors;
+  if (model->is_classifier()) tensors.emplace(kClassifierHeadKey, model->output_weight().detach());
   for (const auto& [path, linear] : tuner::linear_modules(model)) {
     const auto adapter = std::dynamic_pointer_cast<LoraAdapter>(linear->adapter);
     if (!adapter) continue;
@@ -230,12 +285,15 @@ void write_pissa_converted(CausalLM& model, const fs::path& dir, const LoraConfi
     tensors[lora_a_key(path)] = torch::cat({adapter->lora_A, adapter->initial_A}, 0);
     tensors[lora_b_key(path)] = torch::cat({adapter->lora_B, -adapter->initial_B}, 1);
   }
+  if (model->is_classifier()) tensors[kClassifierHeadKey] = model->output_weight().detach();
   LoraConfig converted = config;
   converted.r = 2 * config.r;
   converted.lora_alpha = config.use_rslora ? config.lora_alpha * std::sqrt(2.0) : 2 * config.lora_alpha;
   converted.init = "default";
   fs::create_directories(dir);
-  write_file_atomic(dir / kConfigFile, peft_adapter_config(converted, adapted, base_model_name_or_path).dump(2) + "\n");
+  auto adapter_config = peft_adapter_config(converted, adapted, base_model_name_or_path);
+  mark_classifier_adapter(adapter_config, model);
+  write_file_atomic(dir / kConfigFile, adapter_config.dump(2) + "\n");
   save_tensors(dir / kWeightsFile, tensors);
 }
 
@@ -246,7 +304,9 @@ void write_adapter_files(CausalLM& model, const fs::path& dir, const LoraConfig&
   const auto adapted = lora_modules(model);
   if (adapted.empty()) fail("{}: the model has no LoRA adapter to save", dir.string());
   fs::create_directories(dir);
-  write_file_atomic(dir / kConfigFile, peft_adapter_config(config, adapted, base_model_name_or_path).dump(2) + "\n");
+  auto adapter_config = peft_adapter_config(config, adapted, base_model_name_or_path);
+  mark_classifier_adapter(adapter_config, model);
+  write_file_atomic(dir / kConfigFile, adapter_config.dump(2) + "\n");
   save_tensors(dir / kWeightsFile, adapter_state(model));
   if (config.init == "pissa" && !config.use_dora) {
     write_pissa_converted(model, dir / "converted" / "default", config, adapted, base_model_name_or_path);
@@ -291,6 +351,8 @@ LoadedAdapter load_adapter(CausalLM& model, const fs::path& dir, bool trainable)
       used.insert(magnitude_key(path));
     }
   }
+  check_classifier_head(model, tensors, file);
+  used.insert(kClassifierHeadKey);
   for (const auto& [key, tensor] : tensors)
     if (!used.count(key))
       fail("{}: tensor {} belongs to no adapted layer of this model ({} targets {} layers)", file, key,
@@ -309,6 +371,7 @@ LoadedAdapter load_adapter(CausalLM& model, const fs::path& dir, bool trainable)
     linear->set_adapter(kLoraAdapterName, adapter);
     loaded.modules.push_back(path);
   }
+  load_classifier_head(model, tensors, file, trainable);
   return loaded;
 }
 

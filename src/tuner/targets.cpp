@@ -12,7 +12,9 @@ namespace lathe::tuner {
 namespace {
 
 constexpr const char* kAllLinear = "all-linear";
-constexpr const char* kOutputHead = "lm_head";
+// The heads all-linear leaves out, as PEFT does: the output head, and a classifier's score head
+// (which trains whole, as a module to save).
+bool is_head(const std::string& path) { return path == "lm_head" || path == "score"; }
 
 std::string last_component(const std::string& path) {
   const auto dot = path.rfind('.');
@@ -98,7 +100,7 @@ std::vector<NamedLinear> select_targets(const std::vector<NamedLinear>& linears,
     for (const auto& item : linears) {
       const bool named = std::any_of(config.target_modules.begin(), config.target_modules.end(),
                                      [&](const std::string& name) { return suffix_matches(item.first, name); });
-      if (named || (all_linear && item.first != kOutputHead)) selected.push_back(item);
+      if (named || (all_linear && !is_head(item.first))) selected.push_back(item);
     }
   }
   if (selected.empty())

@@ -248,8 +248,8 @@ constexpr ArgumentInfo describe_argument(ArgumentGroup group, std::string_view f
   X(Export, std::string, gguf_type, "f16", {.choices = "f32|f16|bf16|q8_0"},                                            \
     "GGUF weight type (llama.cpp's --outtype); norms and biases stay f32")                                              \
                                                                                                                         \
-  X(Alignment, std::string, rlhf_type, "dpo", {.choices = "dpo|cpo|simpo|orpo|kto"},                                    \
-    "preference alignment: dpo, cpo, simpo, orpo or kto")                                                               \
+  X(Alignment, std::string, rlhf_type, "dpo", {.choices = "dpo|cpo|simpo|orpo|kto|rm"},                                 \
+    "preference alignment: dpo, cpo, simpo, orpo or kto; rm trains a reward model")                                     \
   X(Alignment, std::optional<double>, beta, {}, {},                                                                     \
     "strength of the preference (default 0.1; simpo 2.0); orpo: the odds-ratio weight lambda")                          \
   X(Alignment, std::vector<double>, loss_weights, {}, {}, "dpo: one weight per --loss_type entry (a mix)")              \
@@ -263,6 +263,8 @@ constexpr ArgumentInfo describe_argument(ArgumentGroup group, std::string_view f
   X(Alignment, double, simpo_gamma, 1.0, {}, "simpo: the target reward margin gamma")                                   \
   X(Alignment, double, desirable_weight, 1.0, {}, "kto: weight of the desirable rows' losses")                          \
   X(Alignment, double, undesirable_weight, 1.0, {}, "kto: weight of the undesirable rows' losses")                      \
+  X(Alignment, std::optional<double>, center_rewards_coefficient, {}, (ArgumentRule{.minimum = 0}),                     \
+    "rm: weight of the mean squared sum of the pair's rewards, which keeps them centred on 0 (0.01 suggested)")         \
   X(Alignment, std::string, ref_model, {}, {},                                                                          \
     "dpo, kto: the reference model folder (default: --model; LoRA runs use the base with the adapters off)")            \
   X(Alignment, std::vector<std::string>, ref_adapters, {}, {},                                                          \

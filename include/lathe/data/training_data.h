@@ -33,6 +33,7 @@ struct Example {
   // input_ids and labels, with their lengths in segment_lengths; kto's rows say whether they are
   // desirable.
   std::optional<bool> desirable;
+  double margin = 0;  // --rlhf_type rm: how far the chosen reward must exceed the rejected one
   int64_t size() const { return static_cast<int64_t>(input_ids.size()); }
 };
 

@@ -63,6 +63,10 @@ struct ModelConfig {
   std::optional<int64_t> bos_token_id;
   std::vector<int64_t> eos_token_ids;
   std::optional<int64_t> pad_token_id;
+  // Set for a sequence classifier (<Family>ForSequenceClassification, transformers' id2label
+  // entries): a `score` head [num_labels, hidden] without bias replaces the output head. A reward
+  // model is one with a single label.
+  std::optional<int64_t> num_labels;
 
   // Parses config.json's fields; `source` (the file name) prefixes every error.
   static ModelConfig from_json(const nlohmann::json& json, const std::string& source);
@@ -154,10 +158,12 @@ class CausalLMImpl : public torch::nn::Module {
 
   // Final hidden states [batch, seq, hidden] (after the last norm).
   torch::Tensor forward(const ForwardInputs& inputs);
-  // Output head applied to hidden states: [..., hidden] -> [..., vocab].
+  // Output head applied to hidden states: [..., hidden] -> [..., vocab] ([..., num_labels] for a
+  // sequence classifier, whose score head reads the hidden state of a sequence's last token).
   torch::Tensor logits(const torch::Tensor& hidden);
-  // The output head's weight [vocab, hidden] (the embedding when tied).
+  // The output head's weight [vocab, hidden] (the embedding when tied; a classifier's score head).
   torch::Tensor output_weight();
+  bool is_classifier() const { return config_.num_labels.has_value(); }
   // The embedding rows of input_ids, in the compute dtype.
   torch::Tensor embed(const torch::Tensor& input_ids);
   // Holds the decoder layers' projection matrices (attention and MLP; with `embedding` also the
@@ -207,8 +213,13 @@ struct ProjectionStorage {
 // Loads a Hugging Face model folder: config.json plus model.safetensors or its sharded index.
 // dtype: the parameter dtype (float32 or bfloat16); projections: held as ProjectionStorage says
 // (converted from the file directly, so no float32 copy of them is made).
+// classifier_labels: a causal LM's folder loads as a sequence classifier with that many labels, as
+// transformers' AutoModelForSequenceClassification does: its output head is dropped and the score
+// head starts as normal(0, 0.02) from torch's generator (seed it first). A classifier's own folder
+// loads as it is.
 CausalLM load_pretrained(const std::filesystem::path& dir, torch::Dtype dtype = torch::kFloat32,
-                         const ProjectionStorage& projections = {});
+                         const ProjectionStorage& projections = {},
+                         std::optional<int64_t> classifier_labels = std::nullopt);
 // The 16-bit dtype every projection matrix of the folder's checkpoint is stored in, if they share
 // one: holding them in it under float32 computation loses nothing.
 std::optional<torch::Dtype> stored_projection_dtype(const std::filesystem::path& dir);

@@ -1,6 +1,6 @@
 #pragma once
 // lathe rlhf's objectives (docs/commands.md), ms-swift's formulas: dpo with the preference-loss
-// registry's variants (lathe/plugin/preference_loss.h), cpo, simpo, orpo and kto. Every
+// registry's variants (lathe/plugin/preference_loss.h), cpo, simpo, orpo, kto and rm. Every
 // sequence of a micro-batch (chosen and rejected, or completion and its mismatched KL completion)
 // goes through one padding-free forward; the reference's log-probabilities come from a second
 // forward without autograd in the same step.
@@ -74,6 +74,13 @@ struct KtoLosses {
 };
 KtoLosses kto_losses(const std::string& variant, const torch::Tensor& desirable_ratios,
                      const torch::Tensor& undesirable_ratios, const torch::Tensor& kl, double beta);
+
+// rm: a sequence classifier's reward of each sequence, its one-label score head on the hidden
+// state of the sequence's last token (transformers' last non-pad token), float32 [S]. Throws
+// lathe::Error for a model that is not a one-label classifier.
+torch::Tensor sequence_rewards(CausalLM& model, const std::vector<TokenSequence>& sequences);
+// rm's loss per pair, ms-swift's (TRL's) RewardTrainer: -log sigma(chosen - rejected - margin).
+torch::Tensor reward_model_losses(const torch::Tensor& chosen, const torch::Tensor& rejected, const torch::Tensor& margins);
 
 // KTO's mismatched pairs, as ms-swift builds them: the examples (in training order) are taken in
 // chunks of `chunk` (the global batch); within a chunk example i's KL completion is its own prompt

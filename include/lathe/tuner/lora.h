@@ -113,6 +113,22 @@ void save_adapter(CausalLM& model, const std::filesystem::path& dir, const LoraC
 void write_adapter_files(CausalLM& model, const std::filesystem::path& dir, const LoraConfig& config,
                          const std::string& base_model_name_or_path);
 
+// A sequence classifier's score head trains whole beside its adapter and is saved with it, as
+// PEFT's modules_to_save for task_type SEQ_CLS: under this key, with adapter_config.json saying
+// task_type "SEQ_CLS" and modules_to_save ["score"].
+inline constexpr const char* kClassifierHeadKey = "base_model.model.score.weight";
+// Marks a written adapter_config.json as a classifier's when the model is one.
+void mark_classifier_adapter(nlohmann::json& adapter_config, CausalLM& model);
+// A classifier's score head from an adapter file's tensors (checked against the model's shape),
+// trainable when `trainable`; an error naming `file` when a classifier's file lacks it or a causal
+// LM's has it. Nothing for a causal LM's adapter.
+void load_classifier_head(CausalLM& model, const std::map<std::string, torch::Tensor>& tensors, const std::string& file,
+                          bool trainable);
+// The label count of the classifier an adapter folder was trained on (task_type SEQ_CLS: the rows
+// of its saved score head), or nullopt for a causal LM's adapter; its base loads with
+// load_pretrained(..., classifier_labels).
+std::optional<int64_t> adapter_classifier_labels(const std::filesystem::path& dir);
+
 struct LoadedAdapter {
   LoraConfig config;
   std::string base_model_name_or_path;
