@@ -21,22 +21,23 @@ std::string dtype_name(torch::Dtype dtype) {
 }  // namespace
 
 // A causal LM's config as its sequence classifier's: the same body under the classifier class.
-ModelConfig as_classifier(ModelConfig config, int64_t labels) {
-  if (labels <= 0) fail("a sequence classifier needs at least one label (got {})", labels);
-  config.num_labels = labels;
+ModelConfig as_classifier(ModelConfig config, const ClassifierConversion& conversion) {
+  if (conversion.labels <= 0) fail("a sequence classifier needs at least one label (got {})", conversion.labels);
+  config.num_labels = conversion.labels;
   config.architectures.clear();  // to_json names the family's classifier class
+  if (!config.pad_token_id) config.pad_token_id = conversion.pad_token_id;
   return config;
 }
 
 CausalLM load_pretrained(const std::filesystem::path& dir, torch::Dtype dtype, const ProjectionStorage& projections,
-                         std::optional<int64_t> classifier_labels) {
+                         const std::optional<ClassifierConversion>& classifier) {
   if (!std::filesystem::is_directory(dir)) fail_not_local("model folder", dir.string());
   const auto config_path = dir / "config.json";
   if (!std::filesystem::exists(config_path)) fail("{}: missing config.json in the model folder", config_path.string());
   dtype_name(dtype);  // refuses what the model cannot run in
   auto config = ModelConfig::load(config_path);
-  const bool converts = classifier_labels && !config.num_labels;
-  if (converts) config = as_classifier(std::move(config), *classifier_labels);
+  const bool converts = classifier && !config.num_labels;
+  if (converts) config = as_classifier(std::move(config), *classifier);
   CausalLM model(config, dtype, /*random_init=*/false);
   if (projections.dtype) model->hold_projections_in(*projections.dtype, projections.embedding);
   auto tensors = load_tensors(dir);

@@ -5,6 +5,7 @@
 #include "lathe/common/files.h"
 #include "lathe/common/format.h"
 #include "lathe/tuner/lora.h"
+#include "recipe/classifier.h"
 
 namespace lathe {
 namespace fs = std::filesystem;
@@ -14,9 +15,12 @@ namespace {
 // The model with --adapters merged in (one LoRA/DoRA folder), as the export writes it.
 CausalLM merged_model(const Arguments& arguments, std::size_t& merged_layers) {
   // A reward model's adapter merges into its base loaded as the classifier it was trained as.
-  const auto labels = arguments.adapters.empty() ? std::nullopt : adapter_classifier_labels(arguments.adapters[0]);
+  std::optional<ClassifierConversion> classifier;
+  if (!arguments.adapters.empty()) {
+    if (const auto labels = adapter_classifier_labels(arguments.adapters[0])) classifier = classifier_conversion(arguments.model, *labels);
+  }
   auto model = load_pretrained(arguments.model, arguments.torch_dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat32,
-                               {}, labels);
+                               {}, classifier);
   if (!arguments.adapters.empty()) {
     load_adapter(model, arguments.adapters[0], /*trainable=*/false);
     merged_layers = merge_lora(model).size();

@@ -17,6 +17,7 @@
 #include "lathe/train/alignment.h"
 #include "lathe/tuner/lora.h"
 #include "lathe/tuner/targets.h"
+#include "recipe/classifier.h"
 
 namespace lathe {
 namespace fs = std::filesystem;
@@ -183,7 +184,8 @@ CausalLM load_training_model(const Arguments& arguments) {
     return model;
   }
   torch::manual_seed(static_cast<uint64_t>(arguments.seed));
-  auto model = load_pretrained(arguments.model, base_weight_dtype(arguments), training_projections(arguments), 1);
+  auto model = load_pretrained(arguments.model, base_weight_dtype(arguments), training_projections(arguments),
+                               classifier_conversion(arguments.model, 1));
   if (model->config().num_labels != 1) {
     fail("--model {}: a classifier with {} labels; a reward model has one (num_labels 1)", arguments.model,
          *model->config().num_labels);

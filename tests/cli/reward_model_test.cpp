@@ -141,6 +141,8 @@ TEST_F(RewardModel, FullTuningWritesASequenceClassifierFolder) {
   const auto config = json::parse(read_file(checkpoint / "config.json"));
   EXPECT_EQ(config["architectures"], json::array({"Qwen2ForSequenceClassification"}));
   EXPECT_EQ(config["id2label"], json({{"0", "LABEL_0"}}));
+  // ms-swift's pad token for the classifier, which transformers needs to batch: the tokenizer's.
+  EXPECT_EQ(config["pad_token_id"], 151643) << "<|endoftext|>";
   const auto tensors = load_tensors(checkpoint);
   EXPECT_TRUE(tensors.count("score.weight"));
   EXPECT_FALSE(tensors.count("lm_head.weight"));

@@ -131,6 +131,35 @@ TEST(ModelConfig, ToJsonRoundTrips) {
   }
 }
 
+// transformers' sequence classifiers: the label count from id2label (as it saves it), else
+// num_labels, else its default of 2; written back with the family's classifier class.
+TEST(ModelConfig, SequenceClassifiersReadTheirLabels) {
+  auto config = kQwen25;
+  config["architectures"] = {"Qwen2ForSequenceClassification"};
+  config["id2label"] = {{"0", "LABEL_0"}};
+  auto c = ModelConfig::from_json(config, "config.json");
+  EXPECT_EQ(c.num_labels, 1);
+  auto written = c.to_json();
+  EXPECT_EQ(written["architectures"], config["architectures"]);
+  EXPECT_EQ(written["id2label"], config["id2label"]);
+  EXPECT_EQ(written["label2id"], json({{"LABEL_0", 0}}));
+  EXPECT_EQ(ModelConfig::from_json(written, "written").to_json(), written);
+  c.architectures.clear();
+  EXPECT_EQ(c.to_json()["architectures"], config["architectures"]) << "a classifier with no class names its family's";
+
+  config.erase("id2label");
+  config["num_labels"] = 3;
+  EXPECT_EQ(ModelConfig::from_json(config, "config.json").num_labels, 3);
+  config.erase("num_labels");
+  EXPECT_EQ(ModelConfig::from_json(config, "config.json").num_labels, 2);
+  EXPECT_FALSE(ModelConfig::from_json(kQwen25, "config.json").num_labels) << "a causal LM has no labels";
+  auto causal = kQwen25;
+  causal["id2label"] = {{"0", "LABEL_0"}};
+  EXPECT_FALSE(ModelConfig::from_json(causal, "config.json").num_labels) << "only a classifier class reads them";
+  config["id2label"] = json::array();
+  EXPECT_NE(config_error(config).find("\"id2label\""), std::string::npos) << config_error(config);
+}
+
 TEST(ModelConfig, UnsupportedModelTypeListsSupported) {
   auto config = kLlama31;
   config["model_type"] = "gemma";

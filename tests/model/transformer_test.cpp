@@ -546,6 +546,38 @@ TEST(Pretrained, SaveThenLoadGivesTheSameStateAndTiedHeadIsNotStored) {
   EXPECT_TRUE(json_config.tie_word_embeddings);
 }
 
+// AutoModelForSequenceClassification's reading of a causal LM: the same body, the output head
+// dropped, a seeded normal(0, 0.02) score head; the classifier's own folder then loads as it is.
+TEST(Pretrained, ACausalLmLoadsAsASequenceClassifier) {
+  auto causal = random_model(family("llama"), 11);  // untied: its lm_head must go
+  const auto dir = scratch_dir("classifier");
+  save_pretrained(causal, dir / "causal");
+  torch::manual_seed(3);
+  auto classifier = load_pretrained(dir / "causal", torch::kFloat32, {}, ClassifierConversion{1, 5});
+  ASSERT_TRUE(classifier->is_classifier());
+  EXPECT_EQ(classifier->config().pad_token_id, 5);
+  const auto state = classifier->state();
+  EXPECT_EQ(state.count("lm_head.weight"), 0u);
+  ASSERT_EQ(state.count("score.weight"), 1u);
+  const auto head = state.at("score.weight");
+  EXPECT_EQ(head.sizes(), (std::vector<int64_t>{1, causal->config().hidden_size}));
+  EXPECT_NEAR(head.std().item<double>(), 0.02, 0.01);
+  for (const auto& [name, tensor] : causal->state()) {
+    if (name != "lm_head.weight") EXPECT_TRUE(tensor.equal(state.at(name))) << name;
+  }
+  torch::manual_seed(3);
+  auto again = load_pretrained(dir / "causal", torch::kFloat32, {}, ClassifierConversion{1, 5});
+  EXPECT_TRUE(again->output_weight().equal(head)) << "the head follows torch's seed";
+
+  const auto ids = torch::tensor({{3, 1, 4, 1, 5}});
+  EXPECT_EQ(classifier->logits(classifier->forward({ids})).sizes(), (std::vector<int64_t>{1, 5, 1}));
+  save_pretrained(classifier, dir / "classifier");
+  auto loaded = load_pretrained(dir / "classifier", torch::kFloat32, {}, ClassifierConversion{1});
+  EXPECT_TRUE(loaded->is_classifier());
+  EXPECT_TRUE(loaded->output_weight().equal(head)) << "a classifier's folder keeps its head";
+  EXPECT_TRUE(load_pretrained(dir / "classifier")->is_classifier());
+}
+
 TEST(Pretrained, ShardedSaveLoads) {
   auto model = random_model(family("llama"), 9);
   const auto dir = scratch_dir("sharded");

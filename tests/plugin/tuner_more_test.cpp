@@ -1,5 +1,6 @@
 // freeze, dummy and ia3 tuners on a tiny transformer: which parameters train, that an untrained
-// tuner leaves the logits as they were, and ia3's PEFT files with a save -> load round trip.
+// tuner leaves the logits as they were, and ia3's PEFT files with a save -> load round trip; a
+// classifier's score head beside LoRA and IA3 adapters (PEFT's modules_to_save).
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -8,6 +9,7 @@
 #include "lathe/common/files.h"
 #include "lathe/plugin/tuner.h"
 #include "lathe/model/weights.h"
+#include "lathe/tuner/lora.h"
 
 #include "support/tiny_config.h"
 
@@ -131,6 +133,58 @@ TEST_F(Ia3Tuner, ScalesOutputsOrInputsAndRoundTrips) {
   tuner_registry().create("ia3", arguments)->from_pretrained(fresh, dir(), false);
   EXPECT_TRUE(torch::allclose(logits_of(fresh), trained, 1e-6, 1e-6));
   EXPECT_TRUE(trainable_names(fresh).empty());
+}
+
+CausalLM tiny_classifier() {
+  auto config = testing::tiny_config({.intermediate = 24, .layers = 2});
+  config.num_labels = 1;
+  torch::manual_seed(7);
+  return CausalLM(config);
+}
+
+class ClassifierAdapters : public testing::ScratchDir {};
+
+// The score head starts random, so it trains whole beside the adapters (all-linear leaves it out),
+// is saved under PEFT's key with task_type SEQ_CLS, and comes back with them; a causal LM refuses
+// such an adapter.
+TEST_F(ClassifierAdapters, TheScoreHeadTrainsIsSavedAndComesBack) {
+  for (const std::string kind : {"lora", "ia3"}) {
+    SCOPED_TRACE(kind);
+    auto model = tiny_classifier();
+    Arguments arguments;
+    arguments.lora_rank = 2;
+    arguments.lora_dropout = 0;  // the logits compared are the training-mode ones
+    auto tuner = prepared(kind, arguments, model);
+    const auto names = trainable_names(model);
+    EXPECT_NE(std::find(names.begin(), names.end(), "score.weight"), names.end());
+    for (const auto& name : names) EXPECT_FALSE(name.starts_with("score.") && name != "score.weight") << name;
+    {
+      torch::NoGradGuard no_grad;
+      for (auto& item : model->named_parameters())
+        if (item.value().requires_grad()) item.value().uniform_(0.5, 1.5);
+    }
+    const auto trained = logits_of(model);
+    ASSERT_EQ(trained.size(-1), 1);
+    const auto folder = dir() / kind;
+    tuner->save_pretrained(model, folder, arguments);
+    const auto config = nlohmann::json::parse(read_file(folder / "adapter_config.json"));
+    EXPECT_EQ(config.at("task_type"), "SEQ_CLS");
+    EXPECT_EQ(config.at("modules_to_save"), (nlohmann::json{"score"}));
+    EXPECT_TRUE(load_tensors(folder / "adapter_model.safetensors").count("base_model.model.score.weight"));
+    EXPECT_EQ(adapter_classifier_labels(folder), 1);
+
+    auto fresh = tiny_classifier();
+    load_adapter_folder(fresh, folder, arguments, /*trainable=*/true);
+    EXPECT_TRUE(torch::allclose(logits_of(fresh), trained, 1e-6, 1e-6));
+    EXPECT_TRUE(fresh->output_weight().requires_grad());
+    auto causal = tiny_model();
+    try {
+      load_adapter_folder(causal, folder, arguments, false);
+      ADD_FAILURE() << "a classifier's adapter loaded onto a causal LM";
+    } catch (const Error& error) {
+      EXPECT_NE(std::string(error.what()).find("SEQ_CLS"), std::string::npos) << error.what();
+    }
+  }
 }
 
 }  // namespace

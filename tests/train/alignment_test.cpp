@@ -1,7 +1,7 @@
 // lathe rlhf's objectives on a tiny model: the losses against alignment.md's hand-computed numbers,
-// the per-sequence log-probabilities against a plain forward of each sequence alone, ln 2 while the
-// policy equals the reference, the LoRA-bypass reference against a frozen copy, accumulation
-// against one large batch, and no NaN when a side has nothing to train.
+// the per-sequence log-probabilities (and a reward model's scores) against a plain forward of each
+// sequence alone, ln 2 while the policy equals the reference, the LoRA-bypass reference against a
+// frozen copy, accumulation against one large batch, and no NaN when a side has nothing to train.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -132,6 +132,9 @@ TEST(AlignmentFormulas, MatchTheHandComputedNumbers) {
   EXPECT_NEAR(kto.desirable.item<double>(), 0.492500, 1e-6);
   EXPECT_NEAR(kto.undesirable.item<double>(), 0.482507, 1e-6);
   EXPECT_NEAR(kto_kl(torch::tensor({1.0, 2.0}), torch::tensor({1.5, 2.5})).item<double>(), 0.0, 0);  // clamped at 0
+  // RM, rewards 1.5 / 0.5: -log sigma(1) = 0.313262; with margin 0.5, -log sigma(0.5) = 0.474077.
+  EXPECT_NEAR(reward_model_losses(one(1.5), one(0.5), one(0.0)).item<double>(), 0.313262, 1e-6);
+  EXPECT_NEAR(reward_model_losses(one(1.5), one(0.5), one(0.5)).item<double>(), 0.474077, 1e-6);
 }
 
 Arguments alignment_arguments(const std::string& type) {
@@ -324,6 +327,99 @@ TEST(AlignmentObjectives, RefuseSettingsOfAnotherType) {
   arguments = alignment_arguments("kto");
   arguments.loss_type = {"sigmoid"};
   expect_error([&] { make_alignment_objective(arguments, {}); }, "kto takes kto or apo_zero_unpaired");
+  arguments = alignment_arguments("rm");
+  arguments.loss_type = {"sigmoid"};
+  expect_error([&] { make_alignment_objective(arguments, {}); }, "rm has one loss");
+  arguments = alignment_arguments("rm");
+  arguments.ref_model = "/some/folder";
+  expect_error([&] { make_alignment_objective(arguments, {}); }, "--ref_model");
+}
+
+// A one-label classifier on the tiny model's body.
+CausalLM tiny_reward_model(uint64_t seed = 5) {
+  torch::manual_seed(seed);
+  auto config = testing::tiny_config({.vocab = kVocab, .hidden = 32, .intermediate = 48, .layers = 2, .heads = 4, .kv_heads = 2});
+  config.num_labels = 1;
+  CausalLM model(config);
+  torch::NoGradGuard no_grad;
+  for (auto& parameter : model->parameters()) parameter.normal_(0.0, 0.3);
+  return model;
+}
+
+// The score head on the last hidden state of a forward of the sequence alone.
+double plain_reward(CausalLM& model, std::span<const int32_t> ids) {
+  torch::NoGradGuard no_grad;
+  std::vector<int64_t> wide(ids.begin(), ids.end());
+  const auto hidden = model->forward({torch::tensor(wide).unsqueeze(0), {}, {}, nullptr, {}});
+  return torch::dot(hidden[0][-1].to(torch::kDouble), model->output_weight()[0].to(torch::kDouble)).item<double>();
+}
+
+TEST(RewardModel, ScoresEachSequenceByItsLastToken) {
+  auto model = tiny_reward_model();
+  EXPECT_EQ(model->output_weight().sizes(), (std::vector<int64_t>{1, 32}));
+  EXPECT_EQ(model->named_parameters().find("lm_head.weight"), nullptr);
+  const std::vector<std::vector<int32_t>> sequences{tokens(5, 1), tokens(1, 3), tokens(9, 7)};
+  std::vector<TokenSequence> views;
+  for (const auto& ids : sequences) views.push_back({ids, ids});
+  const auto rewards = sequence_rewards(model, views);
+  ASSERT_EQ(rewards.sizes(), (std::vector<int64_t>{3}));
+  for (std::size_t s = 0; s < sequences.size(); ++s) {
+    EXPECT_NEAR(rewards[static_cast<int64_t>(s)].item<double>(), plain_reward(model, sequences[s]), 1e-5) << s;
+  }
+  auto causal = tiny_model();
+  expect_error([&] { sequence_rewards(causal, views); }, "one-label sequence classifier");
+}
+
+// loss = mean over pairs of -log sigma(r_c - r_r - margin) + coefficient * mean (r_c + r_r)^2, each
+// reward from a plain forward, with metrics as ms-swift names them.
+TEST(RewardModel, LossAndMetricsFollowFromThePlainRewards) {
+  auto model = tiny_reward_model();
+  auto data = pairs();
+  const std::vector<double> margins{0.0, 0.5, -0.25, 1.0};
+  for (std::size_t i = 0; i < data.size(); ++i) data[i].margin = margins[i];
+  auto arguments = alignment_arguments("rm");
+  arguments.center_rewards_coefficient = 0.01;
+  auto objective = make_alignment_objective(arguments, {});
+  MetricTotals metrics;
+  const auto loss = objective->loss(model, pointers(data), 4, metrics);
+  double expected = 0, chosen_sum = 0, margin_sum = 0, centring = 0, correct = 0;
+  for (std::size_t i = 0; i < data.size(); ++i) {
+    const auto split = static_cast<std::size_t>(data[i].segment_lengths[0]);
+    const std::span<const int32_t> ids(data[i].input_ids);
+    const double chosen = plain_reward(model, ids.first(split)), rejected = plain_reward(model, ids.subspan(split));
+    expected += std::log1p(std::exp(-(chosen - rejected - margins[i]))) / 4;
+    centring += 0.01 * (chosen + rejected) * (chosen + rejected) / 4;
+    chosen_sum += chosen, margin_sum += chosen - rejected, correct += chosen > rejected;
+  }
+  EXPECT_NEAR(loss.item<double>(), expected + centring, 1e-5);
+  const auto means = metrics.means();
+  EXPECT_NEAR(means.at("rewards/chosen"), chosen_sum / 4, 1e-5);
+  EXPECT_NEAR(means.at("rewards/margins"), margin_sum / 4, 1e-5);
+  EXPECT_NEAR(means.at("rewards/accuracies"), correct / 4, 1e-9);
+  EXPECT_NEAR(means.at("center_rewards_loss"), centring, 1e-6);
+  // Every parameter that shapes a reward gets a gradient, the score head included.
+  loss.backward();
+  EXPECT_GT(model->output_weight().grad().abs().sum().item<double>(), 0.0);
+}
+
+TEST(RewardModel, AccumulationEqualsOneLargeBatch) {
+  auto model = tiny_reward_model();
+  const auto data = pairs();
+  auto arguments = alignment_arguments("rm");
+  arguments.center_rewards_coefficient = 0.01;
+  auto objective = make_alignment_objective(arguments, {});
+  MetricTotals metrics;
+  const auto big = objective->loss(model, pointers(data), 4, metrics);
+  big.backward();
+  const auto big_grads = take_gradients(model);
+  double accumulated = 0;
+  for (std::size_t begin : {0, 2}) {
+    const auto micro = objective->loss(model, pointers(data, begin, begin + 2), 4, metrics);
+    micro.backward();
+    accumulated += micro.item<double>();
+  }
+  EXPECT_NEAR(big.item<double>(), accumulated, 1e-6);
+  expect_close(big_grads, take_gradients(model), 1e-5);
 }
 
 TEST(KtoPairs, EachRowTakesThePreviousRowsAnswerWithinItsChunk) {

@@ -210,16 +210,24 @@ struct ProjectionStorage {
   bool embedding = false;             // the embedding and output head too
 };
 
+// A causal LM loaded as a sequence classifier, as transformers' AutoModelForSequenceClassification
+// does: its output head dropped, a score head of `labels` rows started as normal(0, 0.02) from
+// torch's generator (seed it first), and pad_token_id recorded where config.json has none, which
+// transformers needs to find each row's last token in a batch (ms-swift records the tokenizer's pad
+// token, else its eos).
+struct ClassifierConversion {
+  int64_t labels = 1;
+  std::optional<int64_t> pad_token_id;
+};
+
 // Loads a Hugging Face model folder: config.json plus model.safetensors or its sharded index.
 // dtype: the parameter dtype (float32 or bfloat16); projections: held as ProjectionStorage says
 // (converted from the file directly, so no float32 copy of them is made).
-// classifier_labels: a causal LM's folder loads as a sequence classifier with that many labels, as
-// transformers' AutoModelForSequenceClassification does: its output head is dropped and the score
-// head starts as normal(0, 0.02) from torch's generator (seed it first). A classifier's own folder
-// loads as it is.
+// classifier: a causal LM's folder loads as a sequence classifier (ClassifierConversion); a
+// classifier's own folder loads as it is.
 CausalLM load_pretrained(const std::filesystem::path& dir, torch::Dtype dtype = torch::kFloat32,
                          const ProjectionStorage& projections = {},
-                         std::optional<int64_t> classifier_labels = std::nullopt);
+                         const std::optional<ClassifierConversion>& classifier = std::nullopt);
 // The 16-bit dtype every projection matrix of the folder's checkpoint is stored in, if they share
 // one: holding them in it under float32 computation loses nothing.
 std::optional<torch::Dtype> stored_projection_dtype(const std::filesystem::path& dir);
