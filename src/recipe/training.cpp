@@ -15,6 +15,7 @@
 #include "lathe/data/training_data.h"
 #include "lathe/plugin/loss_scale_pipeline.h"
 #include "lathe/train/alignment.h"
+#include "lathe/train/grpo.h"
 #include "lathe/tuner/lora.h"
 #include "lathe/tuner/targets.h"
 #include "recipe/classifier.h"
@@ -55,6 +56,8 @@ int64_t count_parameters(CausalLM& model, bool trainable_only) {
   return count;
 }
 
+bool trains_with_rollouts(const Arguments& arguments) { return arguments.alignment && arguments.rlhf_type == "grpo"; }
+
 void check_arguments(const Arguments& arguments) {
   if (arguments.model.empty()) fail("--model is required (a Hugging Face model folder)");
   if (arguments.dataset.empty()) fail("--dataset is required (jsonl, json or csv files)");
@@ -70,6 +73,7 @@ void check_arguments(const Arguments& arguments) {
   if (arguments.alignment && arguments.streaming) fail("--streaming: lathe rlhf trains on the whole dataset (it is not streamed)");
   // Every micro-batch's sequences already run as one padding-free row (lathe/train/alignment.h).
   if (arguments.alignment && arguments.packing) fail("--packing: lathe rlhf batches pairs by --per_device_train_batch_size (its rows are never padded)");
+  if (trains_with_rollouts(arguments)) check_grpo_arguments(arguments);
   if (!arguments.ref_model.empty() && !fs::is_directory(arguments.ref_model, ec)) fail_not_local("--ref_model folder", arguments.ref_model);
   if (arguments.ref_adapters.size() > 1) fail("--ref_adapters: one adapter folder for the reference (got {})", arguments.ref_adapters.size());
   for (const auto& adapter : arguments.ref_adapters) {
@@ -199,6 +203,50 @@ CausalLM load_training_model(const Arguments& arguments) {
   return model;
 }
 
+// grpo's rows are prompts: a conversation ending with a user message (a final assistant message
+// is the reference answer, offered to the reward functions as "solution" when the row has none),
+// encoded up to the generation prompt. --max_length bounds the prompt: truncation_strategy left
+// keeps its end, delete drops the row.
+std::vector<Example> encode_prompts(const std::vector<std::string>& specs, const Template& chat_template,
+                                    const Tokenizer& tokenizer, const Arguments& arguments, const ConversationEdit& edit) {
+  std::vector<Example> prompts;
+  int64_t deleted = 0, truncated = 0;
+  for (auto& [row, where] : read_dataset_rows(specs, static_cast<uint64_t>(arguments.seed))) {
+    auto [prompt, answer] = to_prompt_row(row, where);
+    if (edit) edit(prompt, row);
+    if (answer && !row.contains("solution")) row["solution"] = *answer;
+    Example example;
+    example.input_ids = chat_template.encode(tokenizer, prompt, /*add_generation_prompt=*/true, arguments.system).input_ids;
+    if (arguments.max_length > 0 && example.size() > arguments.max_length) {
+      if (arguments.truncation_strategy == "delete") {
+        ++deleted;
+        continue;
+      }
+      example.input_ids.erase(example.input_ids.begin(), example.input_ids.end() - arguments.max_length);
+      ++truncated;
+    }
+    example.prompt = std::make_shared<const Conversation>(std::move(prompt));
+    example.row = std::make_shared<const nlohmann::json>(std::move(row));
+    prompts.push_back(std::move(example));
+  }
+  fmt::print(stderr, "lathe: grpo: {} prompts, {} truncated on the left to --max_length {}, {} deleted\n", prompts.size(),
+             truncated, arguments.max_length, deleted);
+  return prompts;
+}
+
+// ms-swift's repeat sampler: each prompt `group` times in a row, so that a step's completions hold
+// whole groups; with --num_iterations each step's prompts come again that many times.
+std::vector<Example> repeated_prompts(const std::vector<Example>& prompts, int64_t group, int64_t per_step, int64_t iterations) {
+  std::vector<Example> examples;
+  for (std::size_t begin = 0; begin < prompts.size(); begin += static_cast<std::size_t>(per_step)) {
+    const auto end = std::min(prompts.size(), begin + static_cast<std::size_t>(per_step));
+    for (int64_t pass = 0; pass < iterations; ++pass) {
+      for (auto i = begin; i < end; ++i) examples.insert(examples.end(), static_cast<std::size_t>(group), prompts[i]);
+    }
+  }
+  return examples;
+}
+
 }  // namespace
 
 torch::Dtype base_weight_dtype(const Arguments& arguments) {
@@ -227,6 +275,7 @@ struct TrainingRun::State {
   std::vector<Example> train, eval;
   std::shared_ptr<Tuner> tuner;
   std::shared_ptr<TrainingObjective> objective;  // lathe rlhf
+  AlignmentReference reference;                   // grpo's, until its objective is made
   fs::path run_dir;
 
   explicit State(Arguments given)
@@ -242,7 +291,11 @@ struct TrainingRun::State {
                 encode_options(arguments, max_length())) {
     chat_template.set_agent_template(make_agent_template(arguments, chat_template.spec()));
     // Before the data is encoded, so that a wrong alignment setting is reported at once.
-    if (arguments.alignment) objective = make_alignment_objective(arguments, alignment_reference(arguments, model));
+    if (trains_with_rollouts(arguments)) {
+      reference = alignment_reference(arguments, model);
+    } else if (arguments.alignment) {
+      objective = make_alignment_objective(arguments, alignment_reference(arguments, model));
+    }
     encode_data();
     if (arguments.alignment) arguments.lora_dropout = 0;
     tuner = tuner_registry().create(arguments.train_type, arguments);
@@ -261,6 +314,46 @@ struct TrainingRun::State {
     fs::create_directories(run_dir);
     write_file_atomic(run_dir / "args.json", arguments.to_json().dump(2));
     fmt::print(stderr, "lathe: output folder {}\n", run_dir.string());
+    if (trains_with_rollouts(arguments)) objective = make_grpo_objective(arguments, grpo_setup());
+  }
+
+  GrpoSetup grpo_setup() {
+    GrpoSetup setup{std::move(reference)};
+    setup.engine.max_batch_size = std::max<int64_t>(1, arguments.max_batch_size);
+    setup.engine.decode = [this](const std::vector<int32_t>& ids) { return tokenizer.decode(ids, /*skip_special_tokens=*/false); };
+    setup.engine.fit_max_new_tokens = true;
+    for (const auto& word : chat_template.spec().stop_words) {
+      if (auto id = tokenizer.token_to_id(word)) setup.stop_token_ids.push_back(*id);
+    }
+    for (const auto id : model->config().eos_token_ids) setup.stop_token_ids.push_back(static_cast<int32_t>(id));
+    if (arguments.log_completions) setup.completions_file = run_dir / "completions.jsonl";
+    return setup;
+  }
+
+  void encode_rollout_prompts(const ConversationEdit& edit) {
+    const auto group = arguments.num_generations;
+    const auto per_step = std::max<int64_t>(1, arguments.per_device_train_batch_size) *
+                          std::max<int64_t>(1, arguments.gradient_accumulation_steps) / group;
+    auto prompts = encode_prompts(arguments.dataset, chat_template, tokenizer, arguments, edit);
+    auto eval_prompts = arguments.val_dataset.empty()
+                            ? split_off(prompts, arguments.split_dataset_ratio, static_cast<uint64_t>(arguments.seed),
+                                        arguments.dataset_shuffle)
+                            : encode_prompts(arguments.val_dataset, chat_template, tokenizer, arguments, edit);
+    // The data order is the prompts' (shuffled here, seeded), so the trainer keeps it.
+    if (arguments.dataset_shuffle) {
+      std::mt19937_64 rng(static_cast<uint64_t>(arguments.seed));
+      std::shuffle(prompts.begin(), prompts.end(), rng);
+    }
+    arguments.train_dataloader_shuffle = false;
+    const auto whole = prompts.size() - prompts.size() % static_cast<std::size_t>(per_step);  // ms-swift drops the rest
+    if (whole == 0)
+      fail("grpo: {} training prompts, fewer than the {} one step takes (per_device_train_batch_size x "
+           "gradient_accumulation_steps / num_generations)", prompts.size(), per_step);
+    prompts.resize(whole);
+    train = repeated_prompts(prompts, group, per_step, arguments.num_iterations);
+    const auto eval_group = arguments.num_generations_eval.value_or(group);
+    eval = repeated_prompts(eval_prompts, eval_group, static_cast<int64_t>(std::max<std::size_t>(1, eval_prompts.size())), 1);
+    if (!arguments.metric_for_best_model) arguments.metric_for_best_model = "reward";
   }
 
   // --max_length 0 means the model's context.
@@ -271,6 +364,7 @@ struct TrainingRun::State {
 
   void encode_data() {
     const auto edit = conversation_edit(arguments);
+    if (trains_with_rollouts(arguments)) return encode_rollout_prompts(edit);
     const auto seed = static_cast<uint64_t>(arguments.seed);
     DatasetStats stats, eval_stats;
     if (arguments.streaming) {

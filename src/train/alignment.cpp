@@ -11,6 +11,7 @@
 
 #include "lathe/common/format.h"
 #include "lathe/plugin/preference_loss.h"
+#include "lathe/train/grpo.h"
 #include "lathe/plugin/token_losses.h"
 
 namespace lathe {
@@ -75,6 +76,17 @@ SequenceScores score_sequences(CausalLM& model, const std::vector<TokenSequence>
   return scores;
 }
 
+SequenceScores reference_scores(const AlignmentReference& reference, CausalLM& policy,
+                                const std::vector<TokenSequence>& sequences) {
+  torch::NoGradGuard no_grad;
+  if (reference.kind == AlignmentReference::Kind::frozen_model) {
+    auto frozen = reference.model;
+    return score_sequences(frozen, sequences);
+  }
+  AdaptersBypassed bypass;
+  return score_sequences(policy, sequences);
+}
+
 torch::Tensor sequence_rewards(CausalLM& model, const std::vector<TokenSequence>& sequences) {
   if (model->config().num_labels != 1) {
     fail("rm scores with a one-label sequence classifier (the model has {})",
@@ -128,19 +140,6 @@ double sum_of(const torch::Tensor& values) { return values.defined() ? values.su
 // A mean of `values` over `count` with nothing to average treated as 0 (a side with no trained
 // token contributes no NaN).
 torch::Tensor safe_mean(const torch::Tensor& sum, const torch::Tensor& count) { return sum / count.clamp_min(1); }
-
-// The reference's per-sequence scores, without autograd: the policy with its adapters off, or the
-// frozen copy.
-SequenceScores reference_scores(const AlignmentReference& reference, CausalLM& policy,
-                                const std::vector<TokenSequence>& sequences) {
-  torch::NoGradGuard no_grad;
-  if (reference.kind == AlignmentReference::Kind::frozen_model) {
-    auto frozen = reference.model;
-    return score_sequences(frozen, sequences);
-  }
-  AdaptersBypassed bypass;
-  return score_sequences(policy, sequences);
-}
 
 // The chosen / rejected halves of a [2B] tensor.
 std::pair<torch::Tensor, torch::Tensor> halves(const torch::Tensor& values) {
@@ -497,6 +496,7 @@ KtoLosses kto_losses(const std::string& variant, const torch::Tensor& desirable_
 }
 
 bool alignment_uses_reference(const Arguments& arguments) {
+  if (arguments.rlhf_type == "grpo") return grpo_beta(arguments) != 0;
   return arguments.rlhf_type == "dpo" || arguments.rlhf_type == "kto";
 }
 

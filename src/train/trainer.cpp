@@ -412,6 +412,14 @@ struct Trainer::Impl {
     }
   }
 
+  void begin_objective_step(const std::vector<ExampleGroup>& groups, int64_t step, bool training, MetricTotals& measured) {
+    try {
+      setup.objective->begin_step(setup.model, groups, step, training, measured);
+    } catch (const std::exception& error) {
+      fail("{} failed preparing step {}: {}; {}", setup.objective->name(), step + 1, error.what(), checkpoint_note());
+    }
+  }
+
   // eval_loss of an objective: each evaluation batch's loss (a mean over its rows), weighted by its
   // rows; eval_<key> for each measurement.
   std::map<std::string, double> evaluate_objective() {
@@ -420,6 +428,7 @@ struct Trainer::Impl {
     MetricTotals measured;
     for_each_eval_batch([&](const ExampleGroup& examples) {
       const auto count = static_cast<int64_t>(examples.size());
+      begin_objective_step({examples}, state.global_step, /*training=*/false, measured);
       loss_sum += objective_loss(examples, count, measured).item<double>() * static_cast<double>(count);
       rows += examples.size();
     });
@@ -468,6 +477,7 @@ struct Trainer::Impl {
     const auto groups = step_groups(epoch, step);
     int64_t examples_in_step = 0;
     for (const auto& examples : groups) examples_in_step += static_cast<int64_t>(examples.size());
+    begin_objective_step(groups, state.global_step, /*training=*/true, outcome.measured);
     for (const auto& examples : groups) {
       const auto loss = objective_loss(examples, examples_in_step, outcome.measured);
       const auto tokens = std::accumulate(examples.begin(), examples.end(), int64_t{0},

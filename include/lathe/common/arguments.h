@@ -248,8 +248,8 @@ constexpr ArgumentInfo describe_argument(ArgumentGroup group, std::string_view f
   X(Export, std::string, gguf_type, "f16", {.choices = "f32|f16|bf16|q8_0"},                                            \
     "GGUF weight type (llama.cpp's --outtype); norms and biases stay f32")                                              \
                                                                                                                         \
-  X(Alignment, std::string, rlhf_type, "dpo", {.choices = "dpo|cpo|simpo|orpo|kto|rm"},                                 \
-    "preference alignment: dpo, cpo, simpo, orpo or kto; rm trains a reward model")                                     \
+  X(Alignment, std::string, rlhf_type, "dpo", {.choices = "dpo|cpo|simpo|orpo|kto|rm|grpo"},                            \
+    "preference alignment: dpo, cpo, simpo, orpo or kto; rm trains a reward model; grpo learns from rewards")           \
   X(Alignment, std::optional<double>, beta, {}, {},                                                                     \
     "strength of the preference (default 0.1; simpo 2.0); orpo: the odds-ratio weight lambda")                          \
   X(Alignment, std::vector<double>, loss_weights, {}, {}, "dpo: one weight per --loss_type entry (a mix)")              \
@@ -269,6 +269,56 @@ constexpr ArgumentInfo describe_argument(ArgumentGroup group, std::string_view f
     "dpo, kto: the reference model folder (default: --model; LoRA runs use the base with the adapters off)")            \
   X(Alignment, std::vector<std::string>, ref_adapters, {}, {},                                                          \
     "dpo, kto: an adapter on the reference (the SFT-then-DPO recipe: --adapters SFT --ref_adapters SFT)")               \
+  X(Alignment, int64_t, num_generations, 8, (ArgumentRule{.minimum = 2}),                                               \
+    "grpo: completions per prompt (the group)")                                                                         \
+  X(Alignment, std::optional<int64_t>, num_generations_eval, {}, {},                                                    \
+    "grpo: completions per evaluation prompt (default --num_generations)")                                              \
+  X(Alignment, std::vector<std::string>, reward_funcs, {}, {},                                                          \
+    "grpo: outcome reward plugins scoring each completion (lathe plugins lists them)")                                  \
+  X(Alignment, std::vector<double>, reward_weights, {}, {},                                                             \
+    "grpo: one weight per reward function, then per reward model (default 1 each)")                                     \
+  X(Alignment, std::vector<std::string>, reward_model, {}, {},                                                          \
+    "grpo: reward-model folders (sequence classifiers, e.g. from --rlhf_type rm)")                                      \
+  X(Alignment, std::vector<std::string>, reward_model_plugin, {}, {},                                                   \
+    "grpo: how each reward model scores (default: default)")                                                            \
+  X(Alignment, double, epsilon, 0.2, (ArgumentRule{.minimum = 0}),                                                      \
+    "grpo: the ratio is clipped to [1 - epsilon, 1 + epsilon_high]")                                                    \
+  X(Alignment, std::optional<double>, epsilon_high, {}, {},                                                             \
+    "grpo: the upper clip (default --epsilon)")                                                                         \
+  X(Alignment, std::optional<double>, delta, {}, {},                                                                    \
+    "grpo: also bound the ratio above by delta (two-sided clipping)")                                                   \
+  X(Alignment, std::string, advantage_estimator, "grpo", {.choices = "grpo|rloo|reinforce_plus_plus"},                  \
+    "grpo: how rewards become advantages")                                                                              \
+  X(Alignment, std::optional<std::string>, scale_rewards, {}, {.choices = "group|batch|none"},                          \
+    "grpo: the std advantages are divided by (default per estimator: group, none, batch)")                              \
+  X(Alignment, std::optional<bool>, kl_in_reward, {}, {},                                                               \
+    "grpo: subtract beta times the KL from the reward instead of adding it to the loss (default: rloo, reinforce_plus_plus)")\
+  X(Alignment, std::string, importance_sampling_level, "token", {.choices = "token|sequence|sequence_token"},           \
+    "grpo: the ratio per token or per sequence (GSPO)")                                                                 \
+  X(Alignment, int64_t, num_iterations, 1, (ArgumentRule{.minimum = 1}),                                                \
+    "grpo: optimizer steps on each batch of rollouts")                                                                  \
+  X(Alignment, std::optional<int64_t>, steps_per_generation, {}, {},                                                    \
+    "grpo: micro-steps one rollout batch serves (default --gradient_accumulation_steps)")                               \
+  X(Alignment, std::optional<int64_t>, generation_batch_size, {}, {},                                                   \
+    "grpo: completions per rollout batch (default batch x steps_per_generation)")                                       \
+  X(Alignment, bool, dynamic_sample, false, {},                                                                         \
+    "grpo: replace groups whose rewards are all equal with new prompts (DAPO)")                                         \
+  X(Alignment, int64_t, max_resample_times, 3, {},                                                                      \
+    "grpo: rounds of resampling for --dynamic_sample")                                                                  \
+  X(Alignment, bool, overlong_filter, false, {},                                                                        \
+    "grpo: leave completions cut at --max_completion_length out of the loss")                                           \
+  X(Alignment, bool, sync_ref_model, false, {},                                                                         \
+    "grpo: move the reference toward the policy every --ref_model_sync_steps")                                          \
+  X(Alignment, int64_t, ref_model_sync_steps, 512, (ArgumentRule{.minimum = 1}),                                        \
+    "grpo: steps between reference updates")                                                                            \
+  X(Alignment, double, ref_model_mixup_alpha, 0.6, (ArgumentRule{.minimum = 0, .maximum = 1}),                          \
+    "grpo: reference <- alpha policy + (1 - alpha) reference")                                                          \
+  X(Alignment, bool, log_completions, false, {},                                                                        \
+    "grpo: write each rollout with its rewards to completions.jsonl")                                                   \
+  X(Alignment, std::string, multi_turn_scheduler, {}, {},                                                               \
+    "grpo: a multi-turn scheduler plugin (tool calls between turns)")                                                   \
+  X(Alignment, std::optional<int64_t>, max_turns, {}, {},                                                               \
+    "grpo: turns a multi-turn rollout takes at most")                                                                   \
                                                                                                                         \
   X(Ignored, std::string, infer_backend, "pt", {.no_effect = "Lathe generates with its own engine (continuous batching)"}, \
     "SWIFT's inference backend; pt is Lathe's own engine")                                                              \

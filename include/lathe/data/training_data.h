@@ -4,6 +4,7 @@
 // is neither 0 nor 1, a per-token weight vector (docs/plugins.md).
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <random>
 #include <string>
@@ -34,6 +35,10 @@ struct Example {
   // desirable.
   std::optional<bool> desirable;
   double margin = 0;  // --rlhf_type rm: how far the chosen reward must exceed the rejected one
+  // --rlhf_type grpo: input_ids is the prompt (ending with the generation prompt), and these the
+  // prompt's conversation and its dataset row, whose columns (solution, ...) reward functions read.
+  std::shared_ptr<const Conversation> prompt;
+  std::shared_ptr<const nlohmann::json> row;
   int64_t size() const { return static_cast<int64_t>(input_ids.size()); }
 };
 

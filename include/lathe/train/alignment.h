@@ -29,7 +29,7 @@ struct AlignmentReference {
   CausalLM model{nullptr};  // frozen_model only
 };
 
-// Whether --rlhf_type compares the policy with a reference (dpo, kto).
+// Whether --rlhf_type compares the policy with a reference (dpo, kto; grpo unless its beta is 0).
 bool alignment_uses_reference(const Arguments& arguments);
 
 // The objective of --rlhf_type, its settings checked (an unknown --loss_type, --loss_weights of
@@ -50,6 +50,10 @@ struct SequenceScores {
   torch::Tensor token_sequence;  // [K] int64: the sequence of each
 };
 SequenceScores score_sequences(CausalLM& model, const std::vector<TokenSequence>& sequences);
+// The reference's scores of the sequences, without autograd: the policy with its adapters
+// bypassed, or the frozen copy.
+SequenceScores reference_scores(const AlignmentReference& reference, CausalLM& policy,
+                                const std::vector<TokenSequence>& sequences);
 
 // The formulas of the reference-free and the unpaired objectives on given log-probabilities, as
 // ms-swift's (TRL's) cpo_loss, odds_ratio_loss and kto_loss compute them; dpo's are the

@@ -42,6 +42,12 @@ class TrainingObjective {
   // in training and under NoGradGuard (the model in eval mode) in evaluation.
   virtual torch::Tensor loss(CausalLM& model, const std::vector<const Example*>& examples, int64_t examples_in_step,
                              MetricTotals& metrics) = 0;
+  // Called with all micro-batches of an optimizer step before their losses (and with each
+  // evaluation batch before its loss), for an objective that needs the whole step first: grpo
+  // generates and scores the step's completions here, as its groups may span micro-batches.
+  // `step` counts optimizer steps from 0; `training` is false in evaluation.
+  virtual void begin_step(CausalLM& /*model*/, const std::vector<std::vector<const Example*>>& /*micro_batches*/,
+                          int64_t /*step*/, bool /*training*/, MetricTotals& /*metrics*/) {}
   // For messages: "dpo (sigmoid)".
   virtual std::string name() const = 0;
 };

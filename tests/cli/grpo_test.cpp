@@ -1,0 +1,182 @@
+// `lathe rlhf --rlhf_type grpo` end to end on a tiny model, with reward plugins written here: the
+// logged reward is the weighted sum of the functions' rewards, rewards a function leaves out are
+// tolerated and not counted, every extra column and ms-swift's keyword data reach the functions,
+// completions.jsonl holds each rollout, and settings ms-swift refuses are refused up front.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "cli/cli_util.h"
+#include "lathe/common/files.h"
+
+namespace lathe::testing {
+namespace {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// constant_one / constant_zero, and task_check: no reward (NaN) outside task "math", else 1 when
+// the row carries what ms-swift hands a reward function (the conversation ending with this very
+// completion, is_truncated, trainer_state, the solution column), -1 otherwise.
+constexpr const char* kRewardPlugins = R"(#include <lathe/plugin.h>
+#include <lathe/plugin/orm.h>
+#include <cmath>
+namespace {
+class Constant : public lathe::OutcomeRewardModel {
+ public:
+  explicit Constant(double value) : value_(value) {}
+  std::vector<double> score(const std::vector<lathe::RewardInput>& inputs) override {
+    return std::vector<double>(inputs.size(), value_);
+  }
+ private:
+  double value_;
+};
+class TaskCheck : public lathe::OutcomeRewardModel {
+ public:
+  std::vector<double> score(const std::vector<lathe::RewardInput>& inputs) override {
+    std::vector<double> rewards;
+    for (const auto& input : inputs) {
+      if (input.row.value("task", "") != "math") {
+        rewards.push_back(std::nan(""));
+        continue;
+      }
+      const auto& last = input.row.at("messages").back();
+      const bool complete = last.at("role") == "assistant" && last.at("content") == input.completion &&
+                            input.row.at("is_truncated").is_boolean() && input.row.at("trainer_state").contains("global_step") &&
+                            input.row.at("solution") == "4";
+      rewards.push_back(complete ? 1.0 : -1.0);
+    }
+    return rewards;
+  }
+};
+}  // namespace
+LATHE_PLUGIN() {
+  lathe::orm_registry().add("constant_one", "1", [](const lathe::PluginContext&) { return std::make_shared<Constant>(1.0); });
+  lathe::orm_registry().add("constant_zero", "0", [](const lathe::PluginContext&) { return std::make_shared<Constant>(0.0); });
+  lathe::orm_registry().add("task_check", "keyword data", [](const lathe::PluginContext&) { return std::make_shared<TaskCheck>(); });
+}
+)";
+
+std::vector<json> prompts(int count) {
+  std::vector<json> rows;
+  for (int i = 0; i < count; ++i) {
+    rows.push_back({{"messages", json::array({{{"role", "user"}, {"content", "What is 2 + 2? Question " + std::to_string(i)}}})},
+                    {"solution", "4"},
+                    {"task", i % 2 ? "math" : "chat"}});
+  }
+  return rows;
+}
+
+std::vector<json> training_logs(const fs::path& run) {
+  std::vector<json> rows;
+  for (const auto& row : read_jsonl(run / "logging.jsonl")) {
+    if (row.contains("loss")) rows.push_back(row);
+  }
+  return rows;
+}
+
+class Grpo : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir("grpo");
+    write_tiny_model(*dir_ / "model");
+    write_jsonl(*dir_ / "prompts.jsonl", prompts(8));
+    write_file_atomic(*dir_ / "rewards.cpp", kRewardPlugins);
+  }
+  static void TearDownTestSuite() {
+    delete dir_;
+    dir_ = nullptr;
+  }
+  static std::vector<std::string> arguments(const std::string& output) {
+    return {"rlhf", "--rlhf_type", "grpo", "--model", (*dir_ / "model").string(), "--dataset",
+            (*dir_ / "prompts.jsonl").string(), "--output_dir", (*dir_ / output).string(), "--train_type", "lora",
+            "--lora_rank", "4", "--num_generations", "4", "--per_device_train_batch_size", "4",
+            "--max_completion_length", "6", "--logging_steps", "1", "--seed", "3", "--save_strategy", "no",
+            "--add_version", "false", "--external_plugins", (*dir_ / "rewards.cpp").string()};
+  }
+  static CommandResult run(const std::vector<std::string>& args) {
+    return run_lathe(args, "", {"LATHE_PLUGIN_CACHE=" + (*dir_ / "plugin-cache").string()});
+  }
+  static TempDir* dir_;
+};
+TempDir* Grpo::dir_ = nullptr;
+
+TEST_F(Grpo, TheRewardIsTheWeightedSumAndEveryRolloutIsLogged) {
+  auto args = arguments("weighted");
+  args.insert(args.end(), {"--reward_funcs", "constant_one", "constant_zero", "--reward_weights", "0.7", "0.3",
+                           "--max_steps", "2", "--log_completions", "true"});
+  const auto result = run(args);
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  const auto logs = training_logs(*dir_ / "weighted");
+  ASSERT_EQ(logs.size(), 2u);
+  for (const auto& row : logs) {
+    EXPECT_NEAR(row["reward"].get<double>(), 0.7, 1e-9);
+    EXPECT_NEAR(row["reward_std"].get<double>(), 0.0, 1e-12);
+    EXPECT_NEAR(row["frac_reward_zero_std"].get<double>(), 1.0, 1e-12);
+    EXPECT_NEAR(row["rewards/constant_one/mean"].get<double>(), 1.0, 1e-12);
+    EXPECT_NEAR(row["rewards/constant_zero/mean"].get<double>(), 0.0, 1e-12);
+    for (const char* key : {"kl", "clip_ratio/low_mean", "clip_ratio/high_max", "clip_ratio/region_mean",
+                            "completions/mean_length", "completions/min_length", "completions/max_length",
+                            "completions/clipped_ratio"})
+      EXPECT_TRUE(row.contains(key)) << key;
+    EXPECT_LE(row["completions/max_length"].get<double>(), 6.0);
+    // Equal rewards leave no advantage: the loss is beta times the KL (0 while LoRA's B is 0).
+    EXPECT_NEAR(row["loss"].get<double>(), 0.04 * row["kl"].get<double>(), 1e-6);
+  }
+  EXPECT_NEAR(logs.front()["kl"].get<double>(), 0.0, 1e-7) << "the first step's policy is its reference";
+  const auto completions = read_jsonl(*dir_ / "weighted" / "completions.jsonl");
+  ASSERT_EQ(completions.size(), 8u);  // 2 steps x 4 completions of one prompt
+  for (const auto& line : completions) {
+    EXPECT_EQ(line["constant_one"], 1.0);
+    EXPECT_EQ(line["advantages"], 0.0);
+    EXPECT_EQ(line["solution"], "4");
+    EXPECT_TRUE(line["completion"].is_string());
+    EXPECT_EQ(line["prompt"].back()["role"], "user");
+  }
+  const auto saved = json::parse(read_file(*dir_ / "weighted" / "args.json"));
+  EXPECT_EQ(saved["temperature"], 0.9) << "ms-swift's grpo default";
+  EXPECT_EQ(saved["metric_for_best_model"], "reward");
+}
+
+TEST_F(Grpo, ColumnsAndKeywordsReachTheFunctionsAndMissingRewardsAreTolerated) {
+  auto args = arguments("columns");
+  args.insert(args.end(), {"--reward_funcs", "task_check", "--max_steps", "4", "--dataset_shuffle", "false"});
+  const auto result = run(args);
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  const auto logs = training_logs(*dir_ / "columns");
+  ASSERT_EQ(logs.size(), 4u);
+  // Prompts alternate between the tasks; a step's four completions share one prompt.
+  int math_steps = 0;
+  for (const auto& row : logs) {
+    EXPECT_TRUE(std::isfinite(row["loss"].get<double>()));
+    if (!row.contains("rewards/task_check/mean")) {
+      EXPECT_NEAR(row["reward"].get<double>(), 0.0, 1e-12) << "no function scored: reward 0";
+      continue;
+    }
+    ++math_steps;
+    EXPECT_NEAR(row["rewards/task_check/mean"].get<double>(), 1.0, 1e-12) << "every keyword arrived";
+  }
+  EXPECT_EQ(math_steps, 2);
+  EXPECT_NE(result.err.find("got no reward from any function"), std::string::npos) << result.err;
+}
+
+TEST_F(Grpo, SettingsMsSwiftRefusesAreRefusedBeforeAnythingIsWritten) {
+  const auto refused = [&](std::vector<std::string> extra, const std::string& fragment, std::size_t index = 0,
+                           const std::string& value = "") {
+    auto args = arguments("refused");
+    if (index) args[index] = value;
+    args.insert(args.end(), extra.begin(), extra.end());
+    const auto result = run(args);
+    EXPECT_NE(result.exit_code, 0);
+    EXPECT_NE(result.err.find(fragment), std::string::npos) << result.err;
+    EXPECT_FALSE(fs::exists(*dir_ / "refused"));
+  };
+  refused({}, "--reward_funcs");
+  refused({"--reward_funcs", "constant_one"}, "multiple of --num_generations 4", 16, "6");  // the batch
+  refused({"--reward_funcs", "no_such_reward"}, "no_such_reward");
+  refused({"--reward_funcs", "constant_one", "--reward_weights", "1", "2"}, "--reward_weights");
+  refused({"--reward_funcs", "constant_one", "--loss_type", "sigmoid"}, "grpo takes grpo, bnpo");
+  refused({"--reward_funcs", "constant_one"}, "num_generations", 14, "1");
+}
+
+}  // namespace
+}  // namespace lathe
