@@ -208,7 +208,8 @@ std::optional<int64_t> adapter_classifier_labels(const fs::path& dir) {
   std::error_code ec;
   if (!fs::exists(config_path, ec)) return std::nullopt;
   const auto config = json::parse(read_file(config_path), nullptr, /*allow_exceptions=*/false);
-  if (!config.is_object() || config.value("task_type", "") != "SEQ_CLS") return std::nullopt;
+  // PEFT writes task_type null for an adapter made without one (value() would throw on it).
+  if (!config.is_object() || config.value("task_type", json()) != "SEQ_CLS") return std::nullopt;
   const auto weights_path = dir / kWeightsFile;
   const auto tensors = load_tensors(weights_path);
   const auto head = tensors.find(kClassifierHeadKey);

@@ -3,10 +3,13 @@ transformers' own classes, their logits, adapters made by PEFT, and Lathe's file
 the venv that scripts/oracle_env.sh makes; it never reaches a model hub.
 
   hf_oracle.py create --arch llama|mistral|qwen2|qwen3 --out DIR [--tied] [--gqa] [--seed N]
-                      [--rope_scaling JSON] [--tokenizer DIR] [--vocab N] [--no_perturb] ...
+                      [--rope_scaling JSON] [--tokenizer DIR] [--vocab N] [--no_perturb] [--num_labels N] ...
   hf_oracle.py logits --model DIR --ids 1,2,3 [--adapter DIR [--merge]] [--dtype float32|bfloat16]
                       [--attn eager|sdpa] --out FILE.json
+  hf_oracle.py rewards --model DIR --sequences FILE.json [--adapter DIR] [--num_labels N] [--attn eager|sdpa]
+                       --out FILE.json
   hf_oracle.py peft_create --model DIR --kind lora|rslora|dora|ia3|pissa --out DIR [--r 4] [--alpha 8]
+                           [--task_type CAUSAL_LM|SEQ_CLS] [--seed N]
   hf_oracle.py tokenize --tokenizer FILE.json --texts TEXTS.json --out FILE.json
   hf_oracle.py chat_template --tokenizer DIR --cases CASES.json --out FILE.json
   hf_oracle.py hf_train --model DIR --adapter DIR --examples FILE.json --out FILE.json [hyperparameters]
@@ -31,6 +34,9 @@ create: hidden 64, 2 layers, 4 attention heads (2 key/value heads with --gqa), i
 with --tokenizer (its files are copied into DIR), else --vocab (512). transformers initialises every bias to
 zero and every RMSNorm weight to one, which would leave Qwen2's q/k/v biases and Qwen3's q/k norms untested,
 so those are then set to random values too (--no_perturb keeps transformers' own initialisation).
+With --num_labels the model is a sequence classifier (AutoModelForSequenceClassification: <Arch>ForSequenceClassification,
+a `score` head of that many rows), with the tokenizer's pad token as pad_token_id, which it needs to find each row's
+last token in a batch.
 --rope_scaling takes transformers 4.x's rope_scaling object (e.g. '{"rope_type":"linear","factor":2.0}');
 transformers 5.x stores it, with rope_theta, as config.json's "rope_parameters".
 
@@ -39,6 +45,14 @@ same tokens fed one at a time through the KV cache ("step_logits", [seq][vocab],
 after token i), both as float32 values (bfloat16 results converted exactly). "loading" lists the missing,
 unexpected and mismatched keys that from_pretrained reported. With --adapter the model is
 PeftModel.from_pretrained(model, DIR); with --merge too, that model's merge_and_unload().
+
+rewards: a sequence classifier's scores of token sequences (a JSON list of id lists), all in one right-padded batch
+with config.pad_token_id and its attention mask, so that transformers itself picks each row's last non-pad token:
+"rewards" (the first label's score per sequence), "num_labels", "pad_token_id", "loading" (as for logits, for the
+AutoModelForSequenceClassification.from_pretrained of --model, with --num_labels if given). With --adapter the
+model is PeftModel.from_pretrained(model, DIR) (a SEQ_CLS adapter brings its modules_to_save, the score head, with
+it); "adapter_loading" then lists the adapter's own keys that PEFT left unloaded ("missing_keys") and the file's
+keys it could not place ("unexpected_keys").
 
 tokenize: Hugging Face's tokenizers (the Python package) on each text of a JSON list: "with" and "without"
 (ids with and without the post-processor's special tokens), "decoded" and "decoded_skip" (decode of "with",
@@ -66,7 +80,9 @@ not at its identity value (LoRA's B is random, DoRA's magnitude and IA3's vector
 save_pretrained. all-linear targets; IA3 takes PEFT's default targets for the architecture. pissa: PEFT's
 PiSSA initialisation, then A and B perturbed as training would, saved converted to a plain LoRA of rank 2r
 on the original weights (path_initial_model_for_weight_conversion) into --out, and as it is (init_lora_weights
-"pissa": a loader redoes the SVD of the original weights) into --out with "_as_is" appended.
+"pissa": a loader redoes the SVD of the original weights) into --out with "_as_is" appended. --task_type SEQ_CLS
+makes it for the model loaded as a one-label AutoModelForSequenceClassification (a reward model): PEFT then
+keeps the score head, as transformers initialised it, whole in modules_to_save.
 """
 import argparse
 import json
@@ -85,6 +101,7 @@ import transformers  # noqa: E402
 from peft import IA3Config, LoraConfig, PeftModel, get_peft_model  # noqa: E402
 from transformers import (  # noqa: E402
     AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
     AutoTokenizer,
     LlamaConfig,
     LlamaForCausalLM,
@@ -159,9 +176,15 @@ def create(args):
     if args.rope_theta is not None or rope:
         fields["rope_parameters"] = {"rope_type": rope.pop("type", "default"), **rope}
         fields["rope_parameters"].setdefault("rope_theta", args.rope_theta or config_class.default_theta)
+    if args.num_labels is not None:
+        if fields["pad_token_id"] is None:
+            sys.exit("hf_oracle: a classifier needs a pad token: give --tokenizer")
+        fields["num_labels"] = args.num_labels
     config = config_class(**fields)
 
     torch.manual_seed(args.seed)
+    if args.num_labels is not None:
+        model_class = AutoModelForSequenceClassification.from_config
     model = model_class(config).to(torch.float32).eval()
     if not args.no_perturb:
         generator = torch.Generator().manual_seed(args.seed + 1)
@@ -210,8 +233,7 @@ def logits(args):
         "dtype": args.dtype,
         "attn_implementation": args.attn,
         "ids": ids,
-        "loading": {key: sorted(str(k) for k in loading.get(key, [])) for key in
-                    ("missing_keys", "unexpected_keys", "mismatched_keys")},
+        "loading": loading_info(loading),
         "transformers": transformers.__version__,
         "torch": torch.__version__,
         "max_abs_diff_full_vs_steps": (full - steps).abs().max().item(),
@@ -226,6 +248,48 @@ def logits(args):
             json.dump(result, f)
     print(f"hf_oracle: {len(ids)} tokens, vocab {full.shape[-1]}, full vs cached steps max |diff| "
           f"{result['max_abs_diff_full_vs_steps']:.3g}", file=sys.stderr)
+
+
+def loading_info(loading):
+    return {key: sorted(str(k) for k in loading.get(key, [])) for key in
+            ("missing_keys", "unexpected_keys", "mismatched_keys")}
+
+
+def rewards(args):
+    with open(args.sequences) as f:
+        sequences = json.load(f)
+    if not sequences or not all(sequences):
+        sys.exit("hf_oracle: --sequences needs non-empty id lists")
+    extra = {"num_labels": args.num_labels} if args.num_labels is not None else {}
+    model, loading = AutoModelForSequenceClassification.from_pretrained(
+        args.model, dtype=torch.float32, attn_implementation=args.attn, local_files_only=True,
+        output_loading_info=True, **extra,
+    )
+    result = {"loading": loading_info(loading)}
+    if args.adapter:
+        from peft import set_peft_model_state_dict
+        from peft.utils import load_peft_weights
+        model = PeftModel.from_pretrained(model, args.adapter, local_files_only=True)
+        # from_pretrained keeps its load result to itself; loading the same file again reports it.
+        placed = set_peft_model_state_dict(model, load_peft_weights(args.adapter, device="cpu"))
+        result["adapter_loading"] = {
+            "missing_keys": sorted(k for k in placed.missing_keys if ".default." in k),
+            "unexpected_keys": sorted(placed.unexpected_keys)}
+    model.eval()
+    pad = model.config.pad_token_id
+    if pad is None:
+        sys.exit(f"hf_oracle: {args.model} has no pad_token_id, so transformers cannot batch it")
+    if any(pad in ids for ids in sequences):
+        sys.exit("hf_oracle: a sequence holds the pad token itself")
+    width = max(len(ids) for ids in sequences)
+    input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids in sequences])
+    attention_mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in sequences])
+    with torch.inference_mode():
+        scores = model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
+    result.update({"rewards": scores[:, 0].tolist(), "num_labels": model.config.num_labels, "pad_token_id": pad,
+                   "transformers": transformers.__version__, "peft": peft.__version__})
+    with open(args.out, "w") as f:
+        json.dump(result, f)
 
 
 def tokenize(args):
@@ -396,11 +460,16 @@ def perturb_adapter(model, generator):
 def peft_create(args):
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed + 1)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32, local_files_only=True)
-    if args.kind == "ia3":
-        config = IA3Config(init_ia3_weights=False)
+    if args.task_type == "SEQ_CLS":
+        model = AutoModelForSequenceClassification.from_pretrained(args.model, dtype=torch.float32, num_labels=1,
+                                                                   local_files_only=True)
     else:
-        config = LoraConfig(r=args.r, lora_alpha=args.alpha, lora_dropout=0.0, target_modules="all-linear",
+        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32, local_files_only=True)
+    if args.kind == "ia3":
+        config = IA3Config(task_type=args.task_type, init_ia3_weights=False)
+    else:
+        config = LoraConfig(task_type=args.task_type, r=args.r, lora_alpha=args.alpha, lora_dropout=0.0,
+                            target_modules="all-linear",
                             use_rslora=args.kind == "rslora", use_dora=args.kind == "dora",
                             init_lora_weights="pissa" if args.kind == "pissa" else False)
     model = get_peft_model(model, config)
@@ -525,6 +594,7 @@ def make_parser():
                    help="standard deviation of the random weights (transformers' default 0.02)")
     c.add_argument("--no_perturb", action="store_true",
                    help="keep transformers' zero biases and unit norm weights")
+    c.add_argument("--num_labels", type=int, help="a sequence classifier with this many labels (needs --tokenizer)")
     c.set_defaults(func=create)
 
     g = sub.add_parser("logits", help="full-sequence and KV-cached per-step logits as JSON")
@@ -537,6 +607,15 @@ def make_parser():
     g.add_argument("--merge", action="store_true", help="with --adapter: logits of merge_and_unload()")
     g.set_defaults(func=logits)
 
+    r = sub.add_parser("rewards", help="a sequence classifier's scores of sequences, in one right-padded batch")
+    r.add_argument("--model", required=True)
+    r.add_argument("--sequences", required=True, help="a JSON list of token id lists")
+    r.add_argument("--adapter", help="a PEFT adapter folder, loaded with PeftModel.from_pretrained")
+    r.add_argument("--attn", choices=["eager", "sdpa"], default="eager")
+    r.add_argument("--num_labels", type=int, help="for a causal LM's folder (transformers' default is 2)")
+    r.add_argument("--out", required=True)
+    r.set_defaults(func=rewards)
+
     p = sub.add_parser("peft_create", help="an adapter made and saved by PEFT, with non-zero tensors")
     p.add_argument("--model", required=True)
     p.add_argument("--kind", choices=["lora", "rslora", "dora", "ia3", "pissa"], required=True)
@@ -544,6 +623,7 @@ def make_parser():
     p.add_argument("--r", type=int, default=4)
     p.add_argument("--alpha", type=float, default=8.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--task_type", choices=["CAUSAL_LM", "SEQ_CLS"], help="PEFT's task_type (default: none)")
     p.set_defaults(func=peft_create)
 
     t = sub.add_parser("tokenize", help="Python tokenizers' ids and decodes for a list of texts")

@@ -1,12 +1,14 @@
 // Training against Hugging Face's Trainer + PEFT and against ms-swift itself: the same tiny model,
 // the same starting adapter (made by PEFT), the same tokens and the same hyperparameters (AdamW,
 // cosine schedule with warm-up, gradient accumulation, clipping, weight decay) give the same loss,
-// gradient norm and learning rate at every step; `swift pt` and `swift sft` run the very command
-// lines given to `lathe pt` and `lathe sft` and log their shared quantities under the same
-// logging.jsonl keys.
+// gradient norm and learning rate at every step; `swift pt`, `swift sft` and `swift rlhf` (DPO, reward
+// models) run the very command lines given to `lathe pt`, `lathe sft` and `lathe rlhf` and log their
+// shared quantities under the same logging.jsonl keys.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -53,15 +55,21 @@ std::vector<json> conversations() {
   return result;
 }
 
-// A tiny Qwen2 model made by transformers (with the Qwen tokenizer) and a LoRA adapter made by PEFT
-// for it, which both trainers start from.
+// The tiny Qwen2 model that transformers makes (with the Qwen tokenizer) for both trainers.
+std::vector<std::string> create_job(const fs::path& out, const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> job{"create", "--arch", "qwen2", "--gqa", "--out", out.string(), "--tokenizer",
+                               qwen_tokenizer_dir().string(), "--initializer_range", "0.1"};
+  job.insert(job.end(), extra.begin(), extra.end());
+  return job;
+}
+
+// The model and, unless empty, a LoRA adapter made by PEFT for it, which both trainers start from.
 struct Start {
   fs::path base, adapter;
 };
 Start make_start(const TempDir& dir) {
   Start start{dir / "base", dir / "start"};
-  EXPECT_TRUE(run_oracle({{"create", "--arch", "qwen2", "--gqa", "--out", start.base.string(), "--tokenizer",
-                           qwen_tokenizer_dir().string(), "--initializer_range", "0.1"},
+  EXPECT_TRUE(run_oracle({create_job(start.base),
                           {"peft_create", "--model", start.base.string(), "--kind", "lora", "--out", start.adapter.string()}},
                          dir.path()));
   return start;
@@ -75,15 +83,20 @@ const std::vector<std::pair<std::string, std::string>> kHyperparameters{
     {"--max_grad_norm", "0.5"}, {"--weight_decay", "0.1"}, {"--adam_beta1", "0.9"}, {"--adam_beta2", "0.999"}};
 
 // One command line for lathe and swift (ms-swift needs --model_type and --template for a folder it
-// cannot name itself; Lathe ignores the first with a notice).
-std::vector<std::string> command_line(const Start& start, const fs::path& dataset, const fs::path& output) {
+// cannot name itself; Lathe ignores the first with a notice); `overrides` replaces hyperparameters.
+std::vector<std::string> command_line(const Start& start, const fs::path& dataset, const fs::path& output,
+                                      const std::map<std::string, std::string>& overrides = {}) {
   std::vector<std::string> args{"--model", start.base.string(), "--model_type", "qwen2", "--template", "qwen2_5",
-                                "--adapters", start.adapter.string(), "--dataset", dataset.string(),
+                                "--dataset", dataset.string(),
                                 "--output_dir", output.string(), "--add_version", "false", "--packing", "false",
                                 "--dataset_shuffle", "false", "--train_dataloader_shuffle", "false",
                                 "--split_dataset_ratio", "0", "--torch_dtype", "float32", "--logging_steps", "1",
                                 "--save_strategy", "no", "--report_to", "none", "--seed", "1"};
-  for (const auto& [key, value] : kHyperparameters) args.insert(args.end(), {key, value});
+  if (!start.adapter.empty()) args.insert(args.end(), {"--adapters", start.adapter.string()});
+  for (const auto& [key, value] : kHyperparameters) {
+    const auto changed = overrides.find(key);
+    args.insert(args.end(), {key, changed == overrides.end() ? value : changed->second});
+  }
   return args;
 }
 
@@ -113,6 +126,16 @@ void expect_same_loss_and_grad_norm(const json& ours, const json& theirs) {
   const double loss = theirs["loss"].get<double>(), grad_norm = theirs["grad_norm"].get<double>();
   EXPECT_NEAR(ours["loss"].get<double>(), loss, kLossTolerance * std::abs(loss));
   EXPECT_NEAR(ours["grad_norm"].get<double>(), grad_norm, kGradNormTolerance * std::abs(grad_norm));
+}
+
+// ms-swift's logged `keys` (its alignment metrics) against Lathe's, at one step.
+void expect_same_metrics(const json& ours, const json& theirs, const std::vector<std::string>& keys) {
+  for (const auto& key : keys) {
+    ASSERT_TRUE(theirs.contains(key)) << key;
+    ASSERT_TRUE(ours.contains(key)) << key;
+    const double value = theirs[key].get<double>();
+    EXPECT_NEAR(ours[key].get<double>(), value, 1e-3 * std::max(1.0, std::abs(value))) << key;
+  }
 }
 
 // ms-swift against Lathe, step by step: loss, grad_norm, the learning rate (ms-swift logs the rate
@@ -217,17 +240,66 @@ TEST(Training, DpoEqualsSwiftStepByStep) {
   for (std::size_t step = 0; step < kSteps; ++step) {
     SCOPED_TRACE("ms-swift rlhf, step " + std::to_string(step + 1));
     expect_same_loss_and_grad_norm(lathe[step], swift[step]);
-    for (const char* key : {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
-                            "logps/rejected", "logits/chosen", "logits/rejected", "nll_loss"}) {
-      ASSERT_TRUE(swift[step].contains(key)) << key;
-      ASSERT_TRUE(lathe[step].contains(key)) << key;
-      const double theirs = swift[step][key].get<double>();
-      EXPECT_NEAR(lathe[step][key].get<double>(), theirs, 1e-3 * std::max(1.0, std::abs(theirs))) << key;
-    }
+    expect_same_metrics(lathe[step], swift[step],
+                        {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
+                         "logps/rejected", "logits/chosen", "logits/rejected", "nll_loss"});
   }
   EXPECT_GT(std::abs(lathe.front()["loss"].get<double>() - (std::log(2.0) + 0.5 * lathe.front()["nll_loss"].get<double>())), 1e-6)
       << "the starting adapter should set the policy apart from its reference";
   EXPECT_GT(lathe.back()["rewards/margins"].get<double>(), lathe.front()["rewards/margins"].get<double>());
+}
+
+// `lathe rlhf --rlhf_type rm` and `swift rlhf --rlhf_type rm` on one command line from `start`:
+// the same loss, gradient norm, learning rate and reward metrics at every step, for one- and
+// two-round conversations against rejected answers of other lengths, with a margin on most pairs
+// and the centring term.
+void expect_reward_model_equals_swift(const TempDir& dir, const Start& start, const std::vector<std::string>& tuner,
+                                      const std::map<std::string, std::string>& overrides = {}) {
+  const auto answers = texts();
+  const auto chats = conversations();
+  std::vector<json> rows;
+  for (std::size_t i = 0; i < chats.size(); ++i) {
+    rows.push_back({{"messages", chats[i]},
+                    {"rejected_response", answers[(i + 3) % answers.size()] + " Or not."},
+                    {"margin", 0.5 * static_cast<double>(i % 4)}});
+  }
+  write_jsonl(dir / "pairs.jsonl", rows);
+  const auto with_rm = [&](const fs::path& output) {
+    auto args = command_line(start, dir / "pairs.jsonl", output, overrides);
+    args.insert(args.begin(), {"--rlhf_type", "rm", "--center_rewards_coefficient", "0.01"});
+    args.insert(args.end(), tuner.begin(), tuner.end());
+    return args;
+  };
+  run_lathe_and_swift("rlhf", "rlhf_main", with_rm(dir / "lathe"), with_rm(dir / "swift"));
+  const auto lathe = step_rows(dir / "lathe" / "logging.jsonl"), swift = step_rows(dir / "swift" / "logging.jsonl");
+  expect_swift_steps(lathe, swift);
+  for (std::size_t step = 0; step < std::min(lathe.size(), swift.size()); ++step) {
+    SCOPED_TRACE("ms-swift rlhf rm, step " + std::to_string(step + 1));
+    expect_same_metrics(lathe[step], swift[step],
+                        {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "center_rewards_loss"});
+  }
+}
+
+// Every weight of a one-label classifier that transformers made, so that both trainers start from
+// the same score head (each would draw its own for a causal LM). A lower learning rate than the
+// other tests': at 5e-3 full tuning separates the pairs within five steps, and a loss near zero
+// leaves the relative tolerance only its last digits.
+TEST(Training, RewardModelEqualsSwiftStepByStep) {
+  TempDir dir("training-rm");
+  const Start start{dir / "classifier", {}};
+  ASSERT_TRUE(run_oracle({create_job(start.base, {"--num_labels", "1"})}, dir.path()));
+  expect_reward_model_equals_swift(dir, start, {"--tuner_type", "full"}, {{"--learning_rate", "1e-3"}});
+}
+
+// LoRA from an adapter that PEFT made for the causal LM as a SEQ_CLS task: both trainers make a
+// classifier of the base, and the adapter brings the score head (modules_to_save) over their own.
+TEST(Training, RewardModelLoraEqualsSwiftStepByStep) {
+  TempDir dir("training-rm-lora");
+  const Start start{dir / "base", dir / "start"};
+  ASSERT_TRUE(run_oracle({create_job(start.base), {"peft_create", "--model", start.base.string(), "--kind", "lora",
+                                                   "--task_type", "SEQ_CLS", "--out", start.adapter.string()}},
+                         dir.path()));
+  expect_reward_model_equals_swift(dir, start, {});
 }
 
 }  // namespace
