@@ -12,6 +12,7 @@
 #include "lathe/plugin/orm.h"
 #include "lathe/plugin/preference_loss.h"
 #include "lathe/plugin/prm.h"
+#include "lathe/plugin/reward_model.h"
 #include "lathe/plugin/tuner.h"
 
 namespace lathe::cli {
@@ -42,6 +43,7 @@ int run_plugins(const Args& args) {
   list(orm_registry(), "--orm_model");
   list(preference_loss_registry(), "lathe rlhf --rlhf_type dpo --loss_type");
   list(prm_registry(), "--prm_model");
+  list(reward_model_registry(), "lathe rlhf --rlhf_type grpo --reward_model DIR --reward_model_plugin");
   list(tuner_registry(), "--train_type");
   return 0;
 }

@@ -10,6 +10,7 @@
 #include <set>
 
 #include "lathe/common/format.h"
+#include "lathe/model/classifier.h"
 #include "lathe/plugin/preference_loss.h"
 #include "lathe/train/grpo.h"
 #include "lathe/plugin/token_losses.h"
@@ -92,18 +93,9 @@ torch::Tensor sequence_rewards(CausalLM& model, const std::vector<TokenSequence>
     fail("rm scores with a one-label sequence classifier (the model has {})",
          model->is_classifier() ? fmt::format("{} labels", *model->config().num_labels) : "an output head over the vocabulary");
   }
-  std::vector<int64_t> lengths, last;
-  const auto ids = packed_ids(sequences, lengths);
-  int64_t end = 0;
-  for (const auto length : lengths) {
-    if (length == 0) fail("rm: an empty sequence has no last token to score");
-    end += length;
-    last.push_back(end - 1);
-  }
-  const auto hidden = model->forward({ids, packed_position_ids(lengths), {}, nullptr, lengths}).squeeze(0);
-  const auto rows = hidden.index_select(0, torch::tensor(last, torch::kLong));
-  // In float32 whatever the body computes in: the head is held in float32 for training.
-  return torch::linear(rows.to(torch::kFloat32), model->output_weight().to(torch::kFloat32)).squeeze(-1);
+  std::vector<std::span<const int32_t>> ids;
+  for (const auto& sequence : sequences) ids.push_back(sequence.input_ids);
+  return classifier_logits(model, ids).squeeze(-1);
 }
 
 torch::Tensor reward_model_losses(const torch::Tensor& chosen, const torch::Tensor& rejected, const torch::Tensor& margins) {

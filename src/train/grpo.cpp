@@ -16,7 +16,9 @@
 #include <nlohmann/json.hpp>
 
 #include "lathe/common/format.h"
+#include "lathe/common/files.h"
 #include "lathe/plugin/orm.h"
+#include "lathe/plugin/reward_model.h"
 
 namespace lathe {
 namespace {
@@ -150,13 +152,21 @@ void check_grpo_arguments(const Arguments& arguments) {
   const auto batch = std::max<int64_t>(1, arguments.per_device_train_batch_size);
   const auto accumulation = std::max<int64_t>(1, arguments.gradient_accumulation_steps);
   if (arguments.reward_funcs.empty() && arguments.reward_model.empty())
-    fail("--reward_funcs: grpo needs at least one reward function (lathe plugins lists them: accuracy, format, ...)");
-  if (!arguments.reward_model.empty())
-    fail("--reward_model: reward models in grpo are not built yet; score with --reward_funcs");
-  if (!arguments.reward_weights.empty() && arguments.reward_weights.size() != arguments.reward_funcs.size())
-    fail("--reward_weights: one weight per reward function ({} functions, {} weights)", arguments.reward_funcs.size(),
-         arguments.reward_weights.size());
+    fail("--reward_funcs: grpo needs at least one reward function (lathe plugins lists them: accuracy, format, ...) "
+         "or a --reward_model");
+  const auto sources = arguments.reward_funcs.size() + arguments.reward_model.size();
+  if (!arguments.reward_weights.empty() && arguments.reward_weights.size() != sources)
+    fail("--reward_weights: one weight per reward function, then per reward model ({} functions, {} models, {} weights)",
+         arguments.reward_funcs.size(), arguments.reward_model.size(), arguments.reward_weights.size());
   for (const auto& name : arguments.reward_funcs) orm_registry().get(name);  // an unknown name lists the known ones
+  const auto& plugins = arguments.reward_model_plugin;
+  if (plugins.size() > 1 && plugins.size() != arguments.reward_model.size())
+    fail("--reward_model_plugin: one plugin for every reward model, or one per model ({} models, {} plugins)",
+         arguments.reward_model.size(), plugins.size());
+  for (const auto& name : plugins) reward_model_registry().get(name);
+  std::error_code ec;
+  for (const auto& dir : arguments.reward_model)
+    if (!std::filesystem::is_directory(dir, ec)) fail_not_local("--reward_model folder", dir);
   if (arguments.loss_type.size() > 1) fail("--loss_type: grpo takes one loss (grpo, bnpo, dr_grpo, dapo or cispo)");
   if (!arguments.loss_type.empty()) {
     static const std::vector<std::string> known{"grpo", "bnpo", "dr_grpo", "dapo", "cispo"};
@@ -260,8 +270,21 @@ class GrpoObjective : public TrainingObjective {
     for (const auto& name : arguments.reward_funcs) {
       functions_.push_back(orm_registry().create(name, arguments));
       metric_names_.push_back(reward_metric_name(name));
+      source_names_.push_back(name);
     }
-    weights_ = arguments.reward_weights.empty() ? std::vector<double>(functions_.size(), 1.0) : arguments.reward_weights;
+    // Reward models come after the functions, as in ms-swift's --reward_weights; each logs under
+    // its folder's name.
+    for (std::size_t m = 0; m < arguments.reward_model.size(); ++m) {
+      const std::filesystem::path dir = arguments.reward_model[m];
+      const auto& plugins = arguments.reward_model_plugin;
+      const auto plugin = plugins.empty() ? std::string("default") : plugins.size() == 1 ? plugins[0] : plugins[m];
+      models_.push_back(reward_model_registry().create(plugin, arguments, dir));
+      const auto name = dir.lexically_normal().filename().empty() ? dir.lexically_normal().parent_path().filename()
+                                                                  : dir.lexically_normal().filename();
+      metric_names_.push_back(name.string());
+      source_names_.push_back(fmt::format("reward model {} ({})", dir.string(), plugin));
+    }
+    weights_ = arguments.reward_weights.empty() ? std::vector<double>(metric_names_.size(), 1.0) : arguments.reward_weights;
   }
 
   std::string name() const override { return fmt::format("grpo ({})", settings_.loss_type); }
@@ -401,19 +424,31 @@ class GrpoObjective : public TrainingObjective {
       row["trainer_state"] = {{"global_step", step}};
       inputs.push_back({rollouts[i].text, std::move(row), rollouts[i].completion_tokens});
     }
-    std::vector<std::vector<double>> table(rollouts.size(), std::vector<double>(functions_.size(), 0.0));
-    for (std::size_t f = 0; f < functions_.size(); ++f) {
+    std::vector<RewardModelInput> conversations;
+    if (!models_.empty()) {
+      for (const auto& input : inputs) {
+        auto conversation = *examples[conversations.size()]->prompt;
+        conversation.messages.push_back({"assistant", input.completion, {}, {}});
+        conversations.push_back({std::move(conversation), input.row});
+      }
+    }
+    std::vector<std::vector<double>> table(rollouts.size(), std::vector<double>(metric_names_.size(), 0.0));
+    for (std::size_t f = 0; f < metric_names_.size(); ++f) {
       std::vector<double> scores;
       try {
-        scores = functions_[f]->score(inputs);
+        scores = f < functions_.size() ? functions_[f]->score(inputs) : models_[f - functions_.size()]->score(conversations);
       } catch (const std::exception& error) {
-        fail("reward function '{}' failed: {}", arguments_.reward_funcs[f], error.what());
+        fail("{} failed: {}", describe_source(f), error.what());
       }
       if (scores.size() != inputs.size())
-        fail("reward function '{}' returned {} rewards for {} completions", arguments_.reward_funcs[f], scores.size(), inputs.size());
+        fail("{} returned {} rewards for {} completions", describe_source(f), scores.size(), inputs.size());
       for (std::size_t i = 0; i < scores.size(); ++i) table[i][f] = scores[i];
     }
     return table;
+  }
+
+  std::string describe_source(std::size_t f) const {
+    return f < functions_.size() ? fmt::format("reward function '{}'", source_names_[f]) : source_names_[f];
   }
 
   // Old and reference log-probabilities where the loss or the reward needs them.
@@ -443,7 +478,7 @@ class GrpoObjective : public TrainingObjective {
     int64_t unscored = 0;
     for (std::size_t i = 0; i < rollouts.size(); ++i) {
       bool any = false;
-      for (std::size_t f = 0; f < functions_.size(); ++f) {
+      for (std::size_t f = 0; f < metric_names_.size(); ++f) {
         if (std::isnan(table[i][f])) continue;
         totals[i] += weights_[f] * table[i][f];
         any = true;
@@ -472,7 +507,7 @@ class GrpoObjective : public TrainingObjective {
     metrics.add("reward_std", scale_ == "batch" ? batch_std(rewards).item<double>() : row_std(grouped).mean().item<double>());
     const auto stds = row_std(grouped);
     metrics.add("frac_reward_zero_std", torch::isclose(stds, torch::zeros_like(stds)).to(torch::kDouble).mean().item<double>());
-    for (std::size_t f = 0; f < functions_.size(); ++f) {
+    for (std::size_t f = 0; f < metric_names_.size(); ++f) {
       std::vector<double> column;
       for (const auto& row : table) column.push_back(row[f]);
       std::size_t count = 0;
@@ -508,7 +543,7 @@ class GrpoObjective : public TrainingObjective {
                    {"prompt", to_messages_json(*examples[i]->prompt)},
                    {"completion", rollouts[i].text},
                    {"advantages", rollouts[i].advantage}};
-      for (std::size_t f = 0; f < functions_.size(); ++f)
+      for (std::size_t f = 0; f < metric_names_.size(); ++f)
         line[metric_names_[f]] = std::isnan(table[i][f]) ? json(nullptr) : json(table[i][f]);
       if (examples[i]->row && examples[i]->row->contains("solution")) line["solution"] = (*examples[i]->row)["solution"];
       lines += line.dump() + "\n";
@@ -525,7 +560,8 @@ class GrpoObjective : public TrainingObjective {
   std::string scale_;
   GrpoLossSettings settings_;
   std::vector<std::shared_ptr<OutcomeRewardModel>> functions_;
-  std::vector<std::string> metric_names_;
+  std::vector<std::shared_ptr<RewardModelScorer>> models_;
+  std::vector<std::string> metric_names_, source_names_;
   std::vector<double> weights_;
   Batch training_, evaluation_;
   Batch* current_ = nullptr;

@@ -8,6 +8,9 @@
 
 #include "cli/cli_util.h"
 #include "lathe/common/files.h"
+#include "lathe/model/classifier.h"
+#include "lathe/template/template.h"
+#include "lathe/tokenizer/tokenizer.h"
 
 namespace lathe::testing {
 namespace {
@@ -159,6 +162,51 @@ TEST_F(Grpo, ColumnsAndKeywordsReachTheFunctionsAndMissingRewardsAreTolerated) {
   EXPECT_NE(result.err.find("got no reward from any function"), std::string::npos) << result.err;
 }
 
+// A reward model trained by --rlhf_type rm scores each completion through the `default` plugin:
+// its score head on the conversation that ends with the completion, in its own template.
+TEST_F(Grpo, ARewardModelScoresTheCompletions) {
+  std::vector<json> pairs;
+  for (int i = 0; i < 4; ++i) {
+    pairs.push_back({{"messages", json::array({{{"role", "user"}, {"content", "What is 2 + 2?"}},
+                                               {{"role", "assistant"}, {"content", "4"}}})},
+                     {"rejected_response", std::string(i + 1, '5')}});
+  }
+  write_jsonl(*dir_ / "pairs.jsonl", pairs);
+  const auto rm = run_lathe({"rlhf", "--rlhf_type", "rm", "--model", (*dir_ / "model").string(), "--dataset",
+                             (*dir_ / "pairs.jsonl").string(), "--output_dir", (*dir_ / "rm").string(), "--train_type",
+                             "full", "--max_steps", "1", "--save_steps", "1", "--add_version", "false"});
+  ASSERT_EQ(rm.exit_code, 0) << rm.err;
+  const auto reward_model = *dir_ / "rm" / "checkpoint-1";
+  auto args = arguments("with-rm");
+  args.insert(args.end(), {"--reward_funcs", "constant_one", "--reward_model", reward_model.string(), "--reward_weights",
+                           "1", "0.5", "--max_steps", "1", "--log_completions", "true"});
+  const auto result = run(args);
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  const auto logs = training_logs(*dir_ / "with-rm");
+  ASSERT_EQ(logs.size(), 1u);
+
+  auto model = load_pretrained(reward_model);
+  const auto tokenizer = Tokenizer::from_file(reward_model);
+  const auto chat_template = Template::for_model(reward_model.string());
+  const auto completions = read_jsonl(*dir_ / "with-rm" / "completions.jsonl");
+  ASSERT_EQ(completions.size(), 4u);
+  double reward_sum = 0;
+  for (const auto& line : completions) {
+    Conversation conversation;
+    conversation.messages.push_back({"user", line["prompt"].back()["content"].get<std::string>(), {}, {}});
+    conversation.messages.push_back({"assistant", line["completion"].get<std::string>(), {}, {}});
+    const auto ids = chat_template.encode(tokenizer, conversation, false).input_ids;
+    torch::NoGradGuard no_grad;
+    const double expected = classifier_logits(model, {ids})[0][0].item<double>();
+    EXPECT_NEAR(line["checkpoint-1"].get<double>(), expected, 1e-5) << line["completion"];
+    reward_sum += 1 + 0.5 * expected;
+  }
+  EXPECT_NEAR(logs.front()["reward"].get<double>(), reward_sum / 4, 1e-5);
+  EXPECT_TRUE(logs.front().contains("rewards/checkpoint-1/mean"));
+  const auto listed = run_lathe({"plugins"});
+  EXPECT_NE(listed.out.find("--reward_model_plugin"), std::string::npos) << listed.out;
+}
+
 TEST_F(Grpo, SettingsMsSwiftRefusesAreRefusedBeforeAnythingIsWritten) {
   const auto refused = [&](std::vector<std::string> extra, const std::string& fragment, std::size_t index = 0,
                            const std::string& value = "") {
@@ -176,6 +224,9 @@ TEST_F(Grpo, SettingsMsSwiftRefusesAreRefusedBeforeAnythingIsWritten) {
   refused({"--reward_funcs", "constant_one", "--reward_weights", "1", "2"}, "--reward_weights");
   refused({"--reward_funcs", "constant_one", "--loss_type", "sigmoid"}, "grpo takes grpo, bnpo");
   refused({"--reward_funcs", "constant_one"}, "num_generations", 14, "1");
+  refused({"--reward_model", (*dir_ / "no-such-model").string()}, "no-such-model");
+  refused({"--reward_funcs", "constant_one", "--reward_model", (*dir_ / "model").string(), "--reward_model_plugin", "nope"},
+          "nope");
 }
 
 }  // namespace
