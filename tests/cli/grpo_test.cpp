@@ -188,21 +188,35 @@ TEST_F(Grpo, ARewardModelScoresTheCompletions) {
   auto model = load_pretrained(reward_model);
   const auto tokenizer = Tokenizer::from_file(reward_model);
   const auto chat_template = Template::for_model(reward_model.string());
-  const auto completions = read_jsonl(*dir_ / "with-rm" / "completions.jsonl");
-  ASSERT_EQ(completions.size(), 4u);
-  double reward_sum = 0;
-  for (const auto& line : completions) {
+  // The classifier's score of a logged rollout's conversation, computed here.
+  const auto score_of = [&](const json& line) {
     Conversation conversation;
     conversation.messages.push_back({"user", line["prompt"].back()["content"].get<std::string>(), {}, {}});
     conversation.messages.push_back({"assistant", line["completion"].get<std::string>(), {}, {}});
     const auto ids = chat_template.encode(tokenizer, conversation, false).input_ids;
     torch::NoGradGuard no_grad;
-    const double expected = classifier_logits(model, {ids})[0][0].item<double>();
+    return classifier_logits(model, {ids})[0][0].item<double>();
+  };
+  const auto completions = read_jsonl(*dir_ / "with-rm" / "completions.jsonl");
+  ASSERT_EQ(completions.size(), 4u);
+  double reward_sum = 0;
+  for (const auto& line : completions) {
+    const double expected = score_of(line);
     EXPECT_NEAR(line["checkpoint-1"].get<double>(), expected, 1e-5) << line["completion"];
     reward_sum += 1 + 0.5 * expected;
   }
   EXPECT_NEAR(logs.front()["reward"].get<double>(), reward_sum / 4, 1e-5);
   EXPECT_TRUE(logs.front().contains("rewards/checkpoint-1/mean"));
+
+  // The example plugin: the same scores through the logistic function.
+  const auto example = fs::path(LATHE_SOURCE_DIR) / "examples/plugins/reward_model/sigmoid_rm.cpp";
+  args = arguments("with-sigmoid-rm");
+  args.insert(args.end(), {"--reward_model", reward_model.string(), "--reward_model_plugin", "sigmoid_rm",
+                           "--external_plugins", example.string(), "--max_steps", "1", "--log_completions", "true"});
+  const auto squashed = run(args);
+  ASSERT_EQ(squashed.exit_code, 0) << squashed.err;
+  for (const auto& line : read_jsonl(*dir_ / "with-sigmoid-rm" / "completions.jsonl"))
+    EXPECT_NEAR(line["checkpoint-1"].get<double>(), 1 / (1 + std::exp(-score_of(line))), 1e-6);
   const auto listed = run_lathe({"plugins"});
   EXPECT_NE(listed.out.find("--reward_model_plugin"), std::string::npos) << listed.out;
 }
