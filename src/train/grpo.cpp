@@ -191,7 +191,13 @@ void check_grpo_arguments(const Arguments& arguments) {
     fail("--per_device_eval_batch_size {} must be a multiple of the evaluation group {} (--num_generations_eval, "
          "else --num_generations)", arguments.per_device_eval_batch_size, eval_group);
   if (arguments.dynamic_sample) fail("--dynamic_sample: not built yet in Lathe's grpo");
-  if (arguments.sync_ref_model) fail("--sync_ref_model: not built yet in Lathe's grpo");
+  if (arguments.sync_ref_model && grpo_beta(arguments) == 0)
+    fail("--sync_ref_model: with --beta 0 there is no reference model to sync");
+  if (arguments.sync_ref_model && (arguments.train_type == "lora" || arguments.train_type == "ia3") &&
+      arguments.ref_model.empty() && arguments.ref_adapters.empty() && arguments.init_weights != "pissa")
+    fail("--sync_ref_model: the reference of a {} run is the model with its adapters bypassed, which cannot move "
+         "toward the policy (as in TRL, syncing needs a separate reference: --train_type full, or --ref_model)",
+         arguments.train_type);
   if (!arguments.multi_turn_scheduler.empty()) fail("--multi_turn_scheduler: multi-turn rollouts are not built yet");
   if (arguments.epsilon_high && *arguments.epsilon_high < 0) fail("--epsilon_high must be at least 0");
 }
@@ -299,6 +305,8 @@ class GrpoObjective : public TrainingObjective {
     // num_iterations > 1: the recipe repeats each step's prompts, and the rollouts are reused.
     const bool reuse = training && arguments_.num_iterations > 1 && step % arguments_.num_iterations != 0 &&
                        batch.rollouts.size() == examples.size();
+    if (training && arguments_.sync_ref_model && step > 0 && step % arguments_.ref_model_sync_steps == 0 && !reuse)
+      sync_reference(model);
     if (!reuse) {
       const auto group = training ? arguments_.num_generations
                                   : arguments_.num_generations_eval.value_or(arguments_.num_generations);
@@ -445,6 +453,22 @@ class GrpoObjective : public TrainingObjective {
       for (std::size_t i = 0; i < scores.size(); ++i) table[i][f] = scores[i];
     }
     return table;
+  }
+
+  // TRL's SyncRefModelCallback: every --ref_model_sync_steps steps the reference moves toward the
+  // policy, reference <- alpha * policy + (1 - alpha) * reference, parameter by parameter.
+  void sync_reference(CausalLM& policy) {
+    if (setup_.reference.kind != AlignmentReference::Kind::frozen_model) fail("--sync_ref_model needs a frozen reference model");
+    torch::NoGradGuard no_grad;
+    const auto current = policy->named_parameters();
+    const double alpha = arguments_.ref_model_mixup_alpha;
+    for (auto& item : setup_.reference.model->named_parameters()) {
+      const auto* source = current.find(item.key());
+      if (!source || source->sizes() != item.value().sizes())
+        fail("--sync_ref_model: the reference's {} has no counterpart of its shape in the policy", item.key());
+      auto& target = item.value();
+      target.copy_((target.to(torch::kFloat32) * (1 - alpha) + source->detach().to(torch::kFloat32) * alpha).to(target.scalar_type()));
+    }
   }
 
   std::string describe_source(std::size_t f) const {

@@ -221,6 +221,25 @@ TEST_F(Grpo, ARewardModelScoresTheCompletions) {
   EXPECT_NE(listed.out.find("--reward_model_plugin"), std::string::npos) << listed.out;
 }
 
+// Full tuning compares with a frozen copy; --sync_ref_model with alpha 1 makes it the policy itself
+// every step, so from the second step on the KL is 0 (without syncing it grows).
+TEST_F(Grpo, SyncingTheReferenceMovesItToThePolicy) {
+  const auto kl_of_second_step = [&](const std::string& output, std::vector<std::string> extra) {
+    auto args = arguments(output);
+    args[10] = "full";  // --train_type
+    args.insert(args.end(), {"--reward_funcs", "task_check", "--max_steps", "2", "--learning_rate", "1e-2",
+                             "--dataset_shuffle", "false"});
+    args.insert(args.end(), extra.begin(), extra.end());
+    const auto result = run(args);
+    EXPECT_EQ(result.exit_code, 0) << result.err;
+    const auto logs = training_logs(*dir_ / output);
+    return logs.size() == 2 ? logs[1]["kl"].get<double>() : -1.0;
+  };
+  EXPECT_GT(kl_of_second_step("unsynced", {}), 1e-6);
+  EXPECT_NEAR(kl_of_second_step("synced", {"--sync_ref_model", "true", "--ref_model_sync_steps", "1",
+                                           "--ref_model_mixup_alpha", "1"}), 0.0, 1e-7);
+}
+
 TEST_F(Grpo, SettingsMsSwiftRefusesAreRefusedBeforeAnythingIsWritten) {
   const auto refused = [&](std::vector<std::string> extra, const std::string& fragment, std::size_t index = 0,
                            const std::string& value = "") {
@@ -239,6 +258,7 @@ TEST_F(Grpo, SettingsMsSwiftRefusesAreRefusedBeforeAnythingIsWritten) {
   refused({"--reward_funcs", "constant_one", "--loss_type", "sigmoid"}, "grpo takes grpo, bnpo");
   refused({"--reward_funcs", "constant_one"}, "num_generations", 14, "1");
   refused({"--reward_model", (*dir_ / "no-such-model").string()}, "no-such-model");
+  refused({"--reward_funcs", "constant_one", "--sync_ref_model", "true"}, "adapters bypassed");
   refused({"--reward_funcs", "constant_one", "--reward_model", (*dir_ / "model").string(), "--reward_model_plugin", "nope"},
           "nope");
 }
