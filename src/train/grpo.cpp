@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <fstream>
 #include <limits>
@@ -312,8 +313,11 @@ class GrpoObjective : public TrainingObjective {
                                   : arguments_.num_generations_eval.value_or(arguments_.num_generations);
       if (examples.size() % static_cast<std::size_t>(group) != 0)
         fail("grpo: {} completions do not form groups of {}", examples.size(), group);
+      const auto start = std::chrono::steady_clock::now();
       batch.rollouts = roll_out(model, examples, step, training);
+      const auto generated = std::chrono::steady_clock::now();
       score(model, batch, examples, group, step, training, metrics);
+      log_timing(batch.rollouts, start, generated, metrics);
     }
     batch.index.clear();
     for (std::size_t i = 0; i < examples.size(); ++i) batch.index[examples[i]] = i;
@@ -540,6 +544,19 @@ class GrpoObjective : public TrainingObjective {
       metrics.add("rewards/" + metric_names_[f] + "/mean", mean);
       metrics.add("rewards/" + metric_names_[f] + "/std", nan_std(column, mean, count));
     }
+  }
+
+  // The step's time split: generating, then scoring (rewards, old and reference log-probabilities);
+  // what the log's train_speed adds beyond both is the policy's forward and backward.
+  static void log_timing(const std::vector<Rollout>& rollouts, std::chrono::steady_clock::time_point start,
+                         std::chrono::steady_clock::time_point generated, MetricTotals& metrics) {
+    const auto seconds = [](auto duration) { return std::chrono::duration<double>(duration).count(); };
+    const double generating = seconds(generated - start);
+    double tokens = 0;
+    for (const auto& rollout : rollouts) tokens += static_cast<double>(rollout.completion_tokens);
+    metrics.add("rollout/seconds", generating);
+    metrics.add("rollout/tokens_per_second", generating > 0 ? tokens / generating : 0.0);
+    metrics.add("rollout/scoring_seconds", seconds(std::chrono::steady_clock::now() - generated));
   }
 
   static void log_lengths(const std::vector<Rollout>& rollouts, MetricTotals& metrics) {

@@ -119,7 +119,8 @@ TEST_F(Grpo, TheRewardIsTheWeightedSumAndEveryRolloutIsLogged) {
     EXPECT_NEAR(row["rewards/constant_zero/mean"].get<double>(), 0.0, 1e-12);
     for (const char* key : {"kl", "clip_ratio/low_mean", "clip_ratio/high_max", "clip_ratio/region_mean",
                             "completions/mean_length", "completions/min_length", "completions/max_length",
-                            "completions/clipped_ratio"})
+                            "completions/clipped_ratio", "rollout/seconds", "rollout/tokens_per_second",
+                            "rollout/scoring_seconds"})
       EXPECT_TRUE(row.contains(key)) << key;
     EXPECT_LE(row["completions/max_length"].get<double>(), 6.0);
     // Equal rewards leave no advantage: the loss is beta times the KL (0 while LoRA's B is 0).
