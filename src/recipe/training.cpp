@@ -276,6 +276,7 @@ struct TrainingRun::State {
   std::shared_ptr<Tuner> tuner;
   std::shared_ptr<TrainingObjective> objective;  // lathe rlhf
   AlignmentReference reference;                   // grpo's, until its objective is made
+  std::shared_ptr<const std::vector<Example>> rollout_prompts;  // grpo --dynamic_sample's draws
   fs::path run_dir;
 
   explicit State(Arguments given)
@@ -327,6 +328,7 @@ struct TrainingRun::State {
     }
     for (const auto id : model->config().eos_token_ids) setup.stop_token_ids.push_back(static_cast<int32_t>(id));
     if (arguments.log_completions) setup.completions_file = run_dir / "completions.jsonl";
+    setup.prompt_pool = rollout_prompts;
     return setup;
   }
 
@@ -351,6 +353,7 @@ struct TrainingRun::State {
            "gradient_accumulation_steps / num_generations)", prompts.size(), per_step);
     prompts.resize(whole);
     train = repeated_prompts(prompts, group, per_step, arguments.num_iterations);
+    if (arguments.dynamic_sample) rollout_prompts = std::make_shared<const std::vector<Example>>(std::move(prompts));
     const auto eval_group = arguments.num_generations_eval.value_or(group);
     eval = repeated_prompts(eval_prompts, eval_group, static_cast<int64_t>(std::max<std::size_t>(1, eval_prompts.size())), 1);
     if (!arguments.metric_for_best_model) arguments.metric_for_best_model = "reward";

@@ -12,6 +12,7 @@
 #include <limits>
 #include <map>
 #include <numeric>
+#include <random>
 #include <unordered_map>
 
 #include <nlohmann/json.hpp>
@@ -191,7 +192,6 @@ void check_grpo_arguments(const Arguments& arguments) {
   if (std::max<int64_t>(1, arguments.per_device_eval_batch_size) % eval_group != 0)
     fail("--per_device_eval_batch_size {} must be a multiple of the evaluation group {} (--num_generations_eval, "
          "else --num_generations)", arguments.per_device_eval_batch_size, eval_group);
-  if (arguments.dynamic_sample) fail("--dynamic_sample: not built yet in Lathe's grpo");
   if (arguments.sync_ref_model && grpo_beta(arguments) == 0)
     fail("--sync_ref_model: with --beta 0 there is no reference model to sync");
   if (arguments.sync_ref_model && (arguments.train_type == "lora" || arguments.train_type == "ia3") &&
@@ -216,7 +216,9 @@ std::string reward_metric_name(const std::string& name) {
 
 // One completion of a prompt, with what its loss needs.
 struct Rollout {
+  const Example* source = nullptr;         // the prompt: its conversation and dataset row
   std::vector<int32_t> input_ids, labels;  // prompt + completion; the prompt untrained
+  std::vector<double> scores;              // one per reward function, then per reward model (NaN: none)
   std::vector<float> old_logps, reference_logps;  // per completion token; empty when not needed
   std::string text;
   bool truncated = false;
@@ -314,9 +316,9 @@ class GrpoObjective : public TrainingObjective {
       if (examples.size() % static_cast<std::size_t>(group) != 0)
         fail("grpo: {} completions do not form groups of {}", examples.size(), group);
       const auto start = std::chrono::steady_clock::now();
-      batch.rollouts = roll_out(model, examples, step, training);
+      batch.rollouts = roll_out(model, examples, rollout_seed(step, training ? 0 : 1, examples.size()));
       const auto generated = std::chrono::steady_clock::now();
-      score(model, batch, examples, group, step, training, metrics);
+      score(model, batch, group, step, training, metrics);
       log_timing(batch.rollouts, start, generated, metrics);
     }
     batch.index.clear();
@@ -380,7 +382,15 @@ class GrpoObjective : public TrainingObjective {
     std::unordered_map<const Example*, std::size_t> index;
   };
 
-  std::vector<Rollout> roll_out(CausalLM& model, const std::vector<const Example*>& examples, int64_t step, bool training) {
+  // Seeds from --seed, the step and the draw (0: training, 1: evaluation, 2...: dynamic resampling)
+  // and the completion: a rerun (or a resumed run) draws the same.
+  uint64_t rollout_seed(int64_t step, int64_t draw, std::size_t completions) const {
+    const auto per_step = static_cast<uint64_t>(completions) * static_cast<uint64_t>(2 + arguments_.max_resample_times);
+    return static_cast<uint64_t>(arguments_.seed) * 1000003ULL + static_cast<uint64_t>(step) * per_step +
+           static_cast<uint64_t>(draw) * completions;
+  }
+
+  std::vector<Rollout> roll_out(CausalLM& model, const std::vector<const Example*>& examples, uint64_t seed) {
     SamplingParams params;
     params.max_new_tokens = arguments_.max_completion_length;
     params.temperature = arguments_.temperature;
@@ -389,13 +399,10 @@ class GrpoObjective : public TrainingObjective {
     params.min_p = arguments_.min_p;
     params.repetition_penalty = arguments_.repetition_penalty;
     params.stop_token_ids = setup_.stop_token_ids;
-    // Seeds from --seed, the step and the completion: a rerun (or a resumed run) draws the same.
-    const uint64_t base = static_cast<uint64_t>(arguments_.seed) * 1000003ULL +
-                          static_cast<uint64_t>(step) * examples.size() * 2 + (training ? 0 : examples.size());
     std::vector<GenerationRequest> requests;
     for (std::size_t i = 0; i < examples.size(); ++i) {
       if (!examples[i]->prompt) fail("grpo: an example without its prompt (rows are encoded by the recipe)");
-      params.seed = base + i;
+      params.seed = seed + i;
       requests.push_back({examples[i]->input_ids, params});
     }
     const bool was_training = model->is_training();
@@ -410,6 +417,7 @@ class GrpoObjective : public TrainingObjective {
     for (std::size_t i = 0; i < examples.size(); ++i) {
       auto& generation = generations[i];
       Rollout rollout;
+      rollout.source = examples[i];
       rollout.input_ids = examples[i]->input_ids;
       rollout.labels.assign(rollout.input_ids.size(), kIgnoreIndex);
       rollout.input_ids.insert(rollout.input_ids.end(), generation.ids.begin(), generation.ids.end());
@@ -422,14 +430,15 @@ class GrpoObjective : public TrainingObjective {
     return rollouts;
   }
 
-  // The reward functions' scores [N][F] (NaN where one gave none), with ms-swift's keyword data in
-  // each row: the conversation with the completion, is_truncated and trainer_state.
-  std::vector<std::vector<double>> reward_table(const std::vector<Rollout>& rollouts,
-                                                const std::vector<const Example*>& examples, int64_t step) {
+  // Each rollout's scores from the reward functions and models (NaN where one gave none), with
+  // ms-swift's keyword data in each row: the conversation with the completion, is_truncated and
+  // trainer_state.
+  void rate(std::vector<Rollout>& rollouts, int64_t step) {
     std::vector<RewardInput> inputs;
     for (std::size_t i = 0; i < rollouts.size(); ++i) {
-      json row = examples[i]->row ? *examples[i]->row : json::object();
-      auto conversation = *examples[i]->prompt;
+      const auto* source = rollouts[i].source;
+      json row = source->row ? *source->row : json::object();
+      auto conversation = *source->prompt;
       conversation.messages.push_back({"assistant", rollouts[i].text, {}, {}});
       row["messages"] = to_messages_json(conversation);
       row["is_truncated"] = rollouts[i].truncated;
@@ -439,12 +448,12 @@ class GrpoObjective : public TrainingObjective {
     std::vector<RewardModelInput> conversations;
     if (!models_.empty()) {
       for (const auto& input : inputs) {
-        auto conversation = *examples[conversations.size()]->prompt;
+        auto conversation = *rollouts[conversations.size()].source->prompt;
         conversation.messages.push_back({"assistant", input.completion, {}, {}});
         conversations.push_back({std::move(conversation), input.row});
       }
     }
-    std::vector<std::vector<double>> table(rollouts.size(), std::vector<double>(metric_names_.size(), 0.0));
+    for (auto& rollout : rollouts) rollout.scores.assign(metric_names_.size(), 0.0);
     for (std::size_t f = 0; f < metric_names_.size(); ++f) {
       std::vector<double> scores;
       try {
@@ -454,9 +463,53 @@ class GrpoObjective : public TrainingObjective {
       }
       if (scores.size() != inputs.size())
         fail("{} returned {} rewards for {} completions", describe_source(f), scores.size(), inputs.size());
-      for (std::size_t i = 0; i < scores.size(); ++i) table[i][f] = scores[i];
+      for (std::size_t i = 0; i < scores.size(); ++i) rollouts[i].scores[f] = scores[i];
     }
-    return table;
+  }
+
+  // The weighted sum of a rollout's rewards, skipping the NaN ones; nullopt when none is a number.
+  std::optional<double> weighted_total(const Rollout& rollout) const {
+    std::optional<double> total;
+    for (std::size_t f = 0; f < rollout.scores.size(); ++f) {
+      if (std::isnan(rollout.scores[f])) continue;
+      total = total.value_or(0.0) + weights_[f] * rollout.scores[f];
+    }
+    return total;
+  }
+
+  // ms-swift's dynamic sampling (DAPO): groups whose rewards are all equal teach nothing; they are
+  // replaced by groups of freshly drawn prompts, up to --max_resample_times draws of a whole batch,
+  // or the batch stays as it was (with a notice) when too few groups differ.
+  void resample(CausalLM& model, Batch& batch, int64_t group, int64_t step) {
+    const auto size = batch.rollouts.size();
+    std::vector<Rollout> kept;
+    const auto keep_varied = [&](std::vector<Rollout>& rollouts) {
+      for (std::size_t begin = 0; begin < rollouts.size() && kept.size() < size; begin += static_cast<std::size_t>(group)) {
+        std::vector<double> totals;
+        for (auto i = begin; i < begin + static_cast<std::size_t>(group); ++i) totals.push_back(weighted_total(rollouts[i]).value_or(0.0));
+        const auto std = row_std(torch::tensor(totals, torch::kDouble).view({1, -1}))[0].item<double>();
+        if (std::abs(std) <= 1e-8) continue;
+        for (auto i = begin; i < begin + static_cast<std::size_t>(group); ++i) kept.push_back(std::move(rollouts[i]));
+      }
+    };
+    keep_varied(batch.rollouts);
+    std::mt19937_64 rng(rollout_seed(step, 2, size));
+    for (int64_t draw = 0; kept.size() < size && draw < arguments_.max_resample_times; ++draw) {
+      if (!setup_.prompt_pool || setup_.prompt_pool->empty()) fail("--dynamic_sample: no prompts to draw from");
+      std::uniform_int_distribution<std::size_t> pick(0, setup_.prompt_pool->size() - 1);
+      std::vector<const Example*> drawn;
+      for (std::size_t g = 0; g < size / static_cast<std::size_t>(group); ++g)
+        drawn.insert(drawn.end(), static_cast<std::size_t>(group), &(*setup_.prompt_pool)[pick(rng)]);
+      auto fresh = roll_out(model, drawn, rollout_seed(step, 2 + draw, size));
+      rate(fresh, step);
+      keep_varied(fresh);
+    }
+    if (kept.size() < size) {
+      fmt::print(stderr, "lathe: grpo: --dynamic_sample: groups with equal rewards remain after {} draws; step {} keeps its batch\n",
+                 arguments_.max_resample_times, step + 1);
+      return;
+    }
+    batch.rollouts = std::move(kept);
   }
 
   // TRL's SyncRefModelCallback: every --ref_model_sync_steps steps the reference moves toward the
@@ -496,22 +549,18 @@ class GrpoObjective : public TrainingObjective {
     }
   }
 
-  void score(CausalLM& model, Batch& batch, const std::vector<const Example*>& examples, int64_t group, int64_t step,
-             bool training, MetricTotals& metrics) {
+  void score(CausalLM& model, Batch& batch, int64_t group, int64_t step, bool training, MetricTotals& metrics) {
+    rate(batch.rollouts, step);
+    if (training && arguments_.dynamic_sample) resample(model, batch, group, step);
     auto& rollouts = batch.rollouts;
-    const auto table = reward_table(rollouts, examples, step);
     take_logps(model, rollouts);
     const auto n = static_cast<int64_t>(rollouts.size());
     std::vector<double> totals(rollouts.size(), 0.0);
     int64_t unscored = 0;
     for (std::size_t i = 0; i < rollouts.size(); ++i) {
-      bool any = false;
-      for (std::size_t f = 0; f < metric_names_.size(); ++f) {
-        if (std::isnan(table[i][f])) continue;
-        totals[i] += weights_[f] * table[i][f];
-        any = true;
-      }
-      if (!any) ++unscored;
+      const auto total = weighted_total(rollouts[i]);
+      totals[i] = total.value_or(0.0);
+      if (!total) ++unscored;
       if (kl_in_reward_ && beta_ != 0) {
         double kl = 0;
         for (std::size_t t = 0; t < rollouts[i].old_logps.size(); ++t) kl += rollouts[i].old_logps[t] - rollouts[i].reference_logps[t];
@@ -523,12 +572,12 @@ class GrpoObjective : public TrainingObjective {
     const auto rewards = torch::tensor(totals, torch::kDouble);
     const auto advantages = group_advantages(rewards, group, arguments_.advantage_estimator, scale_);
     for (std::size_t i = 0; i < rollouts.size(); ++i) rollouts[i].advantage = advantages[static_cast<int64_t>(i)].item<double>();
-    log_reward_metrics(rewards, table, group, metrics);
+    log_reward_metrics(rewards, rollouts, group, metrics);
     log_lengths(rollouts, metrics);
-    if (training && !setup_.completions_file.empty()) write_completions(rollouts, examples, table, step);
+    if (training && !setup_.completions_file.empty()) write_completions(rollouts, step);
   }
 
-  void log_reward_metrics(const torch::Tensor& rewards, const std::vector<std::vector<double>>& table, int64_t group,
+  void log_reward_metrics(const torch::Tensor& rewards, const std::vector<Rollout>& rollouts, int64_t group,
                           MetricTotals& metrics) {
     const auto grouped = rewards.view({-1, group});
     metrics.add("reward", grouped.mean(1).mean().item<double>());
@@ -537,7 +586,7 @@ class GrpoObjective : public TrainingObjective {
     metrics.add("frac_reward_zero_std", torch::isclose(stds, torch::zeros_like(stds)).to(torch::kDouble).mean().item<double>());
     for (std::size_t f = 0; f < metric_names_.size(); ++f) {
       std::vector<double> column;
-      for (const auto& row : table) column.push_back(row[f]);
+      for (const auto& rollout : rollouts) column.push_back(rollout.scores[f]);
       std::size_t count = 0;
       const double mean = nan_mean(column, count);
       if (count == 0) continue;  // a function with no reward in this batch (a task absent from it)
@@ -576,17 +625,17 @@ class GrpoObjective : public TrainingObjective {
   }
 
   // --log_completions: one line per completion, as ms-swift's completions table.
-  void write_completions(const std::vector<Rollout>& rollouts, const std::vector<const Example*>& examples,
-                         const std::vector<std::vector<double>>& table, int64_t step) {
+  void write_completions(const std::vector<Rollout>& rollouts, int64_t step) {
     std::string lines;
     for (std::size_t i = 0; i < rollouts.size(); ++i) {
       json line = {{"step", step + 1},
-                   {"prompt", to_messages_json(*examples[i]->prompt)},
+                   {"prompt", to_messages_json(*rollouts[i].source->prompt)},
                    {"completion", rollouts[i].text},
                    {"advantages", rollouts[i].advantage}};
       for (std::size_t f = 0; f < metric_names_.size(); ++f)
-        line[metric_names_[f]] = std::isnan(table[i][f]) ? json(nullptr) : json(table[i][f]);
-      if (examples[i]->row && examples[i]->row->contains("solution")) line["solution"] = (*examples[i]->row)["solution"];
+        line[metric_names_[f]] = std::isnan(rollouts[i].scores[f]) ? json(nullptr) : json(rollouts[i].scores[f]);
+      const auto& row = rollouts[i].source->row;
+      if (row && row->contains("solution")) line["solution"] = (*row)["solution"];
       lines += line.dump() + "\n";
     }
     std::ofstream out(setup_.completions_file, std::ios::app);

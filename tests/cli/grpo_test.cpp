@@ -17,7 +17,8 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-// constant_one / constant_zero, and task_check: no reward (NaN) outside task "math", else 1 when
+// constant_one / constant_zero, odd_length (1 for a completion of an odd number of bytes: rewards
+// that differ within most groups), and task_check: no reward (NaN) outside task "math", else 1 when
 // the row carries what ms-swift hands a reward function (the conversation ending with this very
 // completion, is_truncated, trainer_state, the solution column), -1 otherwise.
 constexpr const char* kRewardPlugins = R"(#include <lathe/plugin.h>
@@ -32,6 +33,14 @@ class Constant : public lathe::OutcomeRewardModel {
   }
  private:
   double value_;
+};
+class OddLength : public lathe::OutcomeRewardModel {
+ public:
+  std::vector<double> score(const std::vector<lathe::RewardInput>& inputs) override {
+    std::vector<double> rewards;
+    for (const auto& input : inputs) rewards.push_back(static_cast<double>(input.completion.size() % 2));
+    return rewards;
+  }
 };
 class TaskCheck : public lathe::OutcomeRewardModel {
  public:
@@ -56,6 +65,7 @@ LATHE_PLUGIN() {
   lathe::orm_registry().add("constant_one", "1", [](const lathe::PluginContext&) { return std::make_shared<Constant>(1.0); });
   lathe::orm_registry().add("constant_zero", "0", [](const lathe::PluginContext&) { return std::make_shared<Constant>(0.0); });
   lathe::orm_registry().add("task_check", "keyword data", [](const lathe::PluginContext&) { return std::make_shared<TaskCheck>(); });
+  lathe::orm_registry().add("odd_length", "1 for an odd number of bytes", [](const lathe::PluginContext&) { return std::make_shared<OddLength>(); });
 }
 )";
 
@@ -239,6 +249,23 @@ TEST_F(Grpo, SyncingTheReferenceMovesItToThePolicy) {
   EXPECT_GT(kl_of_second_step("unsynced", {}), 1e-6);
   EXPECT_NEAR(kl_of_second_step("synced", {"--sync_ref_model", "true", "--ref_model_sync_steps", "1",
                                            "--ref_model_mixup_alpha", "1"}), 0.0, 1e-7);
+}
+
+// --dynamic_sample replaces groups whose rewards are all equal with groups of new prompts, so every
+// step trains on groups that differ; when no draw helps, the step keeps its batch and says so.
+TEST_F(Grpo, DynamicSamplingKeepsOnlyGroupsThatDiffer) {
+  auto args = arguments("dynamic");
+  args.insert(args.end(), {"--reward_funcs", "odd_length", "--max_steps", "6", "--dynamic_sample", "true"});
+  const auto result = run(args);
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  const auto logs = training_logs(*dir_ / "dynamic");
+  ASSERT_EQ(logs.size(), 6u);
+  for (const auto& row : logs) EXPECT_EQ(row["frac_reward_zero_std"].get<double>(), 0.0) << row.dump();
+  args = arguments("dynamic-constant");
+  args.insert(args.end(), {"--reward_funcs", "constant_one", "--max_steps", "1", "--dynamic_sample", "true"});
+  const auto constant = run(args);
+  ASSERT_EQ(constant.exit_code, 0) << constant.err;
+  EXPECT_NE(constant.err.find("groups with equal rewards remain after 3 draws"), std::string::npos) << constant.err;
 }
 
 TEST_F(Grpo, SettingsMsSwiftRefusesAreRefusedBeforeAnythingIsWritten) {

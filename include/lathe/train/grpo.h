@@ -69,6 +69,8 @@ struct GrpoSetup {
   EngineOptions engine;          // decode for the completions' text, --max_batch_size
   std::vector<int32_t> stop_token_ids;
   std::filesystem::path completions_file;  // --log_completions; empty otherwise
+  // --dynamic_sample: the training prompts (each once), from which replacement groups are drawn.
+  std::shared_ptr<const std::vector<Example>> prompt_pool;
 };
 
 // Checks grpo's settings before anything is loaded or written: lathe::Error naming the option.
