@@ -8,11 +8,13 @@
 #include "lathe/plugin/loss_scale.h"
 #include "lathe/plugin/loss_scale_pipeline.h"
 #include "lathe/plugin/metric.h"
+#include "lathe/plugin/multi_turn.h"
 #include "lathe/plugin/optimizer.h"
 #include "lathe/plugin/orm.h"
 #include "lathe/plugin/preference_loss.h"
 #include "lathe/plugin/prm.h"
 #include "lathe/plugin/reward_model.h"
+#include "lathe/plugin/tool.h"
 #include "lathe/plugin/tuner.h"
 
 namespace lathe::cli {
@@ -44,6 +46,8 @@ int run_plugins(const Args& args) {
   list(preference_loss_registry(), "lathe rlhf --rlhf_type dpo --loss_type");
   list(prm_registry(), "--prm_model");
   list(reward_model_registry(), "lathe rlhf --rlhf_type grpo --reward_model DIR --reward_model_plugin");
+  list(multi_turn_registry(), "lathe rlhf --rlhf_type grpo --multi_turn_scheduler");
+  list(tool_registry(), "the tool_call scheduler's tools, by the name the model calls");
   list(tuner_registry(), "--train_type");
   return 0;
 }

@@ -13,6 +13,8 @@ void apply_grpo_defaults(const CLI::App& app, Arguments& arguments) {
   if (app.count("--temperature") == 0) arguments.temperature = 0.9;
   if (app.count("--max_completion_length") == 0)
     arguments.max_completion_length = app.count("--max_new_tokens") ? arguments.max_new_tokens : 512;
+  // ms-swift trains every answer of a multi-turn trajectory.
+  if (!arguments.multi_turn_scheduler.empty() && app.count("--loss_scale") == 0) arguments.loss_scale = "default";
   if (app.count("--per_device_eval_batch_size") == 0)
     arguments.per_device_eval_batch_size = arguments.num_generations_eval.value_or(arguments.num_generations);
 }

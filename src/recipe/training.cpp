@@ -277,6 +277,7 @@ struct TrainingRun::State {
   std::shared_ptr<TrainingObjective> objective;  // lathe rlhf
   AlignmentReference reference;                   // grpo's, until its objective is made
   std::shared_ptr<const std::vector<Example>> rollout_prompts;  // grpo --dynamic_sample's draws
+  std::unique_ptr<ExampleEncoder> trajectory_encoder;            // grpo's multi-turn trajectories
   fs::path run_dir;
 
   explicit State(Arguments given)
@@ -329,6 +330,21 @@ struct TrainingRun::State {
     for (const auto id : model->config().eos_token_ids) setup.stop_token_ids.push_back(static_cast<int32_t>(id));
     if (arguments.log_completions) setup.completions_file = run_dir / "completions.jsonl";
     setup.prompt_pool = rollout_prompts;
+    if (!arguments.multi_turn_scheduler.empty()) {
+      setup.agent_template = chat_template.agent_template();
+      setup.stop_strings = chat_template.stop_words();  // the agent template's too (ReAct's "Observation:")
+      setup.encode_prompt = [this](const Conversation& conversation) {
+        return chat_template.encode(tokenizer, conversation, /*add_generation_prompt=*/true, arguments.system).input_ids;
+      };
+      // Not cut to --max_length, the prompt's limit: a trajectory's answers make it longer.
+      trajectory_encoder = std::make_unique<ExampleEncoder>(
+          chat_template, tokenizer,
+          [this](const std::vector<Context>& contexts, const Conversation& conversation) {
+            return loss_scale.apply(contexts, conversation);
+          },
+          EncodeOptions{0, arguments.truncation_strategy, arguments.system});
+      setup.encode_trajectory = [this](const Conversation& conversation) { return *trajectory_encoder->encode(conversation); };
+    }
     return setup;
   }
 

@@ -19,6 +19,7 @@
 
 #include "lathe/common/format.h"
 #include "lathe/common/files.h"
+#include "lathe/plugin/multi_turn.h"
 #include "lathe/plugin/orm.h"
 #include "lathe/plugin/reward_model.h"
 
@@ -199,11 +200,16 @@ void check_grpo_arguments(const Arguments& arguments) {
     fail("--sync_ref_model: the reference of a {} run is the model with its adapters bypassed, which cannot move "
          "toward the policy (as in TRL, syncing needs a separate reference: --train_type full, or --ref_model)",
          arguments.train_type);
-  if (!arguments.multi_turn_scheduler.empty()) fail("--multi_turn_scheduler: multi-turn rollouts are not built yet");
+  if (!arguments.multi_turn_scheduler.empty()) multi_turn_registry().get(arguments.multi_turn_scheduler);
+  if (arguments.max_turns && *arguments.max_turns < 1) fail("--max_turns must be at least 1");
   if (arguments.epsilon_high && *arguments.epsilon_high < 0) fail("--epsilon_high must be at least 0");
 }
 
 namespace {
+
+// Turns a multi-turn rollout takes at most without --max_turns (ms-swift sets no limit; a scheduler
+// that never finished would hang the run).
+constexpr int64_t kDefaultMaxTurns = 10;
 
 // ms-swift logs each built-in under its class name: rewards/MathAccuracy/mean.
 std::string reward_metric_name(const std::string& name) {
@@ -219,6 +225,9 @@ struct Rollout {
   const Example* source = nullptr;         // the prompt: its conversation and dataset row
   std::vector<int32_t> input_ids, labels;  // prompt + completion; the prompt untrained
   std::vector<double> scores;              // one per reward function, then per reward model (NaN: none)
+  int64_t turns = 1;
+  std::shared_ptr<const Conversation> conversation;  // multi-turn: the whole trajectory
+  json rollout_infos;
   std::vector<float> old_logps, reference_logps;  // per completion token; empty when not needed
   std::string text;
   bool truncated = false;
@@ -294,6 +303,10 @@ class GrpoObjective : public TrainingObjective {
       source_names_.push_back(fmt::format("reward model {} ({})", dir.string(), plugin));
     }
     weights_ = arguments.reward_weights.empty() ? std::vector<double>(metric_names_.size(), 1.0) : arguments.reward_weights;
+    if (!arguments.multi_turn_scheduler.empty()) {
+      if (!setup_.encode_prompt || !setup_.encode_trajectory) fail("grpo: multi-turn rollouts need the run's template");
+      scheduler_ = multi_turn_registry().create(arguments.multi_turn_scheduler, arguments_, setup_.agent_template);
+    }
   }
 
   std::string name() const override { return fmt::format("grpo ({})", settings_.loss_type); }
@@ -390,7 +403,8 @@ class GrpoObjective : public TrainingObjective {
            static_cast<uint64_t>(draw) * completions;
   }
 
-  std::vector<Rollout> roll_out(CausalLM& model, const std::vector<const Example*>& examples, uint64_t seed) {
+  // One answer per prompt from the live policy, sampled as the arguments say.
+  std::vector<Generation> generate(CausalLM& model, const std::vector<std::vector<int32_t>>& prompts, uint64_t seed) {
     SamplingParams params;
     params.max_new_tokens = arguments_.max_completion_length;
     params.temperature = arguments_.temperature;
@@ -399,11 +413,11 @@ class GrpoObjective : public TrainingObjective {
     params.min_p = arguments_.min_p;
     params.repetition_penalty = arguments_.repetition_penalty;
     params.stop_token_ids = setup_.stop_token_ids;
+    params.stop = setup_.stop_strings;
     std::vector<GenerationRequest> requests;
-    for (std::size_t i = 0; i < examples.size(); ++i) {
-      if (!examples[i]->prompt) fail("grpo: an example without its prompt (rows are encoded by the recipe)");
+    for (std::size_t i = 0; i < prompts.size(); ++i) {
       params.seed = seed + i;
-      requests.push_back({examples[i]->input_ids, params});
+      requests.push_back({prompts[i], params});
     }
     const bool was_training = model->is_training();
     model->eval();
@@ -413,6 +427,16 @@ class GrpoObjective : public TrainingObjective {
       for (auto& future : engine.submit_all(std::move(requests))) generations.push_back(future.get());
     }
     model->train(was_training);
+    return generations;
+  }
+
+  std::vector<Rollout> roll_out(CausalLM& model, const std::vector<const Example*>& examples, uint64_t seed) {
+    for (const auto* example : examples)
+      if (!example->prompt) fail("grpo: an example without its prompt (rows are encoded by the recipe)");
+    if (scheduler_) return roll_out_turns(model, examples, seed);
+    std::vector<std::vector<int32_t>> prompts;
+    for (const auto* example : examples) prompts.push_back(example->input_ids);
+    auto generations = generate(model, prompts, seed);
     std::vector<Rollout> rollouts;
     for (std::size_t i = 0; i < examples.size(); ++i) {
       auto& generation = generations[i];
@@ -430,6 +454,54 @@ class GrpoObjective : public TrainingObjective {
     return rollouts;
   }
 
+  // ms-swift's multi-turn loop: every unfinished trajectory answers its conversation so far (all of
+  // them in one batch per turn), the scheduler sees each answer and, unless the trajectory is
+  // finished, adds the next turn's input. The finished conversation is encoded with every answer
+  // trained and the scheduler's messages not; the reward functions see its last message.
+  std::vector<Rollout> roll_out_turns(CausalLM& model, const std::vector<const Example*>& examples, uint64_t seed) {
+    std::vector<Trajectory> trajectories;
+    for (const auto* example : examples)
+      trajectories.push_back({*example->prompt, example->row ? *example->row : json::object()});
+    scheduler_->on_trajectory_start(trajectories);
+    const auto max_turns = arguments_.max_turns.value_or(kDefaultMaxTurns);
+    std::vector<std::size_t> active(trajectories.size());
+    std::iota(active.begin(), active.end(), std::size_t{0});
+    for (int64_t turn = 0; !active.empty(); ++turn) {
+      std::vector<std::vector<int32_t>> prompts;
+      for (const auto i : active) prompts.push_back(setup_.encode_prompt(trajectories[i].conversation));
+      auto generations = generate(model, prompts, seed + static_cast<uint64_t>(turn) * 7919 * trajectories.size());
+      std::vector<std::size_t> next;
+      for (std::size_t k = 0; k < active.size(); ++k) {
+        auto& trajectory = trajectories[active[k]];
+        trajectory.conversation.messages.push_back({"assistant", std::move(generations[k].text), {}, {}});
+        trajectory.finish_reason = generations[k].finish_reason;
+        ++trajectory.turns;
+        scheduler_->on_turn_end(trajectory);
+        if (scheduler_->check_finished(trajectory, max_turns)) continue;
+        scheduler_->step(trajectory);
+        next.push_back(active[k]);
+      }
+      active = std::move(next);
+    }
+    std::vector<Rollout> rollouts;
+    for (std::size_t i = 0; i < trajectories.size(); ++i) {
+      const auto& trajectory = trajectories[i];
+      auto encoded = setup_.encode_trajectory(trajectory.conversation);
+      Rollout rollout;
+      rollout.source = examples[i];
+      rollout.input_ids = std::move(encoded.input_ids);
+      rollout.labels = std::move(encoded.labels);
+      rollout.completion_tokens = std::count_if(rollout.labels.begin(), rollout.labels.end(), [](int32_t label) { return label != kIgnoreIndex; });
+      rollout.text = trajectory.conversation.messages.back().content;
+      rollout.truncated = trajectory.finish_reason == "length";
+      rollout.turns = trajectory.turns;
+      rollout.conversation = std::make_shared<const Conversation>(trajectory.conversation);
+      rollout.rollout_infos = trajectory.rollout_infos;
+      rollouts.push_back(std::move(rollout));
+    }
+    return rollouts;
+  }
+
   // Each rollout's scores from the reward functions and models (NaN where one gave none), with
   // ms-swift's keyword data in each row: the conversation with the completion, is_truncated and
   // trainer_state.
@@ -438,19 +510,18 @@ class GrpoObjective : public TrainingObjective {
     for (std::size_t i = 0; i < rollouts.size(); ++i) {
       const auto* source = rollouts[i].source;
       json row = source->row ? *source->row : json::object();
-      auto conversation = *source->prompt;
-      conversation.messages.push_back({"assistant", rollouts[i].text, {}, {}});
+      auto conversation = conversation_of(rollouts[i]);
       row["messages"] = to_messages_json(conversation);
       row["is_truncated"] = rollouts[i].truncated;
       row["trainer_state"] = {{"global_step", step}};
+      if (scheduler_) row["rollout_infos"] = rollouts[i].rollout_infos.is_null() ? json::object() : rollouts[i].rollout_infos;
+      if (scheduler_) row["rollout_infos"]["num_turns"] = rollouts[i].turns;
       inputs.push_back({rollouts[i].text, std::move(row), rollouts[i].completion_tokens});
     }
     std::vector<RewardModelInput> conversations;
     if (!models_.empty()) {
       for (const auto& input : inputs) {
-        auto conversation = *rollouts[conversations.size()].source->prompt;
-        conversation.messages.push_back({"assistant", input.completion, {}, {}});
-        conversations.push_back({std::move(conversation), input.row});
+        conversations.push_back({conversation_of(rollouts[conversations.size()]), input.row});
       }
     }
     for (auto& rollout : rollouts) rollout.scores.assign(metric_names_.size(), 0.0);
@@ -465,6 +536,14 @@ class GrpoObjective : public TrainingObjective {
         fail("{} returned {} rewards for {} completions", describe_source(f), scores.size(), inputs.size());
       for (std::size_t i = 0; i < scores.size(); ++i) rollouts[i].scores[f] = scores[i];
     }
+  }
+
+  // The conversation the rewards judge: the prompt and the completion, or the whole trajectory.
+  static Conversation conversation_of(const Rollout& rollout) {
+    if (rollout.conversation) return *rollout.conversation;
+    auto conversation = *rollout.source->prompt;
+    conversation.messages.push_back({"assistant", rollout.text, {}, {}});
+    return conversation;
   }
 
   // The weighted sum of a rollout's rewards, skipping the NaN ones; nullopt when none is a number.
@@ -574,6 +653,11 @@ class GrpoObjective : public TrainingObjective {
     for (std::size_t i = 0; i < rollouts.size(); ++i) rollouts[i].advantage = advantages[static_cast<int64_t>(i)].item<double>();
     log_reward_metrics(rewards, rollouts, group, metrics);
     log_lengths(rollouts, metrics);
+    if (scheduler_) {
+      double turns = 0;
+      for (const auto& rollout : rollouts) turns += static_cast<double>(rollout.turns);
+      metrics.add("num_turns", turns / static_cast<double>(rollouts.size()));
+    }
     if (training && !setup_.completions_file.empty()) write_completions(rollouts, step);
   }
 
@@ -636,6 +720,10 @@ class GrpoObjective : public TrainingObjective {
         line[metric_names_[f]] = std::isnan(rollouts[i].scores[f]) ? json(nullptr) : json(rollouts[i].scores[f]);
       const auto& row = rollouts[i].source->row;
       if (row && row->contains("solution")) line["solution"] = (*row)["solution"];
+      if (rollouts[i].conversation) {
+        line["messages"] = to_messages_json(*rollouts[i].conversation);
+        line["num_turns"] = rollouts[i].turns;
+      }
       lines += line.dump() + "\n";
     }
     std::ofstream out(setup_.completions_file, std::ios::app);
@@ -651,6 +739,7 @@ class GrpoObjective : public TrainingObjective {
   GrpoLossSettings settings_;
   std::vector<std::shared_ptr<OutcomeRewardModel>> functions_;
   std::vector<std::shared_ptr<RewardModelScorer>> models_;
+  std::shared_ptr<MultiTurnScheduler> scheduler_;
   std::vector<std::string> metric_names_, source_names_;
   std::vector<double> weights_;
   Batch training_, evaluation_;

@@ -268,6 +268,44 @@ TEST_F(Grpo, DynamicSamplingKeepsOnlyGroupsThatDiffer) {
   EXPECT_NE(constant.err.find("groups with equal rewards remain after 3 draws"), std::string::npos) << constant.err;
 }
 
+// The example scheduler asks again after a wrong answer (the tiny model's always are): each
+// trajectory is prompt, answer, hint, answer; ms-swift's loss_scale for multi-turn trains both.
+TEST_F(Grpo, AMultiTurnSchedulerGivesEachTrajectoryItsTurns) {
+  const auto examples = fs::path(LATHE_SOURCE_DIR) / "examples/plugins";
+  auto args = arguments("multi-turn");
+  args.insert(args.end(), {(examples / "multi_turn/retry_scheduler.cpp").string(), "--reward_funcs", "task_check",
+                           "--multi_turn_scheduler", "retry_on_wrong", "--max_turns", "2", "--max_steps", "2",
+                           "--log_completions", "true", "--dataset_shuffle", "false"});
+  const auto result = run(args);
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  const auto logs = training_logs(*dir_ / "multi-turn");
+  ASSERT_EQ(logs.size(), 2u);
+  for (const auto& row : logs) EXPECT_EQ(row["num_turns"].get<double>(), 2.0);
+  // The second prompt is task "math": task_check finds the last answer as the completion.
+  EXPECT_EQ(logs[1]["rewards/task_check/mean"].get<double>(), 1.0);
+  const auto completions = read_jsonl(*dir_ / "multi-turn" / "completions.jsonl");
+  ASSERT_EQ(completions.size(), 8u);
+  for (const auto& line : completions) {
+    ASSERT_EQ(line["messages"].size(), 4u) << line.dump();
+    EXPECT_EQ(line["messages"][2]["content"], "That is not right. Check your answer and try again.");
+    EXPECT_EQ(line["messages"][3]["content"], line["completion"]);
+    EXPECT_EQ(line["num_turns"], 2);
+  }
+  EXPECT_EQ(json::parse(read_file(*dir_ / "multi-turn" / "args.json"))["loss_scale"], "default");
+
+  // The built-in tool_call scheduler with the example tool: the model calls none, so one turn each.
+  const auto tool = (examples / "tool/word_count.cpp").string();
+  const auto listed = run({"plugins", "--external_plugins", tool});
+  EXPECT_NE(listed.out.find("word_count"), std::string::npos) << listed.out;
+  EXPECT_NE(listed.out.find("calculator"), std::string::npos) << listed.out;
+  args = arguments("tool-calls");
+  args.insert(args.end(), {tool, "--reward_funcs", "constant_one", "--multi_turn_scheduler", "tool_call", "--agent_template",
+                           "hermes", "--max_steps", "1"});
+  const auto tools = run(args);
+  ASSERT_EQ(tools.exit_code, 0) << tools.err;
+  EXPECT_EQ(training_logs(*dir_ / "tool-calls").front()["num_turns"].get<double>(), 1.0);
+}
+
 TEST_F(Grpo, SettingsMsSwiftRefusesAreRefusedBeforeAnythingIsWritten) {
   const auto refused = [&](std::vector<std::string> extra, const std::string& fragment, std::size_t index = 0,
                            const std::string& value = "") {
@@ -287,6 +325,7 @@ TEST_F(Grpo, SettingsMsSwiftRefusesAreRefusedBeforeAnythingIsWritten) {
   refused({"--reward_funcs", "constant_one"}, "num_generations", 14, "1");
   refused({"--reward_model", (*dir_ / "no-such-model").string()}, "no-such-model");
   refused({"--reward_funcs", "constant_one", "--sync_ref_model", "true"}, "adapters bypassed");
+  refused({"--reward_funcs", "constant_one", "--multi_turn_scheduler", "no_such_scheduler"}, "no_such_scheduler");
   refused({"--reward_funcs", "constant_one", "--reward_model", (*dir_ / "model").string(), "--reward_model_plugin", "nope"},
           "nope");
 }

@@ -5,6 +5,7 @@
 // advantages weigh each completion's tokens, and the clipped surrogate (plus beta times the k3 KL
 // to the reference) is the loss. The formulas are ms-swift's (alignment.md §2.4-2.5).
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -13,6 +14,7 @@
 #include "lathe/common/arguments.h"
 #include "lathe/infer/engine.h"
 #include "lathe/model/model.h"
+#include "lathe/template/agent_template.h"
 #include "lathe/train/alignment.h"
 #include "lathe/train/objective.h"
 #include "lathe/common/export.h"
@@ -68,9 +70,16 @@ struct GrpoSetup {
   AlignmentReference reference;  // none when beta is 0 (or the KL goes into the reward)
   EngineOptions engine;          // decode for the completions' text, --max_batch_size
   std::vector<int32_t> stop_token_ids;
+  std::vector<std::string> stop_strings;  // an answer ends before the first (multi-turn: the agent template's)
   std::filesystem::path completions_file;  // --log_completions; empty otherwise
   // --dynamic_sample: the training prompts (each once), from which replacement groups are drawn.
   std::shared_ptr<const std::vector<Example>> prompt_pool;
+  // --multi_turn_scheduler: the run's agent template (for schedulers that parse tool calls), the
+  // prompt of a conversation so far (up to the generation prompt), and a finished trajectory's
+  // training form (its answers trained, what the scheduler added not).
+  std::shared_ptr<const AgentTemplate> agent_template;
+  std::function<std::vector<int32_t>(const Conversation&)> encode_prompt;
+  std::function<Example(const Conversation&)> encode_trajectory;
 };
 
 // Checks grpo's settings before anything is loaded or written: lathe::Error naming the option.
