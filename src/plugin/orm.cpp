@@ -8,27 +8,29 @@
 //             last \boxed{...} when there is one.
 // format      1.0 when the whole completion matches (?s)<think>.*?</think>\s*<answer>.*?</answer>
 //             with nothing before or after (not even a newline).
-// react_format  see react_format() below.
+// react_format  ms-swift's ReActFormat: 1.0 when (?sm)^<think>.*?</think>\s*Action:.*?Action Input:.*?$
+//             matches from the start of the completion (what follows the matched line is free).
 // toolbench   1.0 when the last Action of the completion names the reference's last Action and
 //             their Action Inputs have key-value F1 = 1 (JSON objects; otherwise the trimmed texts
 //             must be equal); 0.0 otherwise, including when either has no Action.
-// cosine      Open-R1's cosine-scaled correctness: with t = min(length, L) and L =
-//             --cosine_max_len (0: --max_completion_length), reward = v_L + (v_0 - v_L) *
-//             (1 + cos(pi t / L)) / 2, where v_0 / v_L are the min_len / max_len values for a
-//             correct (accuracy rule) or a wrong answer. So short correct answers score highest
-//             (1.0) and short wrong ones lowest (-0.5). t is clamped because the cosine rises again
-//             past L.
-// repetition  (1 - unique n-grams / n-grams) * --repetition_max_penalty over the lower-cased
-//             whitespace-separated words (n = --repetition_n_grams); SWIFT's sign convention: the
-//             penalty is given negative (default -1.0) so the reward is <= 0; 0 when there are fewer
-//             than n words.
+// cosine      Open-R1's cosine-scaled correctness: with t the length and L = --cosine_max_len (0:
+//             --max_completion_length), reward = v_L + (v_0 - v_L) * (1 + cos(pi t / L)) / 2, where
+//             v_0 / v_L are the min_len / max_len values for a correct (accuracy rule) or a wrong
+//             answer. So short correct answers score highest (1.0) and short wrong ones lowest
+//             (-0.5). As in ms-swift, t is not clamped: past L the cosine rises again.
+// repetition  (1 - unique n-grams / n-grams) * --repetition_max_penalty over the words of
+//             text.lower().split() as Python splits them (Unicode spaces and case; n =
+//             --repetition_n_grams); SWIFT's sign convention: the penalty is given negative (default
+//             -1.0) so the reward is <= 0; 0 when there are fewer than n words.
 // soft_overlong  with L the length, M = --soft_max_length (0: --max_completion_length) and C =
-//             --soft_cache_length: 0 when L <= M - C, (M - C - L) / C up to M, -1 beyond (SWIFT
-//             keeps falling below -1 there; DAPO's definition stops at -1).
+//             --soft_cache_length (below M): 0 when L <= M - C, else (M - C - L) / C: -1 at M and
+//             lower beyond, as ms-swift (DAPO's paper stops at -1).
 //
 // Lengths are RewardInput::completion_tokens when the caller knows them, else the number of
 // whitespace-separated words.
 #include "lathe/plugin/orm.h"
+
+#include <utf8proc.h>
 #include "lathe/plugin/answer_checking.h"
 
 #include <cmath>
@@ -228,6 +230,14 @@ int64_t completion_length(const RewardInput& input) {
   return count;
 }
 
+// Python's re.match: a match that begins at the start of the text.
+bool matches_at_start(const tokenizer::Pattern& pattern, const std::string& text) {
+  const std::string valid = tokenizer::is_valid_utf8(text) ? text : tokenizer::utf8_lossy(text);
+  bool found = false;
+  pattern.for_each_match(valid, [&](std::size_t begin, std::size_t) { found = found || begin == 0; });
+  return found;
+}
+
 bool whole_match(const tokenizer::Pattern& pattern, const std::string& text) {
   const std::string valid = tokenizer::is_valid_utf8(text) ? text : tokenizer::utf8_lossy(text);
   bool whole = false;
@@ -280,31 +290,6 @@ ReactText split_react(const std::string& text) {
   return result;
 }
 
-// The grammar react_format accepts (keywords at the start of a line, each section non-empty
-// except an Observation, nothing but whitespace before the first Thought):
-//   completion := step* last
-//   step       := Thought Action ActionInput [Observation]
-//   last       := Thought Action ActionInput | Thought FinalAnswer
-// So a step that got its Observation must be followed by another Thought, and a direct
-// "Thought: ...\nFinal Answer: ..." (no tool call) is well-formed too.
-bool react_format(const std::string& completion) {
-  const ReactText text = split_react(completion);
-  if (!text.preamble.empty() || text.sections.empty()) return false;
-  const auto& sections = text.sections;
-  auto is = [&](std::size_t i, ReactKeyword keyword) {
-    return i < sections.size() && sections[i].keyword == keyword &&
-           (keyword == ReactKeyword::Observation || !sections[i].content.empty());
-  };
-  for (std::size_t i = 0;;) {
-    if (!is(i, ReactKeyword::Thought)) return false;
-    if (is(i + 1, ReactKeyword::FinalAnswer)) return i + 2 == sections.size();
-    if (!is(i + 1, ReactKeyword::Action) || !is(i + 2, ReactKeyword::ActionInput)) return false;
-    i += 3;
-    if (i == sections.size()) return true;
-    if (is(i, ReactKeyword::Observation)) ++i;
-  }
-}
-
 struct ToolCall {
   std::string name;
   std::string arguments;
@@ -355,17 +340,44 @@ double cosine_reward(const RewardInput& input, const Arguments& a) {
   const bool correct = answers_correct(input);
   const double at_zero = correct ? a.cosine_min_len_value_correct : a.cosine_min_len_value_wrong;
   const double at_max = correct ? a.cosine_max_len_value_correct : a.cosine_max_len_value_wrong;
-  const double progress = static_cast<double>(std::min(completion_length(input), max_len)) / max_len;
+  const double progress = static_cast<double>(completion_length(input)) / static_cast<double>(max_len);
   return at_max + (at_zero - at_max) * (1 + std::cos(progress * std::numbers::pi)) / 2;
 }
 
-double repetition_reward(const std::string& completion, int64_t n, double max_penalty) {
+// Python's str.isspace: the Unicode space separators and the control characters it counts.
+bool is_unicode_space(utf8proc_int32_t c) {
+  if ((c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x1f) || c == 0x85 || c == 0x2028 || c == 0x2029) return true;
+  return utf8proc_category(c) == UTF8PROC_CATEGORY_ZS;
+}
+
+// ms-swift's words: text.lower().split(), so Unicode case and spaces (utf8proc's simple
+// lower-casing, which Python's differs from only for a few letters such as U+0130).
+std::vector<std::string> lowercase_words(const std::string& text) {
   std::vector<std::string> words;
-  std::istringstream stream(completion);
-  for (std::string word; stream >> word;) {
-    for (char& c : word) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    words.push_back(std::move(word));
+  std::string word;
+  const auto* bytes = reinterpret_cast<const utf8proc_uint8_t*>(text.data());
+  for (utf8proc_ssize_t at = 0, size = static_cast<utf8proc_ssize_t>(text.size()); at < size;) {
+    utf8proc_int32_t c = 0;
+    const auto used = utf8proc_iterate(bytes + at, size - at, &c);
+    if (used <= 0) {  // invalid UTF-8: one byte as it is
+      word += text[static_cast<std::size_t>(at++)];
+      continue;
+    }
+    at += used;
+    if (is_unicode_space(c)) {
+      if (!word.empty()) words.push_back(std::move(word)), word.clear();
+      continue;
+    }
+    utf8proc_uint8_t encoded[4];
+    const auto length = utf8proc_encode_char(utf8proc_tolower(c), encoded);
+    word.append(reinterpret_cast<const char*>(encoded), static_cast<std::size_t>(length));
   }
+  if (!word.empty()) words.push_back(std::move(word));
+  return words;
+}
+
+double repetition_reward(const std::string& completion, int64_t n, double max_penalty) {
+  const auto words = lowercase_words(completion);
   if (static_cast<int64_t>(words.size()) < n) return 0.0;
   std::set<std::vector<std::string>> unique;
   const std::size_t total = words.size() - n + 1;
@@ -376,8 +388,7 @@ double repetition_reward(const std::string& completion, int64_t n, double max_pe
 double soft_overlong_reward(int64_t length, int64_t max_len, int64_t cache) {
   const int64_t expected = max_len - cache;
   if (length <= expected) return 0.0;
-  if (length <= max_len) return static_cast<double>(expected - length) / cache;
-  return -1.0;
+  return static_cast<double>(expected - length) / static_cast<double>(cache);
 }
 
 // An ORM that scores each input on its own.
@@ -467,9 +478,13 @@ Registry<OrmFactory>& orm_registry() {
           "(?s)\\A<think>.*?</think>\\s*<answer>.*?</answer>\\z", "orm format"));
       return per_completion([pattern](const RewardInput& input) { return whole_match(*pattern, input.completion) ? 1.0 : 0.0; });
     });
-    built_ins.add("react_format", "1 when the completion is well-formed Thought/Action/Action Input/Final Answer steps",
+    built_ins.add("react_format", "1 when the completion is <think>...</think> then Action: ... Action Input: ...",
                   [](const PluginContext&) {
-                    return per_completion([](const RewardInput& input) { return react_format(input.completion) ? 1.0 : 0.0; });
+                    auto pattern = std::make_shared<tokenizer::Pattern>(tokenizer::Pattern::regex(
+                        "(?sm)\\A<think>.*?</think>\\s*Action:.*?Action Input:.*?$", "orm react_format"));
+                    return per_completion([pattern](const RewardInput& input) {
+                      return matches_at_start(*pattern, input.completion) ? 1.0 : 0.0;
+                    });
                   });
     built_ins.add("toolbench", "1 when the last Action and its Action Input (JSON key-value F1 = 1) match the reference's",
                   [](const PluginContext&) { return per_completion(tool_call_reward); });
@@ -493,13 +508,13 @@ Registry<OrmFactory>& orm_registry() {
                       return repetition_reward(input.completion, n, penalty);
                     });
                   });
-    built_ins.add("soft_overlong", "0 up to max - cache, then linearly down to -1 at --soft_max_length",
+    built_ins.add("soft_overlong", "0 up to max - cache, then falling linearly: -1 at --soft_max_length, lower beyond",
                   [](const PluginContext& context) {
                     const int64_t max_len =
                         context.arguments.soft_max_length > 0 ? context.arguments.soft_max_length : context.arguments.max_completion_length;
                     const int64_t cache = context.arguments.soft_cache_length;
-                    if (cache <= 0 || cache > max_len) {
-                      fail("orm soft_overlong: --soft_cache_length must be in (0, {}] (the soft max length), got {}",
+                    if (cache <= 0 || cache >= max_len) {
+                      fail("orm soft_overlong: --soft_cache_length must be in (0, {}) (below the soft max length), got {}",
                            max_len, cache);
                     }
                     return per_completion([max_len, cache](const RewardInput& input) {

@@ -103,8 +103,8 @@ GrpoLoss grpo_loss(const GrpoTokens& tokens, const GrpoLossSettings& s) {
     per_token = -torch::clamp_max(ratio, s.epsilon_high).detach() * advantages * tokens.logps;
   } else {
     const auto clipped = torch::clamp(ratio, 1 - s.epsilon, 1 + s.epsilon_high);
-    const auto bounded = s.delta ? torch::clamp_max(ratio, *s.delta) : ratio;
-    per_token = -torch::min(bounded * advantages, clipped * advantages);
+    if (s.delta) ratio = torch::clamp_max(ratio, *s.delta);  // ms-swift counts the clips on this too
+    per_token = -torch::min(ratio * advantages, clipped * advantages);
   }
   if (tokens.reference_logps.defined() && s.beta != 0) {
     const auto kl = k3_kl(tokens.reference_logps, tokens.logps);
@@ -336,9 +336,9 @@ class GrpoObjective : public TrainingObjective {
     }
     batch.index.clear();
     for (std::size_t i = 0; i < examples.size(); ++i) batch.index[examples[i]] = i;
+    // ms-swift counts every completion token here, the ones --overlong_filter masks too.
     settings_.window_tokens = 0;
-    for (const auto& rollout : batch.rollouts)
-      if (!(arguments_.overlong_filter && rollout.truncated)) settings_.window_tokens += static_cast<double>(rollout.completion_tokens);
+    for (const auto& rollout : batch.rollouts) settings_.window_tokens += static_cast<double>(rollout.completion_tokens);
   }
 
   torch::Tensor loss(CausalLM& model, const std::vector<const Example*>& examples, int64_t /*examples_in_step*/,

@@ -16,6 +16,7 @@ the venv that scripts/oracle_env.sh makes; it never reaches a model hub.
   hf_oracle.py tb_scalars --dir RUNS_DIR --out FILE.json
   hf_oracle.py gguf_read --gguf FILE.gguf [--model DIR] --out FILE.json
   hf_oracle.py preference_losses --cases CASES.json --out FILE.json
+  hf_oracle.py grpo --cases CASES.json --out FILE.json
   hf_oracle.py batch JOBS.json     (a JSON list of argument lists, each one of the commands above, run
                                     in this one process: importing transformers takes about 10 s)
 
@@ -28,6 +29,21 @@ mean log-probabilities) through ORPOTrainer.odds_ratio_loss; "kto" (loss_type, b
 undesirable_weight, policy_/reference_ chosen, rejected and kl) through KTOTrainer.kto_loss. The trainers' methods run
 on a plain object holding the attributes they read. Writes, per case, each batch's "losses", "chosen_rewards",
 "rejected_rewards" (and "log_odds_ratio", "log_odds_chosen" for orpo, "kl" for kto).
+
+grpo: lathe rlhf --rlhf_type grpo's formulas as ms-swift computes them, for each case of a JSON list by its "kind":
+"advantages" ({"rewards_per_func": [N][F] with null for a function's missing reward, "reward_weights", "num_generations",
+"advantage_estimator", "scale_rewards", "names"}) through swift.rl_core.advantage.compute_advantages and
+compute_reward_metrics: "advantages", "rewards" (the weighted nansums), "reward", "reward_std", "frac_reward_zero_std",
+"per_func_mean", "per_func_std". "loss" ({"logps", "old_logps", "ref_logps": one list per completion, the last two
+empty when absent; "advantages" and "truncated" per completion; "overlong_filter", "window_tokens" (the rollout
+batch's completion tokens), "gradient_accumulation_steps", "beta", "importance_sampling_level", "loss_type",
+"epsilon", "epsilon_high", "delta", "max_completion_length"}) through GRPOTrainer._compute_loss_and_metrics on a plain
+object holding the attributes it reads, with the policy's forward pass replaced by the case's log-probabilities, the
+loss then divided by the accumulation steps as transformers' Trainer.training_step does: "loss", "grad" (d loss / d
+logps, flat in row order), "clipping" and "kl" (ms-swift's metrics). "k3" ({"logps", "ref_logps"}): each token's k3
+KL, as the kl metric of a one-token batch. "orm" ({"name" of swift.rewards.orm.orms, "args" (the GRPOConfig fields it
+reads), "completions", "solution", "token_lengths"}): "rewards"; cosine's accuracy is a literal comparison of the
+<answer> contents (MathAccuracy needs math_verify), and accuracy reports "skipped" without math_verify.
 
 create: hidden 64, 2 layers, 4 attention heads (2 key/value heads with --gqa), intermediate 128, head_dim
 16, saved with save_pretrained as float32 safetensors. The vocabulary is the size of the tokenizer copied in
@@ -555,6 +571,124 @@ def preference_losses(args):
         json.dump(results, f)
 
 
+def grpo(args):
+    import collections
+    import dataclasses
+    import importlib.util
+    import math
+    import re
+    import types
+    from accelerate import Accelerator
+    # swift.rlhf_trainers.utils imports msgspec.field, which ms-swift does not declare as a dependency and
+    # calls only when vLLM is installed; a stand-in lets the trainer module load without it.
+    if importlib.util.find_spec("msgspec") is None:
+        sys.modules["msgspec"] = types.SimpleNamespace(field=dataclasses.field)
+    from swift.rewards.orm import orms
+    from swift.rl_core.advantage import compute_advantages, compute_reward_metrics, expand_advantage_to_per_token
+    from swift.rl_core.data import GRPOBatch
+    from swift.rlhf_trainers.grpo_trainer import GRPOTrainer
+
+    accelerator = Accelerator(cpu=True)
+
+    def nan_tensor(rows):
+        return torch.tensor([[math.nan if v is None else v for v in row] for row in rows], dtype=torch.float32)
+
+    def advantages(case):
+        rewards_per_func = nan_tensor(case["rewards_per_func"])
+        result, rewards = compute_advantages(
+            rewards_per_func, torch.tensor(case["reward_weights"], dtype=torch.float32), case["num_generations"],
+            advantage_estimator=case["advantage_estimator"], scale_rewards=case["scale_rewards"])
+        metrics = compute_reward_metrics(rewards, rewards_per_func, case["names"], case["num_generations"],
+                                         case["scale_rewards"])
+        return {"advantages": result.tolist(), "rewards": rewards.tolist(), "reward": metrics.reward_mean,
+                "reward_std": metrics.reward_std, "frac_reward_zero_std": metrics.frac_reward_zero_std,
+                "per_func_mean": metrics.per_func_mean, "per_func_std": metrics.per_func_std}
+
+    def padded(rows, width):
+        return torch.tensor([row + [0.0] * (width - len(row)) for row in rows], dtype=torch.float32)
+
+    def loss(case):
+        lengths = [len(row) for row in case["logps"]]
+        width = max(lengths)
+        logps = padded(case["logps"], width).requires_grad_(True)
+        completion_mask = torch.tensor([[t < n for t in range(width)] for n in lengths])
+        accumulation = case["gradient_accumulation_steps"]
+        grpo_batch = GRPOBatch(
+            completion_mask=completion_mask, truncated_mask=torch.tensor(case["truncated"]),
+            seq_lengths=torch.tensor(lengths),
+            old_per_token_logps=padded(case["old_logps"], width) if case.get("old_logps") else None,
+            ref_per_token_logps=padded(case["ref_logps"], width) if case.get("ref_logps") else None,
+            advantages=expand_advantage_to_per_token(torch.tensor(case["advantages"]), completion_mask),
+            num_items_in_batch=torch.tensor(float(case["window_tokens"])))
+        trainer = types.SimpleNamespace(
+            model=types.SimpleNamespace(training=True), accelerator=accelerator, compute_entropy=False,
+            overlong_filter=case["overlong_filter"], beta=case["beta"], kl_in_reward=False,
+            rollout_importance_sampling_mode=None, log_rollout_offpolicy_metrics=False,
+            disable_rollout_importance_sampling=False, importance_sampling_level=case["importance_sampling_level"],
+            _has_teacher=False, loss_type=case["loss_type"], epsilon_low=case["epsilon"],
+            epsilon_high=case["epsilon_high"], off_policy_sequence_mask_delta=None,
+            max_completion_length=case["max_completion_length"], model_accepts_loss_kwargs=False,
+            compute_loss_func=None, current_gradient_accumulation_steps=accumulation, sdar_loss_coef=0.0,
+            chord_sft_iterator=None, _metrics=collections.defaultdict(lambda: collections.defaultdict(list)),
+            args=types.SimpleNamespace(delta=case.get("delta"), gradient_accumulation_steps=accumulation))
+        # The policy's forward pass is the one thing replaced: it returns the case's log-probabilities.
+        trainer._get_per_token_logps_and_entropies = lambda *_, **__: (logps, None)
+        trainer._undo_gradient_accumulation_scaling = types.MethodType(
+            GRPOTrainer._undo_gradient_accumulation_scaling, trainer)
+        value, metrics = GRPOTrainer._compute_loss_and_metrics(trainer, None, {}, grpo_batch)
+        # transformers' Trainer.training_step: the loss is divided by the accumulation steps before backward.
+        value = value / accumulation
+        if value.requires_grad:
+            value.backward()
+        grad = logps.grad if logps.grad is not None else torch.zeros_like(logps)
+        result = {"loss": value.item(), "grad": [g for row, n in zip(grad.tolist(), lengths) for g in row[:n]],
+                  "clipping": metrics["clipping"]}
+        if "kl" in metrics:
+            result["kl"] = metrics["kl"]
+        return result
+
+    def k3(case):
+        # One token per call, so that the kl metric (a masked mean) is that token's k3 value.
+        values = []
+        for reference, policy in zip(case["ref_logps"], case["logps"]):
+            values.append(loss({"logps": [[policy]], "ref_logps": [[reference]], "truncated": [False],
+                                "advantages": [0.0], "window_tokens": 1, "gradient_accumulation_steps": 1,
+                                "overlong_filter": False, "beta": 1.0, "importance_sampling_level": "token",
+                                "loss_type": "bnpo", "epsilon": 0.2, "epsilon_high": 0.2,
+                                "max_completion_length": 1})["kl"])
+        return {"kl": values}
+
+    class LiteralAccuracy:
+        """CosineReward's accuracy stand-in while math_verify is not installed: the <answer> content (else
+        the text) equal to the solution's, both stripped."""
+
+        def __call__(self, completions, solution, **kwargs):
+            def answer(text):
+                found = re.search(r"<answer>(.*?)</answer>", text, re.DOTALL)
+                return (found.group(1) if found else text).strip()
+            return [1.0 if answer(c) == answer(s) else 0.0 for c, s in zip(completions, solution)]
+
+    def orm(case):
+        settings = types.SimpleNamespace(**case.get("args", {}))
+        name = case["name"]
+        if name == "accuracy" and importlib.util.find_spec("math_verify") is None:
+            return {"skipped": "MathAccuracy needs math_verify, which the oracle venv does not have"}
+        function = orms[name](settings, accuracy_orm=LiteralAccuracy()) if name == "cosine" else orms[name](settings)
+        completions = case["completions"]
+        kwargs = {"solution": case.get("solution", [""] * len(completions)),
+                  "response_token_ids": [[0] * n for n in case.get("token_lengths", [0] * len(completions))]}
+        rewards = function(completions, **kwargs)
+        # As ms-swift keeps them: float32 (rl_core/grpo_algorithm.py).
+        return {"rewards": torch.tensor(rewards, dtype=torch.float32).tolist()}
+
+    kinds = {"advantages": advantages, "loss": loss, "k3": k3, "orm": orm}
+    with open(args.cases) as f:
+        cases = json.load(f)
+    results = [kinds[case["kind"]](case) for case in cases]
+    with open(args.out, "w") as f:
+        json.dump(results, f)
+
+
 def batch(args):
     with open(args.jobs) as f:
         jobs = json.load(f)
@@ -671,6 +805,11 @@ def make_parser():
     pl.add_argument("--cases", required=True)
     pl.add_argument("--out", required=True)
     pl.set_defaults(func=preference_losses)
+
+    gp = sub.add_parser("grpo", help="ms-swift's GRPO advantages, reward metrics, loss and reward functions")
+    gp.add_argument("--cases", required=True)
+    gp.add_argument("--out", required=True)
+    gp.set_defaults(func=grpo)
 
     b = sub.add_parser("batch", help="run a JSON list of commands in this process")
     b.add_argument("jobs")

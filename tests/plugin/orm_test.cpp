@@ -104,18 +104,18 @@ TEST(Orm, Format) {
   EXPECT_EQ(reward("format", "<think>a</think><answer>b</answer>c</answer>"), 1.0);  // .*? still spans to the end
 }
 
+// ms-swift's ReActFormat: re.match of ^<think>.*?</think>\s*Action:.*?Action Input:.*?$ (DOTALL,
+// MULTILINE), so the text must open with the think block and only the first line end matters.
 TEST(Orm, ReactFormat) {
-  const std::string call = "Thought: need weather\nAction: get_weather\nAction Input: {\"city\": \"Paris\"}";
+  const std::string call = "<think>need weather</think>\nAction: get_weather\nAction Input: {\"city\": \"Paris\"}";
   EXPECT_EQ(reward("react_format", call), 1.0);
-  EXPECT_EQ(reward("react_format", call + "\nObservation: sunny\nThought: done\nFinal Answer: It is sunny."), 1.0);
-  EXPECT_EQ(reward("react_format", call + "\nObservation: sunny\n" + call), 1.0);
-  EXPECT_EQ(reward("react_format", "Thought: easy\nFinal Answer: 4"), 1.0);
-  EXPECT_EQ(reward("react_format", "Thought: x\nAction Input: {}\n"), 0.0);  // no Action
-  EXPECT_EQ(reward("react_format", call + "\nObservation: sunny"), 0.0);   // ends on an Observation
-  EXPECT_EQ(reward("react_format", "Sure!\n" + call), 0.0);               // text before the first Thought
-  EXPECT_EQ(reward("react_format", "Thought: x\nAction: \nAction Input: {}"), 0.0);  // empty Action
-  EXPECT_EQ(reward("react_format", "Thought: a\nFinal Answer: b\nThought: c\nFinal Answer: d"), 0.0);
-  EXPECT_EQ(reward("react_format", "Action: f\nAction Input: {}"), 0.0);  // no Thought
+  EXPECT_EQ(reward("react_format", call + "\nObservation: sunny\nanything after"), 1.0);
+  EXPECT_EQ(reward("react_format", "<think>a\nb</think>Action: f Action Input: {}"), 1.0);  // one line
+  EXPECT_EQ(reward("react_format", "Thought: easy\nFinal Answer: 4"), 0.0);  // no think block
+  EXPECT_EQ(reward("react_format", "<think>x</think>\nAction Input: {}\n"), 0.0);  // no Action
+  EXPECT_EQ(reward("react_format", "<think>x</think>\nAction: f\n"), 0.0);  // no Action Input
+  EXPECT_EQ(reward("react_format", "Sure!\n" + call), 0.0);  // text before the think block
+  EXPECT_EQ(reward("react_format", "<think>x</think> so\nAction: f\nAction Input: {}"), 0.0);  // text before Action
 }
 
 TEST(Orm, Toolbench) {
@@ -143,7 +143,8 @@ TEST(Orm, Cosine) {
   EXPECT_NEAR(reward("cosine", answer, correct, arguments, 0), 1.0, 1e-12);
   EXPECT_NEAR(reward("cosine", answer, correct, arguments, 50), 0.75, 1e-12);   // 0.5 + 0.5 * (1 + cos(pi/2)) / 2
   EXPECT_NEAR(reward("cosine", answer, correct, arguments, 100), 0.5, 1e-12);
-  EXPECT_NEAR(reward("cosine", answer, correct, arguments, 250), 0.5, 1e-12);   // clamped at the max length
+  // Past the max length the cosine rises again, as ms-swift computes it: t = 2.5 L is t = 0.5 L.
+  EXPECT_NEAR(reward("cosine", answer, correct, arguments, 250), 0.75, 1e-12);
   EXPECT_NEAR(reward("cosine", answer, wrong, arguments, 0), -0.5, 1e-12);
   EXPECT_NEAR(reward("cosine", answer, wrong, arguments, 25), -0.5 * (1 + std::cos(std::numbers::pi / 4)) / 2, 1e-12);
   EXPECT_NEAR(reward("cosine", answer, wrong, arguments, 100), 0.0, 1e-12);
@@ -155,6 +156,9 @@ TEST(Orm, Cosine) {
 TEST(Orm, Repetition) {
   EXPECT_NEAR(reward("repetition", "a b c a b c"), -0.25, 1e-12);  // abc bca cab abc: 3 unique of 4
   EXPECT_NEAR(reward("repetition", "The cat sat the CAT sat"), -0.25, 1e-12);  // lower-cased
+  // Python's str.lower().split(): Unicode case and spaces (U+00A0 and U+3000 separate words).
+  EXPECT_NEAR(reward("repetition", "Über über Über über sat über"), -0.25, 1e-12);
+  EXPECT_NEAR(reward("repetition", "ΣΟΦΙΑ\u00a0σοφια\u3000x ΣΟΦΙΑ σοφια x"), -0.25, 1e-12);
   EXPECT_EQ(reward("repetition", "one two three four"), 0.0);
   EXPECT_EQ(reward("repetition", "too short"), 0.0);
   EXPECT_NEAR(reward("repetition", "x x x x x x"), -0.75, 1e-12);  // 1 unique of 4
@@ -173,11 +177,13 @@ TEST(Orm, SoftOverlong) {
   EXPECT_EQ(reward("soft_overlong", "", json::object(), arguments, 80), 0.0);
   EXPECT_NEAR(reward("soft_overlong", "", json::object(), arguments, 85), -0.25, 1e-12);
   EXPECT_NEAR(reward("soft_overlong", "", json::object(), arguments, 100), -1.0, 1e-12);
-  EXPECT_EQ(reward("soft_overlong", "", json::object(), arguments, 140), -1.0);
+  EXPECT_NEAR(reward("soft_overlong", "", json::object(), arguments, 140), -3.0, 1e-12);  // ms-swift keeps falling
   arguments.soft_max_length = 4;
   arguments.soft_cache_length = 2;
   EXPECT_NEAR(reward("soft_overlong", "w w w", json::object(), arguments), -0.5, 1e-12);  // 3 words
   arguments.soft_cache_length = 0;
+  EXPECT_THROW(reward("soft_overlong", "", json::object(), arguments), Error);
+  arguments.soft_cache_length = 4;  // ms-swift asserts the cache is below the max
   EXPECT_THROW(reward("soft_overlong", "", json::object(), arguments), Error);
 }
 
