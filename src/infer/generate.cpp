@@ -43,7 +43,19 @@ torch::Tensor Sampler::penalized(const torch::Tensor& logits_row, const std::vec
 }
 
 std::pair<torch::Tensor, torch::Tensor> Sampler::kept(const torch::Tensor& penalized_logits) const {
-  auto [sorted, order] = (penalized_logits / params_.temperature).sort(/*dim=*/0, /*descending=*/true);
+  const auto scaled = penalized_logits / params_.temperature;
+  const int64_t vocabulary = scaled.size(0);
+  // Sorting a 151,936-token row for every sampled token cost more than a small model's whole step:
+  // without top-p or min-p no order is needed (every token, in vocabulary order), and top-k alone
+  // needs only the k likeliest.
+  if (params_.top_p >= 1.0 && params_.min_p <= 0.0) {
+    if (params_.top_k <= 0 || params_.top_k >= vocabulary) {
+      return {torch::softmax(scaled, 0).contiguous(), torch::arange(vocabulary, torch::kLong)};
+    }
+    auto [values, order] = scaled.topk(params_.top_k);
+    return {torch::softmax(values, 0).contiguous(), order};
+  }
+  auto [sorted, order] = scaled.sort(/*dim=*/0, /*descending=*/true);
   auto probabilities = torch::softmax(sorted, 0);
   int64_t keep = sorted.size(0);
   if (params_.top_k > 0) keep = std::min(keep, params_.top_k);
