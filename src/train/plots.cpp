@@ -272,7 +272,8 @@ std::string title_of(const std::string& stem) {
 // The training curves, every evaluation value, and what lathe rlhf's objectives measure.
 bool plotted(const std::string& key) {
   static const std::set<std::string> keys{"loss", "learning_rate", "grad_norm", "nll_loss", "log_odds_ratio", "log_odds_chosen", "kl",
-                                          "center_rewards_loss"};
+                                          "center_rewards_loss", "reward", "reward_std", "frac_reward_zero_std",
+                                          "completions/mean_length", "num_turns"};
   return keys.contains(key) || key.starts_with("eval_") || key.starts_with("rewards/") || key.starts_with("logps/") ||
          key.starts_with("logits/");
 }

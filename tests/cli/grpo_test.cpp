@@ -306,6 +306,19 @@ TEST_F(Grpo, AMultiTurnSchedulerGivesEachTrajectoryItsTurns) {
   EXPECT_EQ(training_logs(*dir_ / "tool-calls").front()["num_turns"].get<double>(), 1.0);
 }
 
+// The README's demo data: the shipped prompts (with their solutions) train, and the reward curve
+// is plotted.
+TEST_F(Grpo, TheShippedArithmeticPromptsTrain) {
+  auto args = arguments("shipped");
+  args[6] = (fs::path(LATHE_SOURCE_DIR) / "assets/arithmetic_grpo.jsonl").string();
+  args.insert(args.end(), {"--reward_funcs", "accuracy", "format", "--max_steps", "2"});
+  const auto result = run(args);
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_NE(result.err.find("grpo: 100 prompts"), std::string::npos) << result.err;
+  for (const char* plot : {"reward.png", "kl.png", "rewards_MathAccuracy_mean.png", "rewards_Format_mean.png"})
+    EXPECT_TRUE(fs::exists(*dir_ / "shipped" / "images" / plot)) << plot;
+}
+
 TEST_F(Grpo, SettingsMsSwiftRefusesAreRefusedBeforeAnythingIsWritten) {
   const auto refused = [&](std::vector<std::string> extra, const std::string& fragment, std::size_t index = 0,
                            const std::string& value = "") {
