@@ -4,7 +4,8 @@
 //             \boxed{...}, or the whole reference without one) under math_answers_equal; 0.0
 //             otherwise, including a completion with no complete \boxed{...}.
 // accuracy    1.0 when the final answers are equal under math_answers_equal. A text's final answer
-//             is the content of its last <answer>...</answer>, else the whole text; inside it, the
+//             is the content of its first <answer>...</answer> (as ms-swift's), else the whole text
+//             (where ms-swift's math_verify extracts only LaTeX); inside it, the
 //             last \boxed{...} when there is one.
 // format      1.0 when the whole completion matches (?s)<think>.*?</think>\s*<answer>.*?</answer>
 //             with nothing before or after (not even a newline).
@@ -202,9 +203,9 @@ std::optional<double> parse_number(std::string text) {
   return sign * *value;
 }
 
-// The content of the last <answer>...</answer>, or nullopt.
+// The content of the first <answer>...</answer> (ms-swift's re.search), or nullopt.
 std::optional<std::string> answer_tag(const std::string& text) {
-  std::size_t open = text.rfind("<answer>");
+  std::size_t open = text.find("<answer>");
   if (open == std::string::npos) return std::nullopt;
   std::size_t begin = open + 8;
   std::size_t close = text.find("</answer>", begin);

@@ -91,7 +91,8 @@ TEST(Orm, Accuracy) {
   EXPECT_EQ(reward("accuracy", "<answer>The value is \\boxed{7}</answer>", solution("\\boxed{7}")), 1.0);
   EXPECT_EQ(reward("accuracy", "<answer>41</answer>", solution("42")), 0.0);
   EXPECT_EQ(reward("accuracy", "42", solution("42")), 1.0);  // no tags: the whole completion
-  EXPECT_EQ(reward("accuracy", "<answer>1</answer> <answer>2</answer>", solution("2")), 1.0);  // the last one
+  EXPECT_EQ(reward("accuracy", "<answer>1</answer> <answer>2</answer>", solution("1")), 1.0);  // the first, as ms-swift
+  EXPECT_EQ(reward("accuracy", "<answer>1</answer> <answer>2</answer>", solution("2")), 0.0);
 }
 
 TEST(Orm, Format) {
