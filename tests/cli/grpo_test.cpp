@@ -151,6 +151,28 @@ TEST_F(Grpo, TheRewardIsTheWeightedSumAndEveryRolloutIsLogged) {
   EXPECT_EQ(saved["metric_for_best_model"], "reward");
 }
 
+// Held-out prompts are rolled out in groups too (--per_device_eval_batch_size defaults to one
+// group) and scored as in training; the best checkpoint is the one with the highest reward.
+TEST_F(Grpo, EvaluationRollsOutTheHeldOutPrompts) {
+  auto args = arguments("evaluated");
+  args[args.size() - 5] = "steps";  // --save_strategy
+  args.insert(args.end(), {"--reward_funcs", "constant_one", "constant_zero", "--reward_weights", "0.7", "0.3",
+                           "--max_steps", "2", "--split_dataset_ratio", "0.25", "--eval_steps", "1", "--save_steps", "1"});
+  const auto result = run(args);
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  std::vector<json> evaluations;
+  for (const auto& row : read_jsonl(*dir_ / "evaluated" / "logging.jsonl"))
+    if (row.contains("eval_loss")) evaluations.push_back(row);
+  ASSERT_EQ(evaluations.size(), 2u);
+  for (const auto& row : evaluations) {
+    EXPECT_NEAR(row["eval_reward"].get<double>(), 0.7, 1e-9);
+    EXPECT_TRUE(row.contains("eval_completions/mean_length"));
+    EXPECT_TRUE(row.contains("eval_kl"));
+  }
+  const auto state = json::parse(read_file(*dir_ / "evaluated" / "checkpoint-2" / "trainer_state.json"));
+  EXPECT_NEAR(state["best_metric"].get<double>(), 0.7, 1e-9) << state.dump();
+}
+
 TEST_F(Grpo, ColumnsAndKeywordsReachTheFunctionsAndMissingRewardsAreTolerated) {
   auto args = arguments("columns");
   args.insert(args.end(), {"--reward_funcs", "task_check", "--max_steps", "4", "--dataset_shuffle", "false"});
