@@ -173,6 +173,35 @@ TEST_F(Grpo, EvaluationRollsOutTheHeldOutPrompts) {
   EXPECT_NEAR(state["best_metric"].get<double>(), 0.7, 1e-9) << state.dump();
 }
 
+// Rollouts are seeded by the step, so a run resumed from a checkpoint draws and logs what the
+// unbroken run did.
+TEST_F(Grpo, AResumedRunContinuesExactly) {
+  const auto train = [&](const std::string& output, const std::string& steps, const std::vector<std::string>& extra) {
+    auto args = arguments(output);
+    args[args.size() - 5] = "steps";  // --save_strategy
+    args.insert(args.end(), {"--reward_funcs", "odd_length", "--learning_rate", "1e-2", "--lr_scheduler_type", "constant",
+                             "--save_steps", "2", "--max_steps", steps});
+    args.insert(args.end(), extra.begin(), extra.end());
+    const auto result = run(args);
+    EXPECT_EQ(result.exit_code, 0) << result.err;
+  };
+  train("grpo-unbroken", "4", {});
+  train("grpo-resumed", "2", {});
+  train("grpo-resumed", "4", {"--resume_from_checkpoint", (*dir_ / "grpo-resumed" / "checkpoint-2").string()});
+  const auto later = [](const fs::path& run) {
+    std::vector<json> rows;
+    for (const auto& row : training_logs(run))
+      if (row["global_step"].get<int>() > 2) rows.push_back(row);
+    return rows;
+  };
+  const auto unbroken = later(*dir_ / "grpo-unbroken"), resumed = later(*dir_ / "grpo-resumed");
+  ASSERT_EQ(unbroken.size(), 2u);
+  ASSERT_EQ(resumed.size(), 2u);
+  for (std::size_t i = 0; i < 2; ++i)
+    for (const char* key : {"loss", "grad_norm", "reward", "kl", "completions/mean_length"})
+      EXPECT_DOUBLE_EQ(resumed[i][key].get<double>(), unbroken[i][key].get<double>()) << key << " at step " << i + 3;
+}
+
 TEST_F(Grpo, ColumnsAndKeywordsReachTheFunctionsAndMissingRewardsAreTolerated) {
   auto args = arguments("columns");
   args.insert(args.end(), {"--reward_funcs", "task_check", "--max_steps", "4", "--dataset_shuffle", "false"});
