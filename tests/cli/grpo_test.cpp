@@ -116,7 +116,8 @@ TempDir* Grpo::dir_ = nullptr;
 TEST_F(Grpo, TheRewardIsTheWeightedSumAndEveryRolloutIsLogged) {
   auto args = arguments("weighted");
   args.insert(args.end(), {"--reward_funcs", "constant_one", "constant_zero", "--reward_weights", "0.7", "0.3",
-                           "--max_steps", "2", "--log_completions", "true"});
+                           "--max_steps", "2", "--log_completions", "true", "--use_vllm", "true", "--vllm_mode",
+                           "colocate", "--sleep_level", "1"});
   const auto result = run(args);
   ASSERT_EQ(result.exit_code, 0) << result.err;
   const auto logs = training_logs(*dir_ / "weighted");
@@ -146,6 +147,9 @@ TEST_F(Grpo, TheRewardIsTheWeightedSumAndEveryRolloutIsLogged) {
     EXPECT_TRUE(line["completion"].is_string());
     EXPECT_EQ(line["prompt"].back()["role"], "user");
   }
+  // ms-swift's vLLM settings are accepted, each with a line saying why it has no effect here.
+  EXPECT_NE(result.err.find("--use_vllm"), std::string::npos) << result.err;
+  EXPECT_NE(result.err.find("--sleep_level"), std::string::npos) << result.err;
   const auto saved = json::parse(read_file(*dir_ / "weighted" / "args.json"));
   EXPECT_EQ(saved["temperature"], 0.9) << "ms-swift's grpo default";
   EXPECT_EQ(saved["metric_for_best_model"], "reward");

@@ -333,6 +333,26 @@ constexpr ArgumentInfo describe_argument(ArgumentGroup group, std::string_view f
   X(Ignored, int64_t, vllm_max_model_len, 0, {.no_effect = "the vllm backend is not used"}, "SWIFT's vLLM context length") \
   X(Ignored, double, vllm_gpu_memory_utilization, 0.9, {.no_effect = "the vllm backend is not used"},                    \
     "SWIFT's vLLM memory share")                                                                                        \
+  X(Ignored, bool, use_vllm, false, {.no_effect = "grpo rolls out on Lathe's own engine, in process, from the live weights"}, \
+    "SWIFT's GRPO rollouts on vLLM")                                                                                    \
+  X(Ignored, std::string, vllm_mode, {}, {.no_effect = "grpo rolls out on Lathe's own engine, in process (no colocate or server vLLM)"}, \
+    "SWIFT's vLLM placement (colocate or server)")                                                                      \
+  X(Ignored, int64_t, vllm_tensor_parallel_size, 1, {.no_effect = "the vllm backend is not used"},                      \
+    "SWIFT's vLLM tensor parallelism")                                                                                  \
+  X(Ignored, bool, vllm_enable_lora, false, {.no_effect = "the vllm backend is not used; the rollout engine runs the LoRA adapters as they train"}, \
+    "SWIFT's vLLM LoRA updates")                                                                                        \
+  X(Ignored, std::string, vllm_server_host, {}, {.no_effect = "grpo needs no rollout server: it generates in process"}, \
+    "SWIFT's swift rollout server host")                                                                                \
+  X(Ignored, std::vector<int64_t>, vllm_server_port, {}, {.no_effect = "grpo needs no rollout server: it generates in process"}, \
+    "SWIFT's swift rollout server port")                                                                                \
+  X(Ignored, int64_t, sleep_level, 0, {.no_effect = "there is no vLLM engine to put to sleep between rollouts"},        \
+    "SWIFT's colocate vLLM sleep level")                                                                                \
+  X(Ignored, bool, offload_model, false, {.no_effect = "the policy is the rollout model: nothing is offloaded between rollout and training"}, \
+    "SWIFT's colocate model offloading")                                                                                \
+  X(Ignored, bool, offload_optimizer, false, {.no_effect = "the optimizer state stays in memory (one process, no GPU to free)"}, \
+    "SWIFT's colocate optimizer offloading")                                                                            \
+  X(Ignored, bool, async_generate, false, {.no_effect = "rollouts run in the step, from the current weights (ms-swift allows async only in server mode)"}, \
+    "SWIFT's asynchronous server rollouts")                                                                             \
   X(Ignored, std::string, eval_backend, "Native", {.no_effect = "lathe eval scores --val_dataset with its --metric plugins"}, \
     "SWIFT's evaluation backend (OpenCompass, VLMEvalKit, Native)")                                                     \
   X(Ignored, int64_t, quant_bits, 0, {.no_effect = "quantized export is not built; weights are written in --torch_dtype"}, \
