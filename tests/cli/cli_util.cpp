@@ -167,4 +167,29 @@ void write_jsonl(const fs::path& file, const std::vector<nlohmann::json>& rows) 
   write_file_atomic(file, text);
 }
 
+std::vector<nlohmann::json> training_logs(const fs::path& run) {
+  std::vector<nlohmann::json> rows;
+  for (const auto& row : read_jsonl(run / "logging.jsonl")) {
+    if (row.contains("loss")) rows.push_back(row);
+  }
+  return rows;
+}
+
+void expect_same_steps_after(const fs::path& unbroken, const fs::path& resumed, int resumed_at, std::size_t later_steps,
+                             const std::vector<std::string>& keys) {
+  const auto later = [resumed_at](const fs::path& run) {
+    std::vector<nlohmann::json> rows;
+    for (const auto& row : training_logs(run))
+      if (row["global_step"].get<int>() > resumed_at) rows.push_back(row);
+    return rows;
+  };
+  const auto expected = later(unbroken), actual = later(resumed);
+  ASSERT_EQ(expected.size(), later_steps) << unbroken;
+  ASSERT_EQ(actual.size(), later_steps) << resumed;
+  for (std::size_t i = 0; i < later_steps; ++i)
+    for (const auto& key : keys)
+      EXPECT_DOUBLE_EQ(actual[i][key].get<double>(), expected[i][key].get<double>())
+          << key << " at step " << expected[i]["global_step"];
+}
+
 }  // namespace lathe::testing

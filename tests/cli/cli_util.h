@@ -47,5 +47,11 @@ std::vector<nlohmann::json> read_jsonl(const std::filesystem::path& file);
 // The one run folder (vN-...) under a training command's --output_dir; a test failure otherwise.
 std::filesystem::path only_run_dir(const std::filesystem::path& output);
 void write_jsonl(const std::filesystem::path& file, const std::vector<nlohmann::json>& rows);
+// The training steps' rows (those with a loss) of a run folder's logging.jsonl.
+std::vector<nlohmann::json> training_logs(const std::filesystem::path& run);
+// Adds a test failure unless the resumed run logs exactly the unbroken run's `keys` at every step
+// after `resumed_at`, the two having `later_steps` such steps.
+void expect_same_steps_after(const std::filesystem::path& unbroken, const std::filesystem::path& resumed, int resumed_at,
+                             std::size_t later_steps, const std::vector<std::string>& keys);
 
 }  // namespace lathe::testing

@@ -79,14 +79,6 @@ std::vector<json> prompts(int count) {
   return rows;
 }
 
-std::vector<json> training_logs(const fs::path& run) {
-  std::vector<json> rows;
-  for (const auto& row : read_jsonl(run / "logging.jsonl")) {
-    if (row.contains("loss")) rows.push_back(row);
-  }
-  return rows;
-}
-
 class Grpo : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -192,18 +184,8 @@ TEST_F(Grpo, AResumedRunContinuesExactly) {
   train("grpo-unbroken", "4", {});
   train("grpo-resumed", "2", {});
   train("grpo-resumed", "4", {"--resume_from_checkpoint", (*dir_ / "grpo-resumed" / "checkpoint-2").string()});
-  const auto later = [](const fs::path& run) {
-    std::vector<json> rows;
-    for (const auto& row : training_logs(run))
-      if (row["global_step"].get<int>() > 2) rows.push_back(row);
-    return rows;
-  };
-  const auto unbroken = later(*dir_ / "grpo-unbroken"), resumed = later(*dir_ / "grpo-resumed");
-  ASSERT_EQ(unbroken.size(), 2u);
-  ASSERT_EQ(resumed.size(), 2u);
-  for (std::size_t i = 0; i < 2; ++i)
-    for (const char* key : {"loss", "grad_norm", "reward", "kl", "completions/mean_length"})
-      EXPECT_DOUBLE_EQ(resumed[i][key].get<double>(), unbroken[i][key].get<double>()) << key << " at step " << i + 3;
+  expect_same_steps_after(*dir_ / "grpo-unbroken", *dir_ / "grpo-resumed", 2, 2,
+                          {"loss", "grad_norm", "reward", "kl", "completions/mean_length"});
 }
 
 TEST_F(Grpo, ColumnsAndKeywordsReachTheFunctionsAndMissingRewardsAreTolerated) {

@@ -31,14 +31,6 @@ std::vector<json> reward_pairs(int count, double margin) {
   return rows;
 }
 
-std::vector<json> training_logs(const fs::path& run) {
-  std::vector<json> rows;
-  for (const auto& row : read_jsonl(run / "logging.jsonl")) {
-    if (row.contains("loss")) rows.push_back(row);
-  }
-  return rows;
-}
-
 class RewardModel : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -179,18 +171,8 @@ TEST_F(RewardModel, AResumedRunContinuesExactly) {
   train("unbroken", "4", {});
   train("resumed", "2", {});
   train("resumed", "4", {"--resume_from_checkpoint", (*dir_ / "resumed" / "checkpoint-2").string()});
-  const auto later = [](const fs::path& run) {
-    std::vector<json> rows;
-    for (const auto& row : training_logs(run))
-      if (row["global_step"].get<int>() > 2) rows.push_back(row);
-    return rows;
-  };
-  const auto unbroken = later(*dir_ / "unbroken"), resumed = later(*dir_ / "resumed");
-  ASSERT_EQ(unbroken.size(), 2u);
-  ASSERT_EQ(resumed.size(), 2u);
-  for (std::size_t i = 0; i < 2; ++i)
-    for (const char* key : {"loss", "grad_norm", "rewards/chosen", "rewards/margins"})
-      EXPECT_DOUBLE_EQ(resumed[i][key].get<double>(), unbroken[i][key].get<double>()) << key << " at step " << i + 3;
+  expect_same_steps_after(*dir_ / "unbroken", *dir_ / "resumed", 2, 2,
+                          {"loss", "grad_norm", "rewards/chosen", "rewards/margins"});
 }
 
 TEST_F(RewardModel, SettingsItDoesNotTakeAreRefused) {

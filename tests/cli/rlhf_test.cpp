@@ -45,14 +45,6 @@ std::vector<std::string> rlhf_arguments(const TempDir& dir, const std::string& t
           "--per_device_train_batch_size", "4", "--logging_steps", "1", "--seed", "3", "--save_strategy", "no"};
 }
 
-std::vector<json> training_logs(const fs::path& run) {
-  std::vector<json> rows;
-  for (const auto& row : read_jsonl(run / "logging.jsonl")) {
-    if (row.contains("loss")) rows.push_back(row);
-  }
-  return rows;
-}
-
 class Rlhf : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -206,20 +198,7 @@ TEST_F(Rlhf, AResumedRunContinuesExactly) {
   train("unbroken", "4", {});
   train("resumed", "2", {});
   train("resumed", "4", {"--resume_from_checkpoint", (*dir_ / "resumed" / "checkpoint-2").string()});
-  std::vector<json> unbroken, resumed;
-  for (const auto& row : training_logs(*dir_ / "unbroken")) {
-    if (row["global_step"].get<int>() > 2) unbroken.push_back(row);
-  }
-  for (const auto& row : training_logs(*dir_ / "resumed")) {
-    if (row["global_step"].get<int>() > 2) resumed.push_back(row);
-  }
-  ASSERT_EQ(unbroken.size(), 2u);
-  ASSERT_EQ(resumed.size(), 2u);
-  for (std::size_t i = 0; i < 2; ++i) {
-    for (const char* key : {"loss", "grad_norm", "rewards/margins", "logps/chosen"}) {
-      EXPECT_DOUBLE_EQ(resumed[i][key].get<double>(), unbroken[i][key].get<double>()) << key << " at step " << i + 3;
-    }
-  }
+  expect_same_steps_after(*dir_ / "unbroken", *dir_ / "resumed", 2, 2, {"loss", "grad_norm", "rewards/margins", "logps/chosen"});
 }
 
 // An error names the file and line (or the option), exits non-zero, and writes no run folder.

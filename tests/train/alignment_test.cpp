@@ -259,25 +259,31 @@ TEST(DpoObjective, TheLoraBypassReferenceEqualsAFrozenCopy) {
 
 // The pairwise terms are sums over pairs divided by the step's pairs. (The NLL that cpo and orpo
 // add is, as in ms-swift, a token mean within each micro-batch, so it is left out here.)
+// The four pairs as one micro-batch, then as two of two: the same loss and gradients.
+void expect_accumulation_equals_one_batch(TrainingObjective& objective, CausalLM& model, double loss_tolerance,
+                                          const std::string& what) {
+  const auto data = pairs();
+  MetricTotals metrics;
+  const auto big = objective.loss(model, pointers(data), 4, metrics);
+  big.backward();
+  const auto big_grads = take_gradients(model);
+  double accumulated = 0;
+  for (std::size_t begin : {0, 2}) {
+    const auto micro = objective.loss(model, pointers(data, begin, begin + 2), 4, metrics);
+    micro.backward();
+    accumulated += micro.item<double>();
+  }
+  EXPECT_NEAR(big.item<double>(), accumulated, loss_tolerance) << what;
+  expect_close(big_grads, take_gradients(model), 1e-5);
+}
+
 TEST(AlignmentObjectives, AccumulationEqualsOneLargeBatch) {
   for (const std::string type : {"dpo", "cpo", "simpo"}) {
     auto model = tiny_model();
-    const auto data = pairs();
     auto arguments = alignment_arguments(type);
     arguments.cpo_alpha = 0;
     auto objective = make_alignment_objective(arguments, type == "dpo" ? frozen(tiny_model(9)) : AlignmentReference{});
-    MetricTotals metrics;
-    const auto big = objective->loss(model, pointers(data), 4, metrics);
-    big.backward();
-    const auto big_grads = take_gradients(model);
-    double accumulated = 0;
-    for (std::size_t begin : {0, 2}) {
-      const auto micro = objective->loss(model, pointers(data, begin, begin + 2), 4, metrics);
-      micro.backward();
-      accumulated += micro.item<double>();
-    }
-    EXPECT_NEAR(big.item<double>(), accumulated, 1e-5) << type;
-    expect_close(big_grads, take_gradients(model), 1e-5);
+    expect_accumulation_equals_one_batch(*objective, model, 1e-5, type);
   }
 }
 
@@ -404,22 +410,9 @@ TEST(RewardModel, LossAndMetricsFollowFromThePlainRewards) {
 
 TEST(RewardModel, AccumulationEqualsOneLargeBatch) {
   auto model = tiny_reward_model();
-  const auto data = pairs();
   auto arguments = alignment_arguments("rm");
   arguments.center_rewards_coefficient = 0.01;
-  auto objective = make_alignment_objective(arguments, {});
-  MetricTotals metrics;
-  const auto big = objective->loss(model, pointers(data), 4, metrics);
-  big.backward();
-  const auto big_grads = take_gradients(model);
-  double accumulated = 0;
-  for (std::size_t begin : {0, 2}) {
-    const auto micro = objective->loss(model, pointers(data, begin, begin + 2), 4, metrics);
-    micro.backward();
-    accumulated += micro.item<double>();
-  }
-  EXPECT_NEAR(big.item<double>(), accumulated, 1e-6);
-  expect_close(big_grads, take_gradients(model), 1e-5);
+  expect_accumulation_equals_one_batch(*make_alignment_objective(arguments, {}), model, 1e-6, "rm");
 }
 
 TEST(KtoPairs, EachRowTakesThePreviousRowsAnswerWithinItsChunk) {
