@@ -1,4 +1,4 @@
-// lathe rlhf's objectives on a tiny model: the losses against alignment.md's hand-computed numbers,
+// lathe rlhf's objectives on a tiny model: the losses against hand-computed numbers,
 // the per-sequence log-probabilities (and a reward model's scores) against a plain forward of each
 // sequence alone, ln 2 while the policy equals the reference, the LoRA-bypass reference against a
 // frozen copy, accumulation against one large batch, and no NaN when a side has nothing to train.
@@ -99,7 +99,7 @@ double preference_loss(const std::string& name, const PreferenceLogps& logps, do
 }
 
 TEST(PreferenceLoss, MatchesTheHandComputedNumbers) {
-  // alignment.md 4.2: beta 0.1, policy (-10, -12), reference (-11, -11), so z = 2.
+  // Hand-computed: beta 0.1, policy (-10, -12), reference (-11, -11), so z = 2.
   const auto logps = logps_of(-10, -12, -11, -11);
   EXPECT_NEAR(preference_loss("sigmoid", logps), 0.598139, 1e-6);
   EXPECT_NEAR(preference_loss("sigmoid", logps, 0.1, 0.1), 0.618139, 1e-6);

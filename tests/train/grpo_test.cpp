@@ -1,4 +1,4 @@
-// grpo's formulas against alignment.md's hand-computed numbers: advantages of each estimator and
+// grpo's formulas against hand-computed numbers: advantages of each estimator and
 // scaling, ms-swift's clamped k3 KL, the clipped surrogate, and each loss_type's aggregation.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -89,7 +89,7 @@ TEST(GrpoLoss, OnPolicyIsMinusTheAdvantagePlusBetaKl) {
   EXPECT_NEAR(tokens.logps.grad()[0].item<double>(), -0.7 + 0.04 * (1 - std::exp(0.1)), 1e-6);
 }
 
-// alignment.md 4.2: on-policy, beta 0, completions of 2, 3, 4 and 1 tokens with advantages
+// Hand-computed: on-policy, beta 0, completions of 2, 3, 4 and 1 tokens with advantages
 // a, -a, -a, a.
 TEST(GrpoLoss, EachLossTypeAggregatesAsMsSwift) {
   const double a = 0.8;

@@ -3,7 +3,7 @@
 // writes num_generations completions for every prompt of the step on Lathe's generation engine
 // (from its live weights), the reward functions of the ORM registry score them, group-relative
 // advantages weigh each completion's tokens, and the clipped surrogate (plus beta times the k3 KL
-// to the reference) is the loss. The formulas are ms-swift's (alignment.md §2.4-2.5).
+// to the reference) is the loss. The formulas are ms-swift's (docs/commands.md).
 #include <filesystem>
 #include <functional>
 #include <memory>
